@@ -1,0 +1,25 @@
+"""The `xdp-ovpn` command line: click commands over the layers below."""
+
+from __future__ import annotations
+
+import click
+
+from xdp_ovpn import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="xdp-ovpn")
+def main() -> None:
+    """OpenVPN 2.6 endpoint with an XDP + AF_XDP data channel."""
+
+
+@main.command()
+def doctor() -> None:
+    """Probe what this machine offers the XDP data path."""
+    from xdp_ovpn.doctor import run_doctor
+
+    raise SystemExit(run_doctor())
+
+
+if __name__ == "__main__":
+    main()
