@@ -1,0 +1,72 @@
+"""Shared fixtures and the capability gates for root, BPF and openvpn tests.
+
+Without a capability a marked test is skipped with the reason; under CI
+(CI=true, running as root) a missing capability is an error, so the suite
+can never pass by skipping what it was meant to run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from xdp_ovpn.lab import Lab, cleanup_stale
+
+
+@functools.cache
+def _missing_root() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    if shutil.which("ip") is None:
+        return "needs iproute2"
+    return None
+
+
+@functools.cache
+def _missing_bpf() -> str | None:
+    if reason := _missing_root():
+        return reason
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "needs bcc (Debian's python3-bpfcc)"
+    return None
+
+
+@functools.cache
+def _missing_openvpn() -> str | None:
+    if reason := _missing_root():
+        return reason
+    if shutil.which("openvpn") is None:
+        return "needs the openvpn binary"
+    out = subprocess.run(["openvpn", "--version"], capture_output=True, text=True)
+    if "OpenVPN 2.6" not in out.stdout:
+        return "needs openvpn 2.6"
+    return None
+
+
+_GATES = {"root": _missing_root, "bpf": _missing_bpf, "openvpn": _missing_openvpn}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, missing in _GATES.items():
+        if item.get_closest_marker(marker) and (reason := missing()):
+            if os.environ.get("CI"):
+                pytest.fail(f"CI must run this test but it {reason}")
+            pytest.skip(reason)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.geteuid() == 0:
+        cleanup_stale()
+
+
+@pytest.fixture
+def lab():
+    """A fresh namespace topology, torn down even when the test fails."""
+    with Lab() as topology:
+        yield topology

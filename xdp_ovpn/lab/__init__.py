@@ -1,0 +1,5 @@
+"""Network-namespace topologies for tests, the demo and the benchmark."""
+
+from xdp_ovpn.lab.netns import Lab, LabError, Namespace, cleanup_stale
+
+__all__ = ["Lab", "LabError", "Namespace", "cleanup_stale"]
