@@ -1,0 +1,235 @@
+"""`xdp-ovpn doctor`: probe what this machine offers the XDP data path.
+
+Probes that attach programs or bind sockets run inside a scratch namespace
+on a scratch veth pair (via `python -m xdp_ovpn.doctor --in-netns IF`), so
+the host's interfaces are never touched.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+# Checks the XDP data path cannot run without; the rest are informational.
+# Every probe catches broadly on purpose: any failure becomes one line of the table.
+REQUIRED = (
+    "BPF syscall",
+    "bcc",
+    "kernel headers",
+    "bcc compile",
+    "XDP attach",
+    "AF_XDP bind",
+    "TUN",
+)
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+
+
+def _bpf_syscall() -> Check:
+    # BPF_MAP_CREATE of a one-entry array: the cheapest call that proves bpf() works.
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint32 * 30)(2, 4, 4, 1)  # type=ARRAY, key 4 B, value 4 B, 1 entry
+    fd = libc.syscall(321, 0, ctypes.byref(attr), ctypes.sizeof(attr))  # __NR_bpf, BPF_MAP_CREATE
+    if fd < 0:
+        return Check("BPF syscall", FAIL, f"bpf() failed: {os.strerror(ctypes.get_errno())}")
+    os.close(fd)
+    return Check("BPF syscall", OK, "bpf(BPF_MAP_CREATE) works")
+
+
+def _btf() -> Check:
+    if Path("/sys/kernel/btf/vmlinux").exists():
+        return Check("BTF", OK, "/sys/kernel/btf/vmlinux")
+    return Check("BTF", WARN, "no kernel BTF (CO-RE unavailable; bcc still works)")
+
+
+def _bpffs() -> Check:
+    from loader import probe
+
+    if probe.bpffs_mounted():
+        return Check("bpffs", OK, "mounted at /sys/fs/bpf")
+    try:
+        probe.mount_bpffs()
+    except Exception as exc:
+        return Check("bpffs", WARN, f"not mounted and mount failed: {exc}")
+    return Check("bpffs", OK, "was not mounted; mounted at /sys/fs/bpf")
+
+
+def _bcc() -> Check:
+    try:
+        import bcc
+    except ImportError as exc:
+        return Check("bcc", FAIL, f"cannot import bcc (install python3-bpfcc): {exc}")
+    version = getattr(bcc, "__version__", "?")
+    return Check("bcc", OK, f"bcc {version} from {Path(bcc.__file__).parent}")
+
+
+def _headers() -> Check:
+    from loader.errors import HeadersNotFound
+    from loader.headers import find_kernel_headers
+
+    try:
+        found = find_kernel_headers()
+    except HeadersNotFound as exc:
+        return Check("kernel headers", FAIL, str(exc))
+    if found.matches_running_kernel:
+        return Check("kernel headers", OK, f"{found.version} at {found.path}")
+    return Check("kernel headers", WARN, found.warning or f"{found.version} at {found.path}")
+
+
+def _compile() -> Check:
+    from loader.compile import compile_bpf
+
+    try:
+        compile_bpf("int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }")
+    except Exception as exc:
+        return Check("bcc compile", FAIL, f"bcc cannot compile an XDP program: {_one_line(exc)}")
+    return Check("bcc compile", OK, "trivial XDP program compiled")
+
+
+def _openvpn() -> Check:
+    binary = shutil.which("openvpn")
+    if not binary:
+        return Check("openvpn", WARN, "openvpn binary not found (needed for interop tests)")
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    first = out.splitlines()[0] if out else "?"
+    match = re.search(r"OpenVPN (\S+)", first)
+    return Check("openvpn", OK, f"{match.group(1) if match else first} at {binary}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+# -- probes run inside the scratch namespace ----------------------------------
+
+
+def _netns_probes(ifname: str) -> list[Check]:
+    from loader.probe import probe_xdp_attach
+
+    checks = []
+    modes = {}
+    for mode in ("native", "generic"):
+        try:
+            probe_xdp_attach(ifname, mode)
+            modes[mode] = True
+        except Exception as exc:
+            modes[mode] = False
+            checks.append(Check(f"XDP {mode}", WARN, _one_line(exc)))
+        else:
+            checks.append(Check(f"XDP {mode}", OK, f"attached and detached on veth {ifname}"))
+    if any(modes.values()):
+        best = "native" if modes["native"] else "generic"
+        checks.append(Check("XDP attach", OK, f"best mode: {best}"))
+    else:
+        checks.append(Check("XDP attach", FAIL, "neither native nor generic XDP attach works"))
+    checks.append(_afxdp(ifname))
+    checks.append(_tun())
+    return checks
+
+
+def _afxdp(ifname: str) -> Check:
+    from xdp_ovpn.dataplane.xsk import probe_afxdp
+
+    try:
+        mode = probe_afxdp(ifname, 0)
+    except Exception as exc:
+        return Check("AF_XDP bind", FAIL, f"cannot bind an AF_XDP socket: {_one_line(exc)}")
+    note = "" if mode == "zero-copy" else " (zero-copy refused by the driver)"
+    return Check("AF_XDP bind", OK, f"{mode} mode on veth{note}")
+
+
+def _tun() -> Check:
+    from xdp_ovpn.dataplane.tun import Tun
+
+    try:
+        Tun.open("xodoctor0").close()
+    except Exception as exc:
+        return Check("TUN", FAIL, f"cannot create a TUN device: {_one_line(exc)}")
+    return Check("TUN", OK, "/dev/net/tun works")
+
+
+def _scratch_namespace_checks() -> list[Check]:
+    from xdp_ovpn.lab import Lab, LabError
+
+    try:
+        with Lab() as lab:
+            a, b = lab.add_namespace("doctor"), lab.add_namespace("doctorpeer")
+            ifname, _ = lab.link(a, b)
+            out = a.run([sys.executable, "-m", "xdp_ovpn.doctor", "--in-netns", ifname],
+                        check=False, timeout=120)
+    except (LabError, OSError) as exc:
+        return [Check("scratch namespace", FAIL, f"cannot build a scratch veth pair: {exc}")]
+    try:
+        rows = json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        reason = _one_line(RuntimeError(out.stderr or "no output"))
+        return [Check("scratch namespace", FAIL, f"probe process failed: {reason}")]
+    return [Check(**row) for row in rows]
+
+
+def collect() -> list[Check]:
+    """Run every probe; a probe that cannot run reports FAIL instead of raising."""
+    checks: list[Check] = []
+    probes: list[Callable[[], Check]] = [_bpf_syscall, _btf, _bpffs, _bcc, _headers, _compile]
+    for probe in probes:
+        try:
+            checks.append(probe())
+        except Exception as exc:
+            checks.append(Check(probe.__name__.strip("_"), FAIL, _one_line(exc)))
+    if os.geteuid() != 0:
+        checks.append(Check("scratch namespace", FAIL, "needs root to build a scratch namespace"))
+    else:
+        checks.extend(_scratch_namespace_checks())
+    checks.append(_openvpn())
+    return checks
+
+
+def missing(checks: list[Check]) -> list[Check]:
+    """The failed checks that stop the XDP data path, plus any failed prerequisite."""
+    by_name = {c.name: c for c in checks}
+    out = [c for c in checks if c.status == FAIL]
+    out += [Check(name, FAIL, "not probed") for name in REQUIRED if name not in by_name]
+    return out
+
+
+def render(checks: list[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = [f"{'check'.ljust(width)}  status  detail", f"{'-' * width}  ------  ------"]
+    lines += [f"{c.name.ljust(width)}  {c.status.ljust(6)}  {c.detail}" for c in checks]
+    return "\n".join(lines)
+
+
+def run_doctor() -> int:
+    checks = collect()
+    print(render(checks))
+    problems = missing(checks)
+    if problems:
+        print()
+        for c in problems:
+            print(f"missing: {c.name}: {c.detail}")
+        return 1
+    print("\nThe XDP data path can run on this machine.")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--in-netns":
+        print(json.dumps([c.__dict__ for c in _netns_probes(sys.argv[2])]))
+    else:
+        raise SystemExit(run_doctor())
