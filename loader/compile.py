@@ -1,0 +1,66 @@
+"""Compile BPF C with bcc against the discovered kernel headers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from loader.errors import CompileError
+from loader.headers import find_kernel_headers
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+
+
+def compile_bpf(source: str | Path, cflags: Iterable[str] = ()) -> Any:
+    """Compile C text (or a .c file) into a loaded `bcc.BPF`; takes 2-3 s, so keep the result.
+
+    Raises CompileError with the first compiler error line, HeadersNotFound without headers.
+    """
+    try:
+        from bcc import BPF
+    except ImportError as exc:
+        raise CompileError("bcc is not importable (install Debian's python3-bpfcc)") from exc
+    if isinstance(source, Path):
+        try:
+            text = source.read_text()
+        except OSError as exc:
+            raise CompileError(f"cannot read {source}: {exc.strerror}") from exc
+    else:
+        text = source
+    headers = find_kernel_headers()
+    os.environ["BCC_KERNEL_SOURCE"] = str(headers.path)
+    flags = [*cflags, f"-I{BPF_DIR}"]
+    with _captured_stderr() as log:
+        try:
+            return BPF(text=text, cflags=flags)
+        except Exception as exc:  # bcc raises bare Exception for compile and load failures
+            reason = _first_error(log.read_text(errors="replace")) or str(exc).splitlines()[0]
+            raise CompileError(reason) from exc
+
+
+def _first_error(log: str) -> str | None:
+    """The first clang error or verifier complaint, in one line."""
+    for line in log.splitlines():
+        if re.search(r"\berror:", line):
+            return re.sub(r"^/virtual/main\.c:", "line ", line.strip())
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    # The verifier's verdict is the last line of its log (e.g. "invalid access to packet").
+    return lines[-1].strip() if lines else None
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[Path]:
+    """clang and the verifier log straight to fd 2: catch it, show it only on failure."""
+    with tempfile.NamedTemporaryFile(prefix="xdp-ovpn-bcc-", suffix=".log") as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield Path(tmp.name)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -1,0 +1,120 @@
+"""The few bpf(2) commands bcc 0.26 does not expose, called directly through ctypes.
+
+XDP BPF links (Linux 5.9+) are the reason: a link created with BPF_LINK_CREATE detaches when
+its last fd closes, so a program can never outlive the process that attached it.
+Layouts follow `union bpf_attr` in include/uapi/linux/bpf.h.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine, 321)
+_libc = ctypes.CDLL(None, use_errno=True)
+_ATTR_SIZE = 128  # larger than every layout used here; the kernel zero-checks the tail
+
+# enum bpf_cmd
+OBJ_PIN = 6
+OBJ_GET = 7
+PROG_TEST_RUN = 10
+OBJ_GET_INFO_BY_FD = 15
+LINK_CREATE = 28
+LINK_GET_FD_BY_ID = 30
+LINK_GET_NEXT_ID = 31
+LINK_DETACH = 34
+# enum bpf_attach_type / bpf_link_type
+ATTACH_XDP = 37
+LINK_TYPE_XDP = 6
+
+
+def bpf(cmd: int, attr: ctypes.Array) -> int:
+    """Raw bpf(cmd, attr); raises OSError with errno on failure."""
+    ret = _libc.syscall(_SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def _attr(fmt: str, *values: int) -> ctypes.Array:
+    buf = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into(fmt, buf, 0, *values)
+    return buf
+
+
+def link_create_xdp(prog_fd: int, ifindex: int, xdp_flags: int) -> int:
+    """Attach an XDP program through a link; returns the link fd."""
+    return bpf(LINK_CREATE, _attr("=IIII", prog_fd, ifindex, ATTACH_XDP, xdp_flags))
+
+
+def link_detach(link_fd: int) -> None:
+    """Force-detach a link even if other processes hold fds to it."""
+    bpf(LINK_DETACH, _attr("=I", link_fd))
+
+
+def xdp_links() -> list[tuple[int, int, int]]:
+    """(link id, prog id, ifindex) for every XDP link in the system, any namespace."""
+    found = []
+    link_id = 0
+    while True:
+        attr = _attr("=I", link_id)
+        try:
+            bpf(LINK_GET_NEXT_ID, attr)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return found
+            raise
+        link_id = struct.unpack_from("=I", attr, 4)[0]  # next_id follows start_id
+        try:
+            fd = bpf(LINK_GET_FD_BY_ID, _attr("=I", link_id))
+        except OSError:
+            continue  # vanished meanwhile
+        try:
+            kind, lid, prog_id, ifindex = link_info(fd)
+        finally:
+            os.close(fd)
+        if kind == LINK_TYPE_XDP:
+            found.append((lid, prog_id, ifindex))
+
+
+def link_info(fd: int) -> tuple[int, int, int, int]:
+    """(type, id, prog id, first union word) of a link: for XDP links the word is ifindex."""
+    info = ctypes.create_string_buffer(64)
+    bpf(OBJ_GET_INFO_BY_FD, _attr("=IIQ", fd, len(info), ctypes.addressof(info)))
+    return struct.unpack_from("=IIII", info)
+
+
+def link_fd_by_id(link_id: int) -> int:
+    return bpf(LINK_GET_FD_BY_ID, _attr("=I", link_id))
+
+
+def obj_pin(fd: int, path: str) -> None:
+    name = ctypes.create_string_buffer(os.fsencode(path))
+    bpf(OBJ_PIN, _attr("=QI", ctypes.addressof(name), fd))
+
+
+def obj_get(path: str) -> int:
+    name = ctypes.create_string_buffer(os.fsencode(path))
+    return bpf(OBJ_GET, _attr("=Q", ctypes.addressof(name)))
+
+
+def prog_test_run(
+    prog_fd: int, data: bytes, ctx: bytes = b"", out_size: int = 4096
+) -> tuple[int, bytes]:
+    """Run a program once on `data` (BPF_PROG_TEST_RUN); returns (verdict, output packet)."""
+    din = ctypes.create_string_buffer(data, len(data))
+    dout = ctypes.create_string_buffer(out_size)
+    cin = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
+    attr = _attr(
+        "=IIIIQQIIIIQQ",
+        prog_fd, 0, len(data), out_size,
+        ctypes.addressof(din), ctypes.addressof(dout),
+        1, 0, len(ctx), 0,
+        ctypes.addressof(cin) if cin is not None else 0, 0,
+    )  # fmt: skip
+    bpf(PROG_TEST_RUN, attr)
+    retval, _, size_out = struct.unpack_from("=III", attr, 4)
+    return retval, dout.raw[:size_out]
