@@ -1,0 +1,151 @@
+"""The DCO-like control/data-plane API: the verbs and notifications both data paths speak.
+
+Mirrors Linux `ovpn` / ovpn-dco netlink (PEER_NEW/SET/DEL/GET, KEY_NEW/SWAP/DEL,
+PEER_DEL_NTF, PEER_FLOAT_NTF, KEY_SWAP_NTF) so the control plane drives a data plane
+exactly as openvpn drives the kernel.
+
+Socket ownership (one UDP socket, one port, as openvpn): the control plane opens and
+binds the UDP socket and hands it to the data plane, which sends data packets on it.
+Who *reads* it depends on the path, and `control_fd()` says which:
+
+- socket path: the data-plane worker reads the socket, keeps DATA_V1/V2 and passes every
+  other datagram up; `control_fd()` is readable when `read_control()` has datagrams.
+- XDP path: XDP steers DATA_V2 of known peers to AF_XDP, so the kernel socket only sees
+  control traffic; `control_fd()` is None and the control plane reads the socket itself.
+
+Either way the control plane sends its control packets with `sendto` on its own copy of
+the socket: sending from two processes on one UDP socket is safe.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Address = tuple[str, int]
+
+
+class DataPlaneError(Exception):
+    """A data-plane verb failed (unknown peer, bad key, worker gone): a short reason."""
+
+
+class KeySlot(enum.IntEnum):
+    """Key slots of a peer, as in ovpn-dco: new keys go to SECONDARY, then swap."""
+
+    PRIMARY = 0
+    SECONDARY = 1
+
+
+@dataclass
+class PeerStats:
+    """Counters of one peer (`get_peer`)."""
+
+    peer_id: int
+    remote: Address
+    vpn_ipv4: str | None = None
+    vpn_ipv6: str | None = None
+    rx_packets: int = 0  # tunnel side: decrypted packets written to the TUN
+    rx_bytes: int = 0
+    tx_packets: int = 0  # tunnel side: packets read from the TUN and encrypted
+    tx_bytes: int = 0
+    link_rx_packets: int = 0  # link side: DATA datagrams received for this peer
+    link_rx_bytes: int = 0
+    link_tx_packets: int = 0
+    link_tx_bytes: int = 0
+    drops: dict[str, int] = field(default_factory=dict)  # reason -> count
+    last_rx: float | None = None  # monotonic seconds
+    last_tx: float | None = None
+    primary_key_id: int | None = None
+    secondary_key_id: int | None = None
+
+
+@dataclass(frozen=True)
+class PeerExpired:
+    """The data plane removed a peer: keepalive timeout, or an OCC exit from the peer."""
+
+    peer_id: int
+    reason: str = "expired"
+
+
+@dataclass(frozen=True)
+class PeerFloated:
+    """An authenticated DATA packet came from a new address; the peer's remote now is it."""
+
+    peer_id: int
+    new_remote: Address
+
+
+@dataclass(frozen=True)
+class KeyNeedsRenewal:
+    """A key's packet-id neared exhaustion; the control plane should renegotiate."""
+
+    peer_id: int
+    key_id: int
+
+
+Notification = PeerExpired | PeerFloated | KeyNeedsRenewal
+
+
+class DataPlane(Protocol):
+    """What the control plane needs from a data path (socket or XDP)."""
+
+    name: str  # "socket" or "xdp", for the log
+
+    def new_peer(
+        self,
+        peer_id: int,
+        remote: Address,
+        vpn_ipv4: str | None = None,
+        vpn_ipv6: str | None = None,
+        iroutes: Sequence[str] = (),
+    ) -> None: ...
+
+    def set_peer(
+        self,
+        peer_id: int,
+        *,
+        remote: Address | None = None,
+        keepalive_interval: float | None = None,
+        keepalive_timeout: float | None = None,
+        vpn_ipv4: str | None = None,
+        vpn_ipv6: str | None = None,
+        iroutes: Sequence[str] | None = None,
+    ) -> None: ...
+
+    def del_peer(self, peer_id: int, reason: str = "userspace") -> None: ...
+
+    def new_key(
+        self,
+        peer_id: int,
+        slot: KeySlot,
+        key_id: int,
+        cipher: str,
+        encrypt_key: bytes,
+        encrypt_nonce_tail: bytes,
+        decrypt_key: bytes,
+        decrypt_nonce_tail: bytes,
+    ) -> None: ...
+
+    def swap_keys(self, peer_id: int) -> None: ...
+
+    def del_key(self, peer_id: int, slot: KeySlot) -> None: ...
+
+    def get_peer(self, peer_id: int) -> PeerStats: ...
+
+    def attach_tun(self, tun_fd: int, mtu: int) -> None:
+        """Give the data plane the (configured) TUN device to read and write."""
+        ...
+
+    def notifications(self) -> list[Notification]: ...
+
+    def notification_fd(self) -> int: ...
+
+    def control_fd(self) -> int | None:
+        """Readable when control datagrams wait in read_control(); None: read the socket."""
+        ...
+
+    def read_control(self) -> list[tuple[bytes, Address]]: ...
+
+    def close(self) -> None: ...
