@@ -30,7 +30,7 @@ def probe_xdp_attach(ifname: str, mode: str) -> None:
     try:
         from bcc import BPF
 
-        fn = _pass_program().load_func("xdp_pass", BPF.XDP)
+        fn = _pass_program().load_func(b"xdp_pass", BPF.XDP)
     except (ImportError, CompileError, LoaderError) as exc:
         raise AttachError(f"cannot build the probe program: {exc}") from exc
     except Exception as exc:  # bcc's load_func raises bare Exception

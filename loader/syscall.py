@@ -39,7 +39,8 @@ def bpf(cmd: int, attr: ctypes.Array) -> int:
     return ret
 
 
-def _attr(fmt: str, *values: int) -> ctypes.Array:
+def attr(fmt: str, *values: int) -> ctypes.Array:
+    """A zeroed `union bpf_attr` with its leading fields packed from values."""
     buf = ctypes.create_string_buffer(_ATTR_SIZE)
     struct.pack_into(fmt, buf, 0, *values)
     return buf
@@ -47,12 +48,12 @@ def _attr(fmt: str, *values: int) -> ctypes.Array:
 
 def link_create_xdp(prog_fd: int, ifindex: int, xdp_flags: int) -> int:
     """Attach an XDP program through a link; returns the link fd."""
-    return bpf(LINK_CREATE, _attr("=IIII", prog_fd, ifindex, ATTACH_XDP, xdp_flags))
+    return bpf(LINK_CREATE, attr("=IIII", prog_fd, ifindex, ATTACH_XDP, xdp_flags))
 
 
 def link_detach(link_fd: int) -> None:
     """Force-detach a link even if other processes hold fds to it."""
-    bpf(LINK_DETACH, _attr("=I", link_fd))
+    bpf(LINK_DETACH, attr("=I", link_fd))
 
 
 def xdp_links() -> list[tuple[int, int, int]]:
@@ -60,16 +61,16 @@ def xdp_links() -> list[tuple[int, int, int]]:
     found = []
     link_id = 0
     while True:
-        attr = _attr("=I", link_id)
+        req = attr("=I", link_id)
         try:
-            bpf(LINK_GET_NEXT_ID, attr)
+            bpf(LINK_GET_NEXT_ID, req)
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 return found
             raise
-        link_id = struct.unpack_from("=I", attr, 4)[0]  # next_id follows start_id
+        link_id = struct.unpack_from("=I", req, 4)[0]  # next_id follows start_id
         try:
-            fd = bpf(LINK_GET_FD_BY_ID, _attr("=I", link_id))
+            fd = bpf(LINK_GET_FD_BY_ID, attr("=I", link_id))
         except OSError:
             continue  # vanished meanwhile
         try:
@@ -83,22 +84,27 @@ def xdp_links() -> list[tuple[int, int, int]]:
 def link_info(fd: int) -> tuple[int, int, int, int]:
     """(type, id, prog id, first union word) of a link: for XDP links the word is ifindex."""
     info = ctypes.create_string_buffer(64)
-    bpf(OBJ_GET_INFO_BY_FD, _attr("=IIQ", fd, len(info), ctypes.addressof(info)))
+    bpf(OBJ_GET_INFO_BY_FD, attr("=IIQ", fd, len(info), ctypes.addressof(info)))
     return struct.unpack_from("=IIII", info)
 
 
+def obj_id(fd: int) -> int:
+    """The id of a program, map or link: every bpf_*_info starts with (type, id)."""
+    return link_info(fd)[1]
+
+
 def link_fd_by_id(link_id: int) -> int:
-    return bpf(LINK_GET_FD_BY_ID, _attr("=I", link_id))
+    return bpf(LINK_GET_FD_BY_ID, attr("=I", link_id))
 
 
 def obj_pin(fd: int, path: str) -> None:
     name = ctypes.create_string_buffer(os.fsencode(path))
-    bpf(OBJ_PIN, _attr("=QI", ctypes.addressof(name), fd))
+    bpf(OBJ_PIN, attr("=QI", ctypes.addressof(name), fd))
 
 
 def obj_get(path: str) -> int:
     name = ctypes.create_string_buffer(os.fsencode(path))
-    return bpf(OBJ_GET, _attr("=Q", ctypes.addressof(name)))
+    return bpf(OBJ_GET, attr("=Q", ctypes.addressof(name)))
 
 
 def prog_test_run(
@@ -108,13 +114,13 @@ def prog_test_run(
     din = ctypes.create_string_buffer(data, len(data))
     dout = ctypes.create_string_buffer(out_size)
     cin = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
-    attr = _attr(
+    req = attr(
         "=IIIIQQIIIIQQ",
         prog_fd, 0, len(data), out_size,
         ctypes.addressof(din), ctypes.addressof(dout),
         1, 0, len(ctx), 0,
         ctypes.addressof(cin) if cin is not None else 0, 0,
     )  # fmt: skip
-    bpf(PROG_TEST_RUN, attr)
-    retval, _, size_out = struct.unpack_from("=III", attr, 4)
+    bpf(PROG_TEST_RUN, req)
+    retval, _, size_out = struct.unpack_from("=III", req, 4)
     return retval, dout.raw[:size_out]
