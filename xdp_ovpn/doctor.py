@@ -158,7 +158,7 @@ def _tun() -> Check:
     from xdp_ovpn.dataplane.tun import Tun
 
     try:
-        Tun.open("xodoctor0").close()
+        Tun("xodoctor%d").close()
     except Exception as exc:
         return Check("TUN", FAIL, f"cannot create a TUN device: {_one_line(exc)}")
     return Check("TUN", OK, "/dev/net/tun works")
