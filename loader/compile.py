@@ -37,7 +37,7 @@ def compile_bpf(source: str | Path, cflags: Iterable[str] = ()) -> Any:
     flags = [*cflags, f"-I{BPF_DIR}"]
     with _captured_stderr() as log:
         try:
-            return BPF(text=text, cflags=flags)
+            return BPF(text=text.encode(), cflags=flags)
         except Exception as exc:  # bcc raises bare Exception for compile and load failures
             reason = _first_error(log.read_text(errors="replace")) or str(exc).splitlines()[0]
             raise CompileError(reason) from exc
