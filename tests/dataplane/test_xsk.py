@@ -1,0 +1,263 @@
+"""AF_XDP sockets against real veth pairs: RX through an XSKMAP, TX to a kernel UDP socket."""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import subprocess
+import sys
+
+import pytest
+from nsfork import in_netns
+from pyroute2 import IPRoute
+
+from xdp_ovpn.dataplane.umem import XDP_PACKET_HEADROOM
+from xdp_ovpn.dataplane.xsk import XskError, XskSocket, probe_afxdp
+
+A_IP, B_IP = "10.1.0.1", "10.1.0.2"
+PORT = 4789
+
+# Runs in namespace b: one UDP datagram to A_IP:PORT per line read from stdin.
+SENDER = f"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for line in sys.stdin:
+    s.sendto(bytes.fromhex(line.strip()), ("{A_IP}", int(sys.argv[1])))
+"""
+
+# Runs in namespace b: print "ready", then the hex of each datagram received on argv[1].
+RECEIVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(10)
+print("ready", flush=True)
+for _ in range(int(sys.argv[2])):
+    data, addr = s.recvfrom(4096)
+    print(data.hex(), addr[0], addr[1], flush=True)
+"""
+
+
+@pytest.fixture
+def pair(lab):
+    a, b = lab.add_namespace("a"), lab.add_namespace("b")
+    lab.link(a, b, addrs=(f"{A_IP}/24", f"{B_IP}/24"))
+    return a, b
+
+
+def _in_b(b, script: str, *args: str, stdin=None) -> subprocess.Popen:
+    cmd = ["ip", "netns", "exec", b.name, sys.executable, "-c", script, *map(str, args)]
+    return subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, text=True)
+
+
+def _mac(ifname: str) -> bytes:
+    # Not /sys/class/net: sysfs shows the namespace it was mounted in, not the one we entered.
+    with IPRoute() as ipr:
+        link = ipr.get_links(ipr.link_lookup(ifname=ifname)[0])[0]
+    return bytes.fromhex(link.get_attr("IFLA_ADDRESS").replace(":", ""))
+
+
+def _wait_rx(xsk: XskSocket, timeout: float = 5.0) -> tuple[list[int], list[int]]:
+    while select.select([xsk], [], [], timeout)[0]:
+        addrs, lens = xsk.rx_batch()
+        if addrs:
+            return addrs, lens
+    raise AssertionError("nothing arrived on the AF_XDP socket")
+
+
+def _udp_payload(frame: bytes) -> tuple[int, bytes]:
+    """(destination port, payload) of an Ethernet/IPv4/UDP frame."""
+    assert frame[12:14] == b"\x08\x00"
+    ihl = (frame[14] & 0x0F) * 4
+    udp = 14 + ihl
+    dport, length = struct.unpack_from("!2xHH", frame, udp)
+    return dport, frame[udp + 8 : udp + length]
+
+
+def _rx_exact_bytes(b) -> tuple:
+    from xsk_redirect import redirect_udp
+
+    payloads = [bytes(range(256)) * 4, b"x", b"\x00" * 1400]
+    with redirect_udp("veth0", PORT) as prog, XskSocket("veth0") as xsk:
+        prog.insert(0, xsk.fileno())
+        assert xsk.fill(xsk.umem.frames()) == xsk.umem.frame_count
+        # Not for PORT: must reach the kernel socket untouched (XDP_PASS).
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+            plain.bind((A_IP, PORT + 1))
+            plain.settimeout(5)
+            sender = _in_b(b, SENDER, PORT, stdin=subprocess.PIPE)
+            other = _in_b(b, SENDER, PORT + 1, stdin=subprocess.PIPE)
+            try:
+                got = []
+                for payload in payloads:
+                    sender.stdin.write(payload.hex() + "\n")
+                    sender.stdin.flush()
+                    addrs, lens = _wait_rx(xsk)
+                    assert len(addrs) == 1
+                    frame = xsk.frame(addrs[0], lens[0])
+                    got.append(_udp_payload(bytes(frame)))
+                    del frame  # views must not outlive the socket
+                    offset = addrs[0] % xsk.umem.frame_size
+                    assert xsk.fill(addrs) == 1
+                other.stdin.write(b"passed".hex() + "\n")
+                other.stdin.flush()
+                passed = plain.recv(100)
+            finally:
+                for proc in (sender, other):
+                    proc.stdin.close()
+                    proc.wait(5)
+        return got, passed, offset, xsk.mode, xsk.statistics().rx_dropped
+
+
+def test_rx_ring_delivers_exact_udp_bytes_and_other_traffic_passes(pair):
+    a, b = pair
+    got, passed, offset, mode, dropped = in_netns(a.name, _rx_exact_bytes, b)
+    assert got == [(PORT, bytes(range(256)) * 4), (PORT, b"x"), (PORT, b"\x00" * 1400)]
+    assert passed == b"passed"
+    assert mode == "copy"  # veth has no zero-copy AF_XDP
+    assert offset == XDP_PACKET_HEADROOM
+    assert dropped == 0
+
+
+def _checksum(data: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _eth_udp(dst_mac: bytes, src_mac: bytes, dport: int, payload: bytes) -> bytes:
+    udp = struct.pack("!HHHH", 5000, dport, 8 + len(payload), 0) + payload
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 7, 0, 64,
+                               socket.IPPROTO_UDP, 0, socket.inet_aton(A_IP),
+                               socket.inet_aton(B_IP)))  # fmt: skip
+    ip[10:12] = struct.pack("!H", _checksum(bytes(ip)))
+    return dst_mac + src_mac + b"\x08\x00" + bytes(ip) + udp
+
+
+def _tx_rounds(b, rounds: int, per_round: int, tx_size: int) -> tuple:
+    dst_mac = bytes.fromhex(
+        b.run(["cat", "/sys/class/net/veth0/address"]).stdout.strip().replace(":", "")
+    )
+    receiver = _in_b(b, RECEIVER, 7777, rounds * per_round)
+    try:
+        assert receiver.stdout.readline().strip() == "ready"
+        with XskSocket("veth0", tx_size=tx_size, comp_size=tx_size, frame_count=64) as xsk:
+            free = xsk.umem.frames()
+            sent = []
+            for r in range(rounds):
+                addrs, lens = [], []
+                for i in range(per_round):
+                    payload = f"round {r} packet {i}".encode()
+                    pkt = _eth_udp(dst_mac, _mac("veth0"), 7777, payload)
+                    addr = free.pop()
+                    xsk.frame(addr, len(pkt))[:] = pkt
+                    addrs.append(addr)
+                    lens.append(len(pkt))
+                    sent.append(payload)
+                assert xsk.tx_submit(addrs, lens) == per_round
+                done: list[int] = []
+                while len(done) < per_round:
+                    xsk.kick()
+                    select.select([], [xsk], [], 1)
+                    done += xsk.complete()
+                assert sorted(done) == sorted(addrs)
+                free += done
+            stats = xsk.statistics()
+        lines = [receiver.stdout.readline().split() for _ in sent]
+    finally:
+        receiver.kill()
+        receiver.wait()
+    return sent, lines, stats.tx_invalid_descs
+
+
+def test_tx_frames_reach_a_udp_socket_in_the_peer_namespace(pair):
+    a, b = pair
+    # 5 rounds of 3 on a 4-entry TX ring: the ring indices wrap several times.
+    sent, lines, invalid = in_netns(a.name, _tx_rounds, b, 5, 3, 4)
+    assert [bytes.fromhex(line[0]) for line in lines] == sent
+    assert all(line[1:] == [A_IP, "5000"] for line in lines)
+    assert invalid == 0
+
+
+def _rx_wraps_small_rings(b, count: int) -> list[bytes]:
+    from xsk_redirect import redirect_udp
+
+    with (
+        redirect_udp("veth0", PORT, mode="generic") as prog,
+        XskSocket("veth0", frame_count=8, rx_size=4, fill_size=4, tx_size=4, comp_size=4) as xsk,
+    ):
+        prog.insert(0, xsk.fileno())
+        frames = xsk.umem.frames()
+        assert xsk.fill(frames) == 4  # the 4-entry fill ring takes only half
+        spare = frames[4:]
+        sender = _in_b(b, SENDER, PORT, stdin=subprocess.PIPE)
+        got = []
+        try:
+            for i in range(count):
+                sender.stdin.write(f"packet {i}".encode().hex() + "\n")
+                sender.stdin.flush()
+                addrs, lens = _wait_rx(xsk)
+                got += [
+                    _udp_payload(bytes(xsk.frame(x, n)))[1]
+                    for x, n in zip(addrs, lens, strict=True)
+                ]
+                # Refill with a different frame each time so addresses rotate too.
+                spare += addrs
+                assert xsk.fill([spare.pop(0) for _ in addrs]) == len(addrs)
+        finally:
+            sender.stdin.close()
+            sender.wait(5)
+        return got
+
+
+def test_rx_and_fill_rings_wrap_around_in_generic_mode(pair):
+    a, b = pair
+    got = in_netns(a.name, _rx_wraps_small_rings, b, 11)
+    assert got == [f"packet {i}".encode() for i in range(11)]
+
+
+def _rebind() -> tuple:
+    first = XskSocket("veth0")
+    with pytest.raises(XskError) as busy:
+        XskSocket("veth0", busy_timeout=0)
+    assert first.close()
+    with XskSocket("veth0") as again:  # the pool is freed asynchronously: EBUSY is retried
+        mode = again.mode
+    return str(busy.value), busy.value.errno, mode, again.closed
+
+
+def test_rebind_right_after_close_works_and_a_held_queue_is_busy(pair):
+    a, _ = pair
+    busy, code, mode, closed = in_netns(a.name, _rebind)
+    assert "busy" in busy and "\n" not in busy
+    assert code is not None
+    assert mode == "copy" and closed
+
+
+def _probe() -> tuple:
+    results = [probe_afxdp("veth0"), probe_afxdp("veth0")]
+    errors = []
+    for call in (
+        lambda: probe_afxdp("nosuchdev0"),
+        lambda: XskSocket("veth0", mode="zero-copy"),
+        lambda: XskSocket("veth0", rx_size=1000),
+        lambda: XskSocket("veth0", frame_size=1500),
+        lambda: XskSocket("veth0", queue=5),
+    ):
+        try:
+            call().close()
+        except XskError as exc:
+            errors.append(str(exc))
+    return results, errors
+
+
+def test_probe_reports_copy_mode_on_veth_and_errors_are_one_line(pair):
+    a, _ = pair
+    results, errors = in_netns(a.name, _probe)
+    assert results == ["copy", "copy"]
+    assert len(errors) == 5
+    assert all(e and "\n" not in e for e in errors)
+    assert "no interface nosuchdev0" in errors[0]
+    assert "zero-copy" in errors[1]
