@@ -26,6 +26,7 @@ class XdpFlags(IntFlag):
     DRV_MODE = 4
 
 
+_BUSY = (errno.EBUSY, errno.EEXIST)
 MODES = {"native": XdpFlags.DRV_MODE, "generic": XdpFlags.SKB_MODE}
 
 
@@ -66,7 +67,7 @@ def attach(prog_fd: int, ifname: str, mode: str) -> Attachment:
         link_fd = syscall.link_create_xdp(prog_fd, ifindex, flags)
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
-            raise AttachError(_reason(ifname, mode, exc)) from exc
+            raise AttachError(_reason(ifname, mode, exc), exc.errno in _BUSY) from exc
         # Kernel without XDP links (< 5.9): netlink, refusing to replace anything.
         _netlink_set(ifindex, prog_fd, flags | XdpFlags.UPDATE_IF_NOEXIST, ifname, mode)
         return Attachment(ifname, ifindex, mode, attached_prog_id(ifindex) or 0, None)
@@ -124,7 +125,8 @@ def _netlink_set(ifindex: int, prog_fd: int, flags: int, ifname: str = "", mode:
         with IPRoute() as ipr:
             ipr.link("set", index=ifindex, xdp=xdp)
     except NetlinkError as exc:
-        raise AttachError(_reason(ifname or str(ifindex), mode, OSError(exc.code, ""))) from exc
+        why = _reason(ifname or str(ifindex), mode, OSError(exc.code, ""))
+        raise AttachError(why, exc.code in _BUSY) from exc
 
 
 def _reason(ifname: str, mode: str, exc: OSError) -> str:

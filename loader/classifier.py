@@ -86,6 +86,8 @@ class Classifier:
                 self.attachment = attach(self.prog_fd, ifname, m)
                 break
             except AttachError as exc:
+                if exc.busy:
+                    raise
                 errors.append(str(exc))
         else:
             raise AttachError("; ".join(errors))
@@ -145,23 +147,31 @@ def remove_pins(where: Path) -> None:
             entry.unlink()
     with contextlib.suppress(OSError):
         where.rmdir()
+        where.parent.rmdir()  # the namespace's dir, once its last interface is gone
 
 
-def pinned_prog_is_attached(ifname: str, where: Path) -> bool:
-    """Whether the program pinned at `where` is the one attached to ifname right now."""
+def open_attached(ifname: str) -> ClassifierMaps:
+    """The maps of the classifier attached to ifname, found through the kernel, not bpffs.
+
+    Works from any process in the interface's network namespace, whatever its mount namespace
+    (`ip netns exec` hides the host's /sys/fs/bpf). Raises MapError.
+    """
+    prog_id = attached_prog_id(ifindex_of(ifname))
+    if not prog_id:
+        raise MapError(f"no XDP program is attached to {ifname}")
     try:
-        fd = syscall.obj_get(str(where / "prog"))
-    except OSError:
-        return False
-    try:
-        prog_id = syscall.obj_id(fd)
-    finally:
+        prog_fd = syscall.prog_fd_by_id(prog_id)
+        try:
+            fds = syscall.prog_maps(prog_fd)
+        finally:
+            os.close(prog_fd)
+    except OSError as exc:
+        raise MapError(f"cannot open the maps of program {prog_id}: {exc.strerror}") from exc
+    ours = {name: fds.pop(name) for name in MAP_NAMES if name in fds}
+    for fd in fds.values():
         os.close(fd)
-    return attached_prog_id(ifindex_of(ifname)) == prog_id
-
-
-def open_stats(ifname: str) -> tuple[ClassifierMaps, bool]:
-    """Open the pinned maps of ifname for reading: (maps, is the program still attached)."""
-    where = pin_dir(ifname)
-    maps = ClassifierMaps.open_pinned(where)
-    return maps, pinned_prog_is_attached(ifname, where)
+    if len(ours) != len(MAP_NAMES):
+        for fd in ours.values():
+            os.close(fd)
+        raise MapError(f"the XDP program on {ifname} is not the xdp-ovpn classifier")
+    return ClassifierMaps(ours, owned=True)

@@ -16,6 +16,10 @@ class CompileError(LoaderError):
 class AttachError(LoaderError):
     """The kernel refused to attach (or detach) an XDP program."""
 
+    def __init__(self, reason: str, busy: bool = False) -> None:
+        super().__init__(reason)
+        self.busy = busy  # another program holds the interface: no point trying another mode
+
 
 class MapError(LoaderError):
     """A BPF map could not be read, written, pinned or opened."""

@@ -20,6 +20,8 @@ _ATTR_SIZE = 128  # larger than every layout used here; the kernel zero-checks t
 OBJ_PIN = 6
 OBJ_GET = 7
 PROG_TEST_RUN = 10
+PROG_GET_FD_BY_ID = 13
+MAP_GET_FD_BY_ID = 14
 OBJ_GET_INFO_BY_FD = 15
 LINK_CREATE = 28
 LINK_GET_FD_BY_ID = 30
@@ -85,12 +87,33 @@ def link_info(fd: int) -> tuple[int, int, int, int]:
     """(type, id, prog id, first union word) of a link: for XDP links the word is ifindex."""
     info = ctypes.create_string_buffer(64)
     bpf(OBJ_GET_INFO_BY_FD, attr("=IIQ", fd, len(info), ctypes.addressof(info)))
-    return struct.unpack_from("=IIII", info)
+    # The union holds u64 members, so it starts 8-aligned, at offset 16.
+    return (*struct.unpack_from("=III", info), struct.unpack_from("=I", info, 16)[0])
 
 
 def obj_id(fd: int) -> int:
     """The id of a program, map or link: every bpf_*_info starts with (type, id)."""
     return link_info(fd)[1]
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    return bpf(PROG_GET_FD_BY_ID, attr("=I", prog_id))
+
+
+def prog_maps(prog_fd: int) -> dict[str, int]:
+    """Name -> fd of every map a loaded program uses (caller closes the fds)."""
+    ids = (ctypes.c_uint32 * 64)()
+    info = ctypes.create_string_buffer(80)  # struct bpf_prog_info up to name[16]
+    struct.pack_into("=IQ", info, 52, len(ids), ctypes.addressof(ids))  # nr_map_ids, map_ids
+    bpf(OBJ_GET_INFO_BY_FD, attr("=IIQ", prog_fd, len(info), ctypes.addressof(info)))
+    count = struct.unpack_from("=I", info, 52)[0]
+    fds: dict[str, int] = {}
+    for map_id in ids[: min(count, len(ids))]:
+        fd = bpf(MAP_GET_FD_BY_ID, attr("=I", map_id))
+        minfo = ctypes.create_string_buffer(40)  # struct bpf_map_info up to name[16]
+        bpf(OBJ_GET_INFO_BY_FD, attr("=IIQ", fd, len(minfo), ctypes.addressof(minfo)))
+        fds[minfo.raw[24:40].split(b"\0")[0].decode()] = fd
+    return fds
 
 
 def link_fd_by_id(link_id: int) -> int:

@@ -21,5 +21,10 @@ def doctor() -> None:
     raise SystemExit(run_doctor())
 
 
+from xdp_ovpn.xdpctl import attach, detach, stats  # noqa: E402
+
+for _command in (attach, detach, stats):
+    main.add_command(_command)
+
 if __name__ == "__main__":
     main()
