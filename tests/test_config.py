@@ -7,8 +7,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from xdp_ovpn.config import (
+    SUPPORTED_OPTIONS,
     ConfigError,
     Location,
     Remote,
@@ -461,3 +464,33 @@ def test_missing_config_file_is_one_line(tmp_path):
         str(info.value)
         == f"{tmp_path}/nope.conf: cannot read config file: No such file or directory"
     )
+
+
+# ---------------------------------------------------------------- fuzzing: errors, never tracebacks
+
+_VALUES = ["tap", "tcp", "udp6", "10.8.0.0", "255.255.255.0", "fd00::/64", "1194", "-1", "x\0y"]
+_WORDS = st.sampled_from([*sorted(SUPPORTED_OPTIONS), *_VALUES])
+_FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(lines=st.lists(st.lists(_WORDS | st.text(max_size=8), min_size=1, max_size=4), max_size=8))
+def test_any_option_soup_parses_or_fails_with_one_line(tmp_path, lines):
+    text = "\n".join(" ".join(words) for words in lines)
+    try:
+        parse_text(text, "fuzz.conf", tmp_path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(max_size=200))
+def test_any_text_parses_or_fails_with_one_line(tmp_path, text):
+    try:
+        parse_text(text, "fuzz.conf", tmp_path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)

@@ -324,7 +324,7 @@ def split_line(line: str, where: Location) -> list[str]:
 def read_directives(text: str, file: str) -> list[Directive]:
     """Turn config text into directives, collecting <tag>...</tag> inline blocks."""
     out: list[Directive] = []
-    lines = text.splitlines()
+    lines = text.removeprefix("\ufeff").splitlines()
     n = 0
     while n < len(lines):
         raw = lines[n]
@@ -421,6 +421,7 @@ IGNORED_OPTIONS = frozenset(
         "push-reset",
         "single-session",
         "opt-verify",
+        "disable-dco",  # we are our own data path either way
     }
 )
 
@@ -446,7 +447,6 @@ class _Parser:
         self.cfg = cfg
         self.ignore_unknown: set[str] = set()
         self.depth = 0
-        self.data_ciphers_explicit = False
         self.tls_auth_direction_given = False
         self.cd_seen = False
 
@@ -490,6 +490,8 @@ class _Parser:
             return p.read_bytes(), p
         except OSError as exc:
             raise ConfigError(f"cannot read {p}: {exc.strerror}", d.name, d.where) from None
+        except ValueError:  # a NUL byte in the name
+            raise ConfigError("bad file name", d.name, d.where) from None
 
 
 def _arity(lo: int, hi: int, got: int) -> str:
@@ -947,7 +949,6 @@ def _data_ciphers(p: _Parser, d: Directive) -> None:
     if not names:
         raise ConfigError("no usable cipher in the list", d.name, d.where)
     p.cfg.data_ciphers = tuple(dict.fromkeys(names))
-    p.data_ciphers_explicit = True
 
 
 @_option("data-ciphers-fallback", min_args=1, max_args=1)
@@ -1131,6 +1132,9 @@ def _management(p: _Parser, d: Directive) -> None:
     p.cfg.management = Management(d.args[0], d.args[1], pw)
 
 
+SUPPORTED_OPTIONS = frozenset(_HANDLERS)  # every option with an effect (see IGNORED_OPTIONS)
+
+
 # ---------------------------------------------------------------- expansion and checks
 
 
@@ -1187,7 +1191,7 @@ def _finish(p: _Parser) -> None:
         raise ConfigError("a client needs at least one 'remote'", "remote", where("client", "pull"))
 
     _expand_keepalive(cfg, where)
-    _check_cipher(cfg, p.data_ciphers_explicit, where)
+    _check_cipher(cfg, where)
     _check_credentials(cfg, where)
 
 
@@ -1244,7 +1248,7 @@ def _expand_keepalive(cfg: Config, where: Callable[..., Location]) -> None:
         cfg.ping_restart = timeout
 
 
-def _check_cipher(cfg: Config, explicit: bool, where: Callable[..., Location]) -> None:
+def _check_cipher(cfg: Config, where: Callable[..., Location]) -> None:
     """--cipher: ignored for negotiation with pull or a server (2.6); the fallback in p2p."""
     if cfg.cipher is None or cfg.cipher in AEAD_CIPHERS:
         return

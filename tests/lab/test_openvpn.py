@@ -75,6 +75,20 @@ def test_p2p_tls_peers(lab, pki, wrapping):
         ping(a, right.tunnel_ipv6)
 
 
+def test_our_push_list_is_the_head_of_openvpns_push_reply(lab, pki):
+    """Oracle for config.py's server/keepalive expansion: openvpn pushes the same options,
+    in the same order, before the per-client ones (ifconfig, peer-id, cipher, ...)."""
+    a, b = two_hosts(lab)
+    extra = ['push "route 10.50.0.0 255.255.0.0"']
+    spec = TunnelSpec(pki, keepalive=(10, 60))
+    server = OpenVPNServer(a, spec, extra=extra)
+    ours = parse_text(server.config_text(), "server.conf").push
+    with server, OpenVPNClient(b, server, remote="10.1.0.1") as client:
+        reply = client.wait_for_log(r"PUSH_REPLY,([^']*)").group(1).split(",")
+    assert reply[: len(ours)] == ours
+    assert ours[-2:] == ["ping 10", "ping-restart 60"]
+
+
 def test_wait_for_log_reports_exit_with_log_tail(lab, pki):
     a = lab.add_namespace("bad")
     broken = Endpoint(a, "dev tun0\nfrobnicate\n")
