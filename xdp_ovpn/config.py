@@ -969,6 +969,9 @@ def _auth(p: _Parser, d: Directive) -> None:
 
 @_option("compress", min_args=0, max_args=1)
 def _compress(p: _Parser, d: Directive) -> None:
+    # Even the stubs (compress, compress stub/stub-v2, comp-lzo no) put a compression
+    # header on data packets; openvpn 2.6 turns DCO off for any compression setting except
+    # `compress migrate` (dco.c: dco_check_option), so only that one is accepted.
     alg = d.args[0] if d.args else "stub"
     if alg != "migrate":
         raise ConfigError(
