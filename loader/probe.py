@@ -22,10 +22,12 @@ def _pass_program() -> Any:
     return compile_bpf(_PASS)
 
 
-def probe_xdp_attach(ifname: str, mode: str) -> None:
+def probe_xdp_attach(ifname: str, mode: str) -> str:
     """Attach a trivial XDP_PASS program in `mode` to ifname, then detach it.
 
-    Works in whatever network namespace the calling process is in. Raises AttachError.
+    Works in whatever network namespace the calling process is in. Returns how it attached:
+    "BPF link" (Linux 5.9+: dies with its owner) or "netlink" (older: may outlive it).
+    Raises AttachError.
     """
     try:
         from bcc import BPF
@@ -35,7 +37,10 @@ def probe_xdp_attach(ifname: str, mode: str) -> None:
         raise AttachError(f"cannot build the probe program: {exc}") from exc
     except Exception as exc:  # bcc's load_func raises bare Exception
         raise AttachError(f"cannot load the probe program: {exc}") from exc
-    attach(fn.fd, ifname, mode).close()
+    attachment = attach(fn.fd, ifname, mode)
+    how = "netlink" if attachment.link_fd is None else "BPF link"
+    attachment.close()
+    return how
 
 
 def btf_available() -> bool:

@@ -18,7 +18,7 @@ import pytest
 from loader.attach import attached_prog_id
 from loader.maps import Verdict
 from tests.loader.frames import IP_MF, data_v2, frame, openvpn
-from tests.loader.netns import TinyXsk, inside, packet_socket
+from tests.loader.netns import inside, packet_socket, rx_socket
 from xdp_ovpn.proto.constants import CONTROL_OPCODES, Opcode
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
@@ -150,7 +150,7 @@ def test_every_verdict_on_the_wire(gateway):
 def test_known_peer_data_v2_is_redirected_to_the_bound_af_xdp_socket(gateway):
     g = gateway
     with inside(g.gw.name):
-        xsk = TinyXsk("veth0", 0)
+        xsk = rx_socket("veth0", 0)
     try:
         g.c.maps.bind_queue(0, xsk.fileno())
         assert g.send(data_v2(PEER)) == Verdict.REDIRECT
@@ -168,7 +168,7 @@ def test_known_peer_data_v2_is_redirected_to_the_bound_af_xdp_socket(gateway):
 def test_fuzz_on_the_wire_steers_only_known_data_v2_and_delivers_all_valid_control(gateway):
     g = gateway
     with inside(g.gw.name):
-        xsk = TinyXsk("veth0", 0)
+        xsk = rx_socket("veth0", 0)
     rng = random.Random(4242)
     sent_control, steerable = [], 0
     try:
@@ -214,12 +214,12 @@ def _judged(g: Gateway, base: dict) -> int:
 _OWNER = textwrap.dedent("""
     import sys, time
     from loader.classifier import Classifier
-    from tests.loader.netns import TinyXsk
+    from tests.loader.netns import rx_socket
     c = Classifier()
     c.attach("veth0", sys.argv[1])
     c.maps.add_listener("0.0.0.0", 1194)
     c.maps.set_peer(5, [0])
-    xsk = TinyXsk("veth0", 0)
+    xsk = rx_socket("veth0", 0)
     c.maps.bind_queue(0, xsk.fileno())
     print("ready", flush=True)
     time.sleep(600)

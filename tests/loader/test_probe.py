@@ -1,0 +1,27 @@
+"""Doctor probes: XDP attach in the caller's namespace, bpffs, BTF."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from loader.attach import attached_prog_id
+from loader.probe import bpffs_mounted, btf_available, probe_xdp_attach
+from tests.loader.netns import inside
+
+pytestmark = [pytest.mark.root, pytest.mark.bpf]
+
+
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_probe_attaches_and_detaches_inside_a_namespace(lab, mode):
+    a, b = lab.add_namespace("a"), lab.add_namespace("b")
+    lab.link(a, b)
+    with inside(a.name):
+        assert probe_xdp_attach("veth0", mode) == "BPF link"
+        assert attached_prog_id(socket.if_nametoindex("veth0")) is None
+
+
+def test_bpffs_and_btf_report_booleans(tmp_path):
+    assert isinstance(btf_available(), bool)
+    assert bpffs_mounted(tmp_path) is False
