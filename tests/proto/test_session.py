@@ -1,0 +1,451 @@
+"""Two Session state machines talk over a simulated lossy, reordering, duplicating link.
+
+The link and the clock are seeded and simulated, so every run is the same. The
+data channel is the real datachannel.DataChannelCrypto built from KeysReady.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import random
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xdp_ovpn.lab.pki import PKI, Credential
+from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
+from xdp_ovpn.proto.errors import AuthError, ReplayError
+from xdp_ovpn.proto.events import (
+    AuthFailed,
+    AuthRequest,
+    Event,
+    HandshakeFailed,
+    KeyRetired,
+    KeysReady,
+    PeerExit,
+    PushReplyReceived,
+    PushRequestReceived,
+    SessionClosed,
+    SessionEstablished,
+)
+from xdp_ovpn.proto.session import (
+    Role,
+    Session,
+    SessionConfig,
+    State,
+    build_push_reply,
+    parse_push_reply,
+)
+from xdp_ovpn.proto.statickey import StaticKey, TLSCryptV2ServerKey
+from xdp_ovpn.proto.tls import TLSConfig
+from xdp_ovpn.proto.tls_auth import TLSAuth
+from xdp_ovpn.proto.tls_crypt import TLSCrypt
+from xdp_ovpn.proto.tls_crypt_v2 import TLSCryptV2Client, TLSCryptV2Server, generate_client_key
+from xdp_ovpn.proto.wrapping import NoWrap
+
+CIPHERS = ["AES-128-GCM", "AES-256-GCM", "CHACHA20-POLY1305", "AES-192-GCM"]
+WRAPPINGS = ["none", "tls-auth", "tls-crypt", "tls-crypt-v2"]
+PUSHED = ["topology subnet", "route-gateway 10.8.0.1", "ifconfig 10.8.0.2 255.255.255.0"]
+
+
+@dataclasses.dataclass
+class Creds:
+    pki: PKI
+    server: Credential
+    client: Credential
+
+
+@pytest.fixture(scope="module")
+def creds() -> Creds:
+    pki = PKI()
+    return Creds(pki, pki.server("server"), pki.client("client-1"))
+
+
+def tls_config(creds: Creds, server: bool, **kw) -> TLSConfig:
+    cred = creds.server if server else creds.client
+    return TLSConfig(
+        ca_pem=creds.pki.ca_pem,
+        cert_pem=cred.cert_pem,
+        key_pem=cred.key_pem,
+        remote_cert_tls="client" if server else "server",
+        **kw,
+    )
+
+
+def wrapper_factories(mode: str, seed: int) -> tuple[Callable, Callable]:
+    """(client factory, server factory) for a wrapping mode."""
+    rng = random.Random(seed).randbytes
+    if mode == "none":
+        return NoWrap, NoWrap
+    if mode == "tls-auth":
+        key = StaticKey.generate(rng)
+        return (lambda: TLSAuth(key, 1)), (lambda: TLSAuth(key, 0))
+    if mode == "tls-crypt":
+        key = StaticKey.generate(rng)
+        return (lambda: TLSCrypt(key, False)), (lambda: TLSCrypt(key, True))
+    server_key = TLSCryptV2ServerKey.generate(rng)
+    client_key = generate_client_key(server_key, b"client-1", rng=rng)
+    return (lambda: TLSCryptV2Client(client_key)), (lambda: TLSCryptV2Server(server_key))
+
+
+def configs(
+    creds: Creds,
+    mode: str = "none",
+    cipher: str = "AES-256-GCM",
+    ekm: bool = True,
+    p2p: bool = False,
+    seed: int = 1,
+    **kw,
+) -> tuple[SessionConfig, SessionConfig]:
+    cfac, sfac = wrapper_factories(mode, seed)
+    common = dict(allow_ekm=ekm, **kw)
+    client = SessionConfig(
+        role=Role.P2P_CLIENT if p2p else Role.CLIENT,
+        tls=tls_config(creds, server=False),
+        wrapper_factory=cfac,
+        data_ciphers=tuple(CIPHERS),
+        **common,
+    )
+    server = SessionConfig(
+        role=Role.P2P_SERVER if p2p else Role.SERVER,
+        tls=tls_config(creds, server=True),
+        wrapper_factory=sfac,
+        data_ciphers=(cipher,),
+        peer_id=7,
+        **common,
+    )
+    return client, server
+
+
+class Endpoint:
+    """Drives one Session like a minimal control plane would, and keeps its data keys."""
+
+    def __init__(self, name: str, session: Session | None, auto_push: bool = True) -> None:
+        self.name = name
+        self.session = session
+        self.events: list[Event] = []
+        self.keys: dict[int, DataChannelCrypto] = {}
+        self.auto_push = auto_push
+        self.reject: str | None = None
+
+    def drain(self) -> None:
+        s = self.session
+        while s is not None and (ev := s.next_event()) is not None:
+            self.events.append(ev)
+            if isinstance(ev, AuthRequest):
+                if self.reject is None:
+                    s.accept_auth()
+                else:
+                    s.reject_auth(self.reject)
+            elif isinstance(ev, PushRequestReceived) and self.auto_push:
+                s.send_push_reply(PUSHED)
+            elif isinstance(ev, KeysReady):
+                self.keys[ev.key_id] = DataChannelCrypto(
+                    ev.key_id,
+                    ev.peer_id,
+                    DataKey(ev.cipher, ev.encrypt_key, ev.encrypt_nonce_tail),
+                    DataKey(ev.cipher, ev.decrypt_key, ev.decrypt_nonce_tail),
+                )
+            elif isinstance(ev, KeyRetired):
+                self.keys.pop(ev.key_id, None)
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+class Sim:
+    """A seeded lossy, duplicating, reordering link with a simulated clock."""
+
+    def __init__(
+        self,
+        client_cfg: SessionConfig,
+        server_cfg: SessionConfig,
+        seed: int = 1,
+        loss: float = 0.15,
+        dup: float = 0.1,
+        jitter: float = 0.08,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.now = 1000.0
+        self.loss, self.dup, self.jitter = loss, dup, jitter
+        self.client = Endpoint("client", Session(client_cfg, self.now, rng=self.rng.randbytes))
+        self.server = Endpoint("server", None)
+        self.server_cfg = server_cfg
+        self.queue: list[tuple[float, int, str, bytes]] = []
+        self.seq = 0
+        self.delivered = 0
+
+    def _send(self, dst: str, data: bytes) -> None:
+        if self.rng.random() < self.loss:
+            return
+        copies = 2 if self.rng.random() < self.dup else 1
+        for _ in range(copies):
+            at = self.now + 0.01 + self.rng.random() * self.jitter  # reordering by jitter
+            self.seq += 1
+            heapq.heappush(self.queue, (at, self.seq, dst, data))
+
+    def _flush(self) -> None:
+        for ep, dst in ((self.client, "server"), (self.server, "client")):
+            if ep.session is not None:
+                for d in ep.session.datagrams_to_send(self.now):
+                    self._send(dst, d)
+            ep.drain()
+
+    def step(self) -> bool:
+        self._flush()
+        timers = [
+            t for ep in (self.client, self.server)
+            if ep.session is not None and (t := ep.session.get_timer()) is not None
+        ]
+        candidates = timers + ([self.queue[0][0]] if self.queue else [])
+        if not candidates:
+            return False
+        self.now = max(self.now, min(candidates))
+        while self.queue and self.queue[0][0] <= self.now:
+            _, _, dst, data = heapq.heappop(self.queue)
+            ep = self.client if dst == "client" else self.server
+            if ep.session is None:
+                ep.session = Session(self.server_cfg, self.now, rng=self.rng.randbytes)
+            ep.session.receive_datagram(data, self.now)
+            self.delivered += 1
+            ep.drain()
+        for ep in (self.client, self.server):
+            if ep.session is not None:
+                t = ep.session.get_timer()
+                if t is not None and t <= self.now:
+                    ep.session.handle_timer(self.now)
+                ep.drain()
+        self._flush()
+        return True
+
+    def run_until(self, cond: Callable[[], bool], limit: float = 300.0) -> None:
+        end = self.now + limit
+        while not cond():
+            if not self.step() or self.now > end:
+                raise AssertionError(f"condition not reached by t={self.now - 1000:.1f}")
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while self.now < end:
+            if not self.step():
+                self.now = end
+        self.now = max(self.now, end)
+
+    def established(self) -> bool:
+        s = self.server.session
+        return bool(self.client.keys) and s is not None and bool(self.server.keys)
+
+
+def exchange(a: Endpoint, b: Endpoint, key_id: int, now: float, count: int = 5) -> None:
+    """Data packets a -> b with a's key `key_id`, all decrypt on b."""
+    tx = a.keys[key_id]
+    for i in range(count):
+        payload = f"{a.name} says {i}".encode() * 10
+        packet = tx.encrypt(payload, now)
+        rx = b.keys[packet[0] & 7]
+        assert rx.decrypt(packet, now) == payload
+
+
+def both_ways(sim: Sim, key_id: int) -> None:
+    exchange(sim.client, sim.server, key_id, sim.now)
+    exchange(sim.server, sim.client, key_id, sim.now)
+
+
+@pytest.mark.parametrize("mode", WRAPPINGS)
+@pytest.mark.parametrize("cipher", CIPHERS)
+@pytest.mark.parametrize("ekm", [True, False], ids=["ekm", "prf"])
+def test_handshake_and_data_over_lossy_link(creds, mode, cipher, ekm):
+    seed = hash((mode, cipher, ekm)) & 0xFFFF
+    sim = Sim(*configs(creds, mode, cipher, ekm, seed=seed), seed=seed)
+    sim.run_until(sim.established)
+    client, server = sim.client, sim.server
+    (ready_c,) = client.of(KeysReady)
+    (ready_s,) = server.of(KeysReady)
+    assert ready_c.cipher == ready_s.cipher == cipher
+    assert ready_c.ekm == ready_s.ekm == ekm
+    assert ready_c.peer_id == ready_s.peer_id == 7
+    assert ready_c.encrypt_key == ready_s.decrypt_key
+    assert ready_c.decrypt_nonce_tail == ready_s.encrypt_nonce_tail
+    (reply,) = client.of(PushReplyReceived)
+    assert reply.options[: len(PUSHED)] == PUSHED
+    assert "peer-id 7" in reply.options and f"cipher {cipher}" in reply.options
+    flags = [o for o in reply.options if o.startswith("protocol-flags")]
+    assert flags == (["protocol-flags cc-exit tls-ekm"] if ekm else ["protocol-flags cc-exit"])
+    assert client.session.state == server.session.state == State.ESTABLISHED
+    assert server.of(AuthRequest)[0].common_name == "client-1"
+    assert client.of(SessionEstablished)[0].common_name == "server"
+    both_ways(sim, 0)
+    if mode == "tls-crypt-v2":
+        assert server.session.tls_crypt_v2_metadata == (0, b"client-1")
+
+
+def test_lossless_link_needs_few_packets(creds):
+    sim = Sim(*configs(creds), loss=0, dup=0, jitter=0)
+    sim.run_until(sim.established)
+    assert sim.delivered < 40
+    assert sim.client.session.stats.get("dropped", 0) == 0
+
+
+@pytest.mark.parametrize("ekm", [True, False], ids=["ekm", "prf"])
+def test_p2p_mode(creds, ekm):
+    sim = Sim(*configs(creds, "tls-crypt", "CHACHA20-POLY1305", ekm, p2p=True), seed=5)
+    sim.run_until(sim.established)
+    (kc,), (ks,) = sim.client.of(KeysReady), sim.server.of(KeysReady)
+    # The tls-server's data-ciphers order wins; both ends pick the same peer-id.
+    assert kc.cipher == ks.cipher == "CHACHA20-POLY1305"
+    assert kc.peer_id == ks.peer_id
+    if ekm:
+        assert kc.peer_id != 0x76706E  # exported from TLS, not the fixed 'vpn'
+    else:
+        assert kc.peer_id == 0x76706E
+    assert not sim.client.of(PushReplyReceived) and not sim.server.of(AuthRequest)
+    both_ways(sim, 0)
+
+
+def test_renegotiation_switches_keys_and_retires_lame_duck(creds):
+    cc, sc = configs(creds, "tls-auth", tran_window=60.0)
+    sim = Sim(cc, sc, seed=3)
+    sim.run_until(sim.established)
+    old_tx = sim.client.keys[0]
+    sim.client.session.renegotiate(sim.now)
+    sim.run_until(lambda: 1 in sim.client.keys and 1 in sim.server.keys)
+    assert sim.client.session.key_id == sim.server.session.key_id == 1
+    # New key both ways; packets under the lame duck still decrypt during the transition.
+    both_ways(sim, 1)
+    exchange(sim.client, sim.server, 0, sim.now)
+    assert old_tx is sim.client.keys[0]
+    sim.advance(61)
+    assert [e.key_id for e in sim.client.of(KeyRetired)] == [0]
+    assert [e.key_id for e in sim.server.of(KeyRetired)] == [0]
+    assert 0 not in sim.server.keys
+    both_ways(sim, 1)
+    # Renegotiation re-authenticates nothing new: one AuthRequest for the whole session.
+    assert len(sim.server.of(AuthRequest)) == 1
+
+
+def test_key_ids_cycle_one_to_seven(creds):
+    cc, sc = configs(creds, tran_window=1.0)
+    sim = Sim(cc, sc, seed=4, loss=0.05)
+    sim.run_until(sim.established)
+    seen = []
+    for _ in range(8):
+        initiator = sim.server if len(seen) % 2 else sim.client
+        initiator.session.renegotiate(sim.now)
+        want = len([e for e in sim.client.of(KeysReady)]) + 1
+        sim.run_until(lambda w=want: len(sim.client.of(KeysReady)) == w and len(
+            sim.server.of(KeysReady)) == w)
+        seen.append(sim.client.session.key_id)
+        both_ways(sim, seen[-1])
+        sim.advance(2)
+    assert seen == [1, 2, 3, 4, 5, 6, 7, 1]
+
+
+def test_reneg_seconds_triggers_soft_reset(creds):
+    cc, sc = configs(creds, reneg_seconds=100.0, tran_window=10.0)
+    sim = Sim(cc, sc, seed=6)
+    sim.run_until(sim.established)
+    sim.advance(120)
+    assert 1 in sim.client.keys and 1 in sim.server.keys
+    assert sim.client.session.state == State.ESTABLISHED
+    both_ways(sim, 1)
+
+
+def test_auth_failed(creds):
+    sim = Sim(*configs(creds, "tls-crypt"), seed=8)
+    sim.server.reject = "bad password"
+    sim.run_until(lambda: bool(sim.client.of(AuthFailed)))
+    assert sim.client.of(AuthFailed)[0].reason == "bad password"
+    assert sim.client.session.state == State.FAILED
+    assert not sim.client.keys and not sim.server.keys
+    sim.run_until(lambda: sim.server.session.is_closed)
+    assert sim.server.of(SessionClosed)
+
+
+def test_client_exit_reaches_server(creds):
+    sim = Sim(*configs(creds), seed=9)
+    sim.run_until(sim.established)
+    sim.client.session.close(sim.now)
+    sim.run_until(lambda: bool(sim.server.of(PeerExit)))
+    sim.run_until(lambda: sim.client.session.is_closed and sim.server.session.is_closed)
+    assert sim.client.of(SessionClosed) and sim.server.of(SessionClosed)
+
+
+def test_server_exit_reaches_p2p_client(creds):
+    sim = Sim(*configs(creds, p2p=True), seed=10)
+    sim.run_until(sim.established)
+    sim.server.session.close(sim.now)
+    sim.run_until(lambda: bool(sim.client.of(PeerExit)))
+
+
+def test_untrusted_server_certificate_fails_handshake(creds):
+    cc, sc = configs(creds)
+    other = PKI("other CA")
+    cc = dataclasses.replace(cc, tls=dataclasses.replace(cc.tls, ca_pem=other.ca_pem))
+    sim = Sim(cc, sc, seed=11, loss=0)
+    sim.run_until(lambda: sim.client.session.is_closed)
+    (failed,) = sim.client.of(HandshakeFailed)
+    assert "VERIFY ERROR" in failed.reason
+    assert not sim.client.keys
+
+
+def test_silent_server_times_out_after_hand_window(creds):
+    cc, sc = configs(creds, hand_window=30.0)
+    sim = Sim(cc, sc, seed=12, loss=1.0)
+    sim.run_until(lambda: sim.client.session.is_closed, limit=60)
+    assert sim.client.of(HandshakeFailed)
+    assert 1029 <= sim.now <= 1031
+
+
+def test_wrong_tls_crypt_key_is_dropped_not_raised(creds):
+    cc, sc = configs(creds, "tls-crypt", seed=1)
+    _, sc = configs(creds, "tls-crypt", seed=2)
+    sim = Sim(cc, sc, seed=13, loss=0)
+    sim.advance(10)
+    assert sim.server.session.stats.get("dropped", 0) >= 1
+    assert sim.server.session.remote_session_id is None
+
+
+def test_push_reply_split_and_reassembled(creds):
+    cc, sc = configs(creds)
+    sim = Sim(cc, sc, seed=14)
+    sim.server.auto_push = False
+    sim.run_until(lambda: bool(sim.server.of(PushRequestReceived)))
+    many = [f"route 10.{i}.0.0 255.255.0.0" for i in range(120)]
+    sim.server.session.send_push_reply(many)
+    sim.run_until(sim.established)
+    (reply,) = sim.client.of(PushReplyReceived)
+    assert reply.options[:120] == many
+
+
+def test_build_and_parse_push_reply_roundtrip():
+    opts = [f"dhcp-option DNS 10.0.{i}.1" for i in range(100)]
+    messages = build_push_reply(opts)
+    assert len(messages) > 1 and all(len(m) < 1024 for m in messages)
+    got, more = [], True
+    for m in messages:
+        part, more = parse_push_reply(m)
+        got += part
+    assert got == opts and not more
+    assert build_push_reply([]) == ["PUSH_REPLY"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_datagrams_are_dropped_without_exceptions(creds, data):
+    cc, sc = configs(creds)
+    for cfg in (cc, sc):
+        s = Session(cfg, 0.0, rng=random.Random(0).randbytes)
+        s.receive_datagram(data, 1.0)
+        s.datagrams_to_send(1.0)
+
+
+def test_replayed_data_packet_is_rejected_by_datachannel(creds):
+    sim = Sim(*configs(creds), seed=15)
+    sim.run_until(sim.established)
+    packet = sim.client.keys[0].encrypt(b"x" * 40, sim.now)
+    sim.server.keys[0].decrypt(packet, sim.now)
+    with pytest.raises((ReplayError, AuthError)):
+        sim.server.keys[0].decrypt(packet, sim.now)
