@@ -98,6 +98,8 @@ def test_wait_for_log_reports_exit_with_log_tail(lab, pki):
     assert message.startswith("openvpn in ") and "exited with status 1; log tail:" in message
     assert "frobnicate" in message
     assert not broken.running
+    assert "frobnicate" in broken.log()  # still readable after its directory is removed
+    assert not broken.workdir.exists()
 
 
 def test_wait_for_log_since_waits_for_new_lines(lab, pki):

@@ -217,6 +217,7 @@ class Endpoint:
         self.config_path = self.workdir / f"{program}.conf"
         self.log_path = self.workdir / f"{program}.log"
         self.proc: subprocess.Popen | None = None
+        self._final_log: str | None = None
 
     def config_text(self) -> str:
         return self._config
@@ -230,6 +231,7 @@ class Endpoint:
 
     def start(self, timeout: float = 20.0, wait: bool = True) -> Endpoint:
         """Write the config, start the process; by default wait for the ready line."""
+        self._final_log = None
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self._config)
         self.config_path.chmod(0o600)  # it holds private keys inline
@@ -258,7 +260,8 @@ class Endpoint:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self._own_workdir:
+        if self._own_workdir and self.workdir.exists():
+            self._final_log = self.log()  # keep it readable after the directory is gone
             shutil.rmtree(self.workdir, ignore_errors=True)
         return proc.returncode if proc else None
 
@@ -277,6 +280,8 @@ class Endpoint:
     # --------------------------------------------------------- observing
 
     def log(self) -> str:
+        if self._final_log is not None:
+            return self._final_log
         try:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
