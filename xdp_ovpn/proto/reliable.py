@@ -108,6 +108,11 @@ class ReliableLayer:
             self._queue[0] = (opcode, self._queue[0][1])
 
     @property
+    def queued(self) -> int:
+        """Packets waiting for a send-window slot (not numbered yet)."""
+        return len(self._queue)
+
+    @property
     def unacked(self) -> int:
         """Packets sent (or numbered) and not yet acknowledged."""
         return len(self._in_flight)

@@ -21,6 +21,7 @@ from .constants import (
 )
 from .errors import ParseError, ReplayError
 from .packet import peek_op
+from .pktid import ReplayWindow
 
 LONG_PACKET_ID = struct.Struct("!II")  # counter, time
 HEADER_LEN = 1 + SESSION_ID_LEN  # op|kid and own session-id, in clear in every mode
@@ -77,7 +78,8 @@ class LongPacketIdSender:
 
 
 class LongPacketIdReplay:
-    """Sliding replay window over (counter, time) packet-ids, with openvpn's time backtrack.
+    """Replay protection for (counter, time) packet-ids, as openvpn's packet_id_test: the
+    counter goes through pktid.ReplayWindow, which a newer time starts afresh.
 
     check() and record() are separate so only authenticated packets move the window.
     """
@@ -85,41 +87,24 @@ class LongPacketIdReplay:
     def __init__(
         self, window: int = DEFAULT_REPLAY_WINDOW, time_window: float = DEFAULT_REPLAY_TIME
     ) -> None:
-        self.window = window
-        self.time_window = time_window
+        self._params = (window, time_window)
         self.time: int | None = None
-        self.highest = 0
-        self._seen: dict[int, float] = {}  # counter -> when it arrived, within the window
+        self.counters = ReplayWindow(window, time_window)
 
     def check(self, counter: int, time: int, now: float) -> None:
         """Raise ReplayError if this packet-id must not be accepted."""
         if counter == 0:
             raise ReplayError("packet-id 0")
-        if self.time is None or time > self.time:
-            return
-        if time < self.time:
+        if self.time is not None and time < self.time:
             raise ReplayError("packet-id time went backwards")
-        if counter > self.highest:
-            return
-        if self.highest - counter >= self.window:
-            raise ReplayError("packet-id outside the replay window")
-        if counter in self._seen:
-            raise ReplayError("replayed packet-id")
-        # A gap older than a packet received time_window ago is closed for good.
-        stale = [c for c, t in self._seen.items() if t + self.time_window < now]
-        if stale and counter <= max(stale):
-            raise ReplayError("packet-id arrived too late")
+        if self.time == time and not self.counters.check(counter, now):
+            raise ReplayError("replayed or too old packet-id")
 
     def record(self, counter: int, time: int, now: float) -> None:
         if self.time is None or time > self.time:
             self.time = time
-            self.highest = counter
-            self._seen = {}
-        elif counter > self.highest:
-            self.highest = counter
-            floor = counter - self.window
-            self._seen = {c: t for c, t in self._seen.items() if c > floor}
-        self._seen[counter] = now
+            self.counters = ReplayWindow(*self._params)
+        self.counters.update(counter, now)
 
     def accept(self, packet_id: bytes, now: float) -> None:
         """check() then record() an 8-byte long-form packet-id."""
