@@ -21,6 +21,10 @@ def doctor() -> None:
     raise SystemExit(run_doctor())
 
 
+from xdp_ovpn.runcmd import run  # noqa: E402
+
+main.add_command(run)
+
 from xdp_ovpn.xdpctl import attach, detach, stats  # noqa: E402
 
 for _command in (attach, detach, stats):

@@ -1,0 +1,61 @@
+"""Shared pieces of the interop tests: a two-namespace underlay and endpoint helpers."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+from dataclasses import dataclass
+
+from xdp_ovpn.lab.netns import Namespace
+from xdp_ovpn.lab.openvpn import Endpoint
+
+IPV4_UNDERLAY = ("10.1.0.1", "10.1.0.2")
+IPV6_UNDERLAY = ("fd00:1::1", "fd00:1::2")
+
+
+@dataclass
+class Underlay:
+    server_ns: Namespace
+    client_ns: Namespace
+    server_addr: str
+    proto: str
+
+
+def underlay(lab, family: int = 4) -> Underlay:
+    """Two namespaces on one veth pair, addressed in the given family."""
+    a, b = lab.add_namespace("s"), lab.add_namespace("c")
+    if family == 6:
+        lab.link(a, b, addrs=(f"{IPV6_UNDERLAY[0]}/64", f"{IPV6_UNDERLAY[1]}/64"))
+        return Underlay(a, b, IPV6_UNDERLAY[0], "udp6")
+    lab.link(a, b, addrs=(f"{IPV4_UNDERLAY[0]}/24", f"{IPV4_UNDERLAY[1]}/24"))
+    return Underlay(a, b, IPV4_UNDERLAY[0], "udp4")
+
+
+def use_prf(endpoint: Endpoint) -> Endpoint:
+    """Make an xdp-ovpn endpoint refuse TLS-EKM, so both sides derive keys with the PRF."""
+    base = endpoint.command()
+    endpoint.command = lambda: [*base, "--key-derivation", "prf"]  # type: ignore[method-assign]
+    return endpoint
+
+
+def ping(ns: Namespace, address: str, count: int = 3) -> None:
+    ns.run(["ping", "-c", str(count), "-i", "0.2", "-W", "3", address])
+
+
+def iperf3(server_ns: Namespace, client_ns: Namespace, address: str, lab) -> str:
+    """A short iperf3 TCP transfer through the tunnel; returns iperf3's summary text."""
+    server = server_ns.popen(["iperf3", "-s", "-1", "-B", address],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lab.wait_for(lambda: "5201" in server_ns.run(["ss", "-ltn"]).stdout, timeout=5)
+    out = client_ns.run(["iperf3", "-c", address, "-n", "4M", "-f", "m"], timeout=60).stdout
+    server.wait(timeout=10)
+    assert re.search(r"receiver", out), out
+    return out
+
+
+def kill(endpoint: Endpoint) -> None:
+    """SIGKILL, as a crash: no EXIT, nothing cleaned up by the process itself."""
+    assert endpoint.proc is not None
+    endpoint.proc.send_signal(signal.SIGKILL)
+    endpoint.proc.wait(timeout=5)

@@ -1,0 +1,393 @@
+"""One peer at a time: the pulling client and the 2.6 TLS peer-to-peer endpoint.
+
+Both run a restart loop like openvpn's SIGUSR1 loop: a session per connection attempt;
+ping-restart (PeerExpired from the data plane), RESTART, a failed handshake or the peer's
+EXIT end the attempt; after connect-retry seconds the next remote is tried.
+
+The client applies what the server pushed (ifconfig, routes, redirect-gateway) to a TUN
+it creates for each connection and deletes at the end of it (openvpn without persist-tun);
+the p2p endpoint configures its TUN once from its own options.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from xdp_ovpn.config import Config
+from xdp_ovpn.control.driver import SessionDriver
+from xdp_ovpn.control.endpoint import UdpEndpoint, resolve, same_family_address
+from xdp_ovpn.control.log import get_logger, peer_label
+from xdp_ovpn.control.netconfig import (
+    AppliedNetwork,
+    NetConfigError,
+    TunnelSettings,
+    close_tun,
+    in_netlink_thread,
+    open_tun,
+    parse_settings,
+    settings_from_config,
+)
+from xdp_ovpn.control.peerkeys import PeerKeys
+from xdp_ovpn.dataplane.api import (
+    Address,
+    DataPlane,
+    DataPlaneError,
+    KeyNeedsRenewal,
+    Notification,
+    PeerExpired,
+    PeerFloated,
+)
+from xdp_ovpn.dataplane.tun import Tun
+from xdp_ovpn.proto.constants import Opcode
+from xdp_ovpn.proto.events import (
+    AuthFailed,
+    AuthPending,
+    Event,
+    HandshakeFailed,
+    KeyRetired,
+    KeysReady,
+    PeerExit,
+    PushReplyReceived,
+    RestartRequested,
+    SessionClosed,
+    SessionEstablished,
+)
+from xdp_ovpn.proto.packet import peek_op
+from xdp_ovpn.proto.session import Session, SessionConfig
+
+_CLIENT_RESETS = (Opcode.HARD_RESET_CLIENT_V2, Opcode.HARD_RESET_CLIENT_V3)
+_MAX_RETRY = 30.0
+
+
+class _Outcome(Exception):
+    def __init__(self, reason: str, exit: bool = False) -> None:
+        super().__init__(reason)
+        self.reason, self.exit = reason, exit
+
+
+class SinglePeer:
+    """The restart loop and event handling shared by client and p2p."""
+
+    pulls = False
+
+    def __init__(self, cfg: Config, session_cfg: SessionConfig, endpoint: UdpEndpoint,
+                 dataplane: DataPlane, loop: asyncio.AbstractEventLoop) -> None:
+        self.cfg = cfg
+        self.session_cfg = session_cfg
+        self.endpoint = endpoint
+        self.dataplane = dataplane
+        self.loop = loop
+        self.log = get_logger()
+        self.driver: SessionDriver | None = None
+        self.keys: PeerKeys | None = None
+        self.tun: Tun | None = None
+        self.applied: AppliedNetwork | None = None
+        self.remote: Address | None = None  # where the current attempt talks to
+        self._outcome: asyncio.Future[_Outcome] | None = None
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._remote_index = 0
+        self._tun_generation = 0
+        self._net_pending: asyncio.Future | None = None
+        self.connected = False
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Connect, and reconnect, until stopped or told to exit; return why it ended."""
+        retry = float(self.cfg.connect_retry or 1)
+        while not self._stopping:
+            self._outcome = self.loop.create_future()
+            try:
+                self._begin()
+            except _Outcome as early:
+                self._outcome.set_result(early)
+            outcome = await self._outcome
+            self._end_attempt()
+            if outcome.exit or self._stopping:
+                return outcome.reason
+            self.log.info("SIGUSR1[soft,%s] received, process restarting", outcome.reason)
+            wait = retry if not self.connected else float(self.cfg.connect_retry or 1)
+            retry = min(retry * 2, float(self.cfg.connect_retry_max or _MAX_RETRY), _MAX_RETRY)
+            self.connected = False
+            self.log.info("Restart pause, %g second(s)", wait)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+        return "stopped"
+
+    def _finish(self, reason: str, exit: bool = False) -> None:
+        if self._outcome is not None and not self._outcome.done():
+            self._outcome.set_result(_Outcome(reason, exit))
+
+    def _begin(self) -> None:
+        raise NotImplementedError
+
+    def _start_session(self, remote: Address) -> SessionDriver:
+        self.remote = remote
+        session = Session(self.session_cfg, time.monotonic())
+        self.driver = SessionDriver(session, remote, self.endpoint.sendto, self._on_event,
+                                    self.loop)
+        self.keys = PeerKeys(self.dataplane, remote)
+        keepalive = self._local_keepalive()
+        if keepalive:
+            self.keys.keepalive = keepalive
+        return self.driver
+
+    def _local_keepalive(self) -> tuple[float, float] | None:
+        if self.cfg.ping or self.cfg.ping_restart:
+            return float(self.cfg.ping), float(self.cfg.ping_restart)
+        return None
+
+    def _end_attempt(self) -> None:
+        if self.driver is not None:
+            self.driver.close()
+            self.driver = None
+        if self.keys is not None:
+            self.keys.remove()
+            self.keys = None
+
+    # -- datagrams ------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        driver = self.driver
+        if driver is None or addr != driver.remote:
+            self._unexpected(data, addr)
+            return
+        driver.datagram_received(data)
+
+    def _unexpected(self, data: bytes, addr: Address) -> None:
+        self.log.debug("dropped packet from unexpected %s", peer_label(None, addr))
+
+    # -- events ---------------------------------------------------------------
+
+    def _on_event(self, driver: SessionDriver, event: Event) -> None:
+        if driver is not self.driver or self.keys is None:
+            return
+        if isinstance(event, SessionEstablished):
+            driver.common_name = event.common_name
+            self.log.info("[%s] Peer Connection Initiated with [AF_INET]%s",
+                          event.common_name or "", peer_label(None, driver.remote))
+        elif isinstance(event, PushReplyReceived):
+            self._pushed(event.options)
+        elif isinstance(event, KeysReady):
+            self._install(event)
+        elif isinstance(event, KeyRetired):
+            self.keys.key_retired(event)
+        elif isinstance(event, AuthFailed):
+            self.log.info("AUTH: Received control message: AUTH_FAILED%s",
+                          f",{event.reason}" if event.reason else "")
+            self._finish("auth-failure", exit=not event.temporary)
+        elif isinstance(event, AuthPending):
+            self.log.info("AUTH_PENDING received")
+        elif isinstance(event, RestartRequested):
+            self._finish("server-pushed-halt" if event.halt else "server-pushed-connection-reset",
+                         exit=event.halt)
+        elif isinstance(event, PeerExit):
+            self._finish("remote-exit")
+        elif isinstance(event, HandshakeFailed):
+            self.log.info("TLS Error: %s", event.reason)
+            if event.fatal:
+                self._finish("tls-error")
+        elif isinstance(event, SessionClosed):
+            self._finish(event.reason or "session closed")
+
+    def _pushed(self, options: list[str]) -> None:
+        pass
+
+    def _install(self, event: KeysReady) -> None:
+        assert self.keys is not None
+        try:
+            self.keys.keys_ready(event)
+        except DataPlaneError as exc:
+            self.log.info("cannot install data channel keys: %s", exc)
+            self._finish("dataplane-error")
+            return
+        how = "EKM" if event.ekm else "PRF"
+        self.log.info("Data Channel: cipher '%s', peer-id %d, key-id %d (%s)", event.cipher,
+                      event.peer_id, event.key_id, how)
+        self._maybe_complete()
+
+    def _maybe_complete(self) -> None:
+        """Ready once keys are in and the TUN is attached (what a ping needs)."""
+        if not self.connected and self.tun is not None and self.keys and self.keys.installed:
+            self.connected = True
+            self.log.info("Initialization Sequence Completed")
+
+    def peer_ids(self) -> list[int]:
+        return [self.keys.peer_id] if self.keys and self.keys.installed else []
+
+    # -- notifications --------------------------------------------------------
+
+    def notification(self, note: Notification) -> None:
+        keys = self.keys
+        if keys is None or keys.peer_id != note.peer_id:
+            return
+        if isinstance(note, PeerExpired):
+            keys.gone = True
+            if note.reason == "exit":
+                self._finish("remote-exit")
+            else:
+                self.log.info("[%s] Inactivity timeout (--ping-restart), restarting",
+                              self.driver.common_name if self.driver else "")
+                self._finish("ping-restart")
+        elif isinstance(note, PeerFloated) and self.driver is not None:
+            self.driver.remote = note.new_remote
+            keys.floated(note.new_remote)
+        elif isinstance(note, KeyNeedsRenewal) and self.driver is not None:
+            self.driver.session.renegotiate(time.monotonic())
+            self.driver.pump()
+
+    # -- shutdown -------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def shutdown(self, grace: float = 1.0) -> None:
+        """EXIT to the peer (when it understands it), then remove everything we made."""
+        self._stopping = True
+        driver = self.driver
+        if driver is not None and not driver.closed:
+            driver.session.close(time.monotonic())
+            driver.pump()
+            deadline = time.monotonic() + grace
+            while not driver.session.is_closed and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        self._finish("shutdown", exit=True)
+        self._end_attempt()
+        self._close_tun()
+        await self.drain_netlink()
+
+    def _close_tun(self) -> None:
+        tun, applied, self.tun, self.applied = self.tun, self.applied, None, None
+        self._tun_generation += 1  # a TUN still being made for the old attempt is dropped
+        if tun is not None or applied is not None:
+            self._net_pending = in_netlink_thread(close_tun, tun, applied)
+
+    def _open_tun(self, settings: TunnelSettings, server_ip: str | None) -> None:
+        """Make the TUN on the netlink thread; attach it to the data plane when ready."""
+        name = self.cfg.dev if self.cfg.dev_name_fixed else "tun%d"
+        mtu = settings.tun_mtu or self.cfg.tun_mtu
+        generation = self._tun_generation
+        future = in_netlink_thread(open_tun, name, settings, mtu, server_ip)
+        self._net_pending = future
+
+        def ready(done: asyncio.Future) -> None:
+            if done.cancelled():
+                return
+            if (exc := done.exception()) is not None:
+                self.log.info("ERROR: cannot configure the tunnel: %s", exc)
+                self._finish("tun-error", exit=not self.pulls)
+                return
+            tun, applied = done.result()
+            if generation != self._tun_generation or self._stopping:
+                in_netlink_thread(close_tun, tun, applied)
+                return
+            self.tun, self.applied = tun, applied
+            try:
+                self.dataplane.attach_tun(tun.fileno(), mtu)
+            except DataPlaneError as exc:
+                self.log.info("ERROR: data plane refused the TUN: %s", exc)
+                self._finish("dataplane-error", exit=True)
+                return
+            self.log.info("TUN/TAP device %s opened", tun.name)
+            self._maybe_complete()
+
+        future.add_done_callback(ready)
+
+    async def drain_netlink(self) -> None:
+        """Wait until every queued TUN/route change has been made."""
+        await in_netlink_thread(lambda: None)
+
+
+class Client(SinglePeer):
+    """openvpn --client: connect, pull, apply, reconnect."""
+
+    pulls = True
+
+    def _begin(self) -> None:
+        remotes = self.cfg.remotes
+        remote = remotes[self._remote_index % len(remotes)]
+        self._remote_index += 1
+        _, addr = resolve(remote.host, remote.port, remote.proto)
+        addr = same_family_address(self.endpoint.sock, addr)
+        self.log.info("UDP link remote: %s", peer_label(None, addr))
+        self._start_session(addr).pump()
+
+    def _pushed(self, options: list[str]) -> None:
+        self.log.info("PUSH: Received control message: 'PUSH_REPLY,%s'", ",".join(options))
+        try:
+            settings = parse_settings(options, TunnelSettings(topology=self.cfg.topology))
+        except NetConfigError as exc:
+            self.log.info("ERROR: cannot apply pushed options: %s", exc)
+            self._finish("pushed-options-error")
+            return
+        self._open_tun(settings, self.remote[0] if self.remote else None)
+        local = self._local_keepalive()
+        if settings.ping or settings.ping_restart:
+            interval = float(settings.ping or (local[0] if local else 0))
+            timeout = float(settings.ping_restart or (local[1] if local else 0))
+            assert self.keys is not None
+            self.keys.set_keepalive(interval, timeout)
+
+    def _end_attempt(self) -> None:
+        super()._end_attempt()
+        if not self.cfg.persist_tun:
+            self._close_tun()
+
+
+class PeerToPeer(SinglePeer):
+    """2.6 TLS peer-to-peer: tls-client starts, tls-server waits; own ifconfig and routes."""
+
+    def start_tunnel(self) -> None:
+        """Configure the TUN from our own ifconfig / routes once, before the loop."""
+        self._open_tun(settings_from_config(self.cfg), None)
+
+    def _configured_remote(self) -> Address | None:
+        if not self.cfg.remotes:
+            return None
+        remote = self.cfg.remotes[self._remote_index % len(self.cfg.remotes)]
+        self._remote_index += 1
+        _, addr = resolve(remote.host, remote.port, remote.proto)
+        return same_family_address(self.endpoint.sock, addr)
+
+    def _begin(self) -> None:
+        self.expected = self._configured_remote()
+        if self.cfg.tls_client:
+            if self.expected is None:
+                raise _Outcome("tls-client needs a remote", exit=True)
+            self._start_session(self.expected).pump()
+        # tls-server: the session starts with the peer's reset (_unexpected).
+
+    def _unexpected(self, data: bytes, addr: Address) -> None:
+        if not self.cfg.tls_server:
+            return super()._unexpected(data, addr)
+        try:
+            opcode, key_id = peek_op(data)
+        except Exception:
+            return
+        allowed = self.expected is None or self.cfg.float or addr[0] == self.expected[0]
+        if opcode not in _CLIENT_RESETS or key_id != 0 or not allowed:
+            return super()._unexpected(data, addr)
+        if self.driver is not None:  # a new peer session replaces the old attempt
+            self._end_attempt()
+        self._start_session(addr).datagram_received(data)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        driver = self.driver
+        if (driver is not None and addr == driver.remote and self.cfg.tls_server
+                and data[:1] and len(data) >= 9):
+            opcode, key_id = peek_op(data)
+            sid = driver.session.remote_session_id
+            if opcode in _CLIENT_RESETS and key_id == 0 and sid not in (None, data[1:9]):
+                self.log.info("peer restarted: new session")
+                self._end_attempt()
+                self._start_session(addr).datagram_received(data)
+                return
+        super().datagram_received(data, addr)
+
+    def _end_attempt(self) -> None:
+        super()._end_attempt()  # the TUN stays: it is ours, not the peer's

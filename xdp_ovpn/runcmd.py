@@ -1,0 +1,41 @@
+"""`xdp-ovpn run --config FILE`: run as the OpenVPN server, client or p2p peer it describes."""
+
+from __future__ import annotations
+
+import click
+
+from xdp_ovpn.config import ConfigError, load
+from xdp_ovpn.dataplane.factory import DATA_PATHS
+
+
+def _fail(message: str) -> None:
+    click.echo(f"xdp-ovpn: {message}", err=True)
+    raise SystemExit(1)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option("--config", "config_path", required=True, metavar="FILE",
+              help="An ordinary OpenVPN config file.")
+@click.option("--data-path", type=click.Choice(DATA_PATHS), default="auto", show_default=True,
+              help="auto: XDP when available, else the socket path.")
+@click.option("--key-derivation", type=click.Choice(["auto", "prf"]), default="auto",
+              show_default=True,
+              help="prf: never negotiate TLS-EKM; use the legacy TLS 1.0 PRF.")
+@click.argument("options", nargs=-1, type=click.UNPROCESSED)
+def run(config_path: str, data_path: str, key_derivation: str, options: tuple[str, ...]) -> None:
+    """Run as OpenVPN server, client or TLS p2p peer; extra --options override the file."""
+    from xdp_ovpn.control.app import run as run_app
+    from xdp_ovpn.control.endpoint import EndpointError
+    from xdp_ovpn.control.netconfig import NetConfigError
+    from xdp_ovpn.dataplane.api import DataPlaneError
+    from xdp_ovpn.dataplane.tun import TunError
+
+    try:
+        cfg = load(config_path, options)
+    except ConfigError as exc:
+        _fail(str(exc))
+    try:
+        code = run_app(cfg, data_path, allow_ekm=key_derivation == "auto")
+    except (ConfigError, EndpointError, NetConfigError, DataPlaneError, TunError) as exc:
+        _fail(str(exc))
+    raise SystemExit(code)
