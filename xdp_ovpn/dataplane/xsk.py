@@ -66,6 +66,7 @@ _STATISTICS_FIELDS = (
 _DESC_SIZE = 16  # struct xdp_desc {u64 addr; u32 len; u32 options}
 _ADDR_SIZE = 8  # fill and completion rings hold bare u64 addresses
 _U32 = 0xFFFFFFFF
+_SMALL_BATCH = 4
 
 MODES = ("auto", "zero-copy", "copy")
 
@@ -142,17 +143,24 @@ class _Ring:
 
     def take(self, view: memoryview, stride: int, skip: int, start: int, n: int) -> list[int]:
         """Read n slots from index start (wrapping) as a list, in one or two C copies."""
+        if n == 1:  # the common light-load case: plain indexing beats slicing 3:1
+            return [view[stride * start + skip]]
         end = start + n
         if end <= self.size:
             return view[stride * start + skip : stride * end : stride].tolist()
         head = view[stride * start + skip :: stride].tolist()
         return head + view[skip : stride * (end - self.size) : stride].tolist()
 
-    def put(
-        self, view: memoryview, stride: int, skip: int, start: int, values: array.array
-    ) -> None:
+    def put(self, view: memoryview, stride: int, skip: int, start: int, values: Sequence[int]):
         """Write values into consecutive slots from index start (wrapping)."""
-        end = start + len(values)
+        n = len(values)
+        if n <= _SMALL_BATCH:  # building an array costs more than a few item stores
+            mask = self.mask
+            for i, value in enumerate(values):
+                view[stride * ((start + i) & mask) + skip] = value
+            return
+        values = array.array(view.format, values)
+        end = start + n
         if end <= self.size:
             view[stride * start + skip : stride * end : stride] = values
         else:
@@ -335,8 +343,8 @@ class XskSocket:
         if n <= 0:
             return 0
         start = prod & r.mask
-        r.put(r.q, 2, 0, start, array.array("Q", addrs[:n] if n < len(addrs) else addrs))
-        r.put(r.d, 4, 2, start, array.array("I", lens[:n] if n < len(lens) else lens))
+        r.put(r.q, 2, 0, start, addrs[:n] if n < len(addrs) else addrs)
+        r.put(r.d, 4, 2, start, lens[:n] if n < len(lens) else lens)
         r.words[r.prod] = (prod + n) & _U32
         return n
 
@@ -419,7 +427,7 @@ def _produce_addrs(r: _Ring, addrs: Sequence[int]) -> int:
     prod, n = r.producible(len(addrs))
     if n <= 0:
         return 0
-    r.put(r.q, 1, 0, prod & r.mask, array.array("Q", addrs[:n] if n < len(addrs) else addrs))
+    r.put(r.q, 1, 0, prod & r.mask, addrs[:n] if n < len(addrs) else addrs)
     r.words[r.prod] = (prod + n) & _U32
     return n
 
