@@ -305,8 +305,9 @@ def test_p2p_mode(creds, ekm):
     both_ways(sim, 0)
 
 
-def test_renegotiation_switches_keys_and_retires_lame_duck(creds):
-    cc, sc = configs(creds, "tls-auth", tran_window=60.0)
+@pytest.mark.parametrize("mode", WRAPPINGS)
+def test_renegotiation_switches_keys_and_retires_lame_duck(creds, mode):
+    cc, sc = configs(creds, mode, tran_window=60.0)
     sim = Sim(cc, sc, seed=3)
     sim.run_until(sim.established)
     old_tx = sim.client.keys[0]
@@ -449,3 +450,63 @@ def test_replayed_data_packet_is_rejected_by_datachannel(creds):
     sim.server.keys[0].decrypt(packet, sim.now)
     with pytest.raises((ReplayError, AuthError)):
         sim.server.keys[0].decrypt(packet, sim.now)
+
+
+@pytest.fixture(scope="module")
+def recorded(creds) -> tuple[SessionConfig, list[bytes]]:
+    """The first packets a client sends over a clean link (reset, then ClientHello)."""
+    cc, sc = configs(creds, "tls-auth")
+    client = Session(cc, 0.0, rng=random.Random(1).randbytes)
+    server = Session(sc, 0.0, rng=random.Random(2).randbytes)
+    sent = client.datagrams_to_send(0.0)
+    for d in sent:
+        server.receive_datagram(d, 0.1)
+    for d in server.datagrams_to_send(0.1):
+        client.receive_datagram(d, 0.2)
+    sent += client.datagrams_to_send(0.2)
+    return sc, sent
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_corrupted_handshake_packets_never_raise(recorded, data):
+    sc, sent = recorded
+    server = Session(sc, 0.0, rng=random.Random(2).randbytes)
+    index = data.draw(st.integers(0, len(sent) - 1))
+    for i, packet in enumerate(sent):
+        if i == index:
+            buf = bytearray(packet)
+            for _ in range(data.draw(st.integers(1, 4))):
+                pos = data.draw(st.integers(0, len(buf) - 1))
+                buf[pos] ^= data.draw(st.integers(1, 255))
+            packet = bytes(buf[: data.draw(st.integers(1, len(buf)))])
+        server.receive_datagram(packet, 0.1 + i)
+        server.datagrams_to_send(0.1 + i)
+    assert server.state in (State.HANDSHAKE, State.FAILED)
+
+
+def test_data_volume_triggers_renegotiation(creds):
+    cc, sc = configs(creds, reneg_bytes=10_000)
+    sim = Sim(cc, sc, seed=16)
+    sim.run_until(sim.established)
+    sim.client.session.add_data_traffic(9_000, 10, sim.now)
+    assert sim.client.session.key_id == 0
+    sim.client.session.add_data_traffic(2_000, 2, sim.now)
+    sim.run_until(lambda: 1 in sim.server.keys and 1 in sim.client.keys)
+
+
+def test_auth_token_replaces_password_on_renegotiation(creds):
+    cc, sc = configs(creds, username="alice", password="secret")
+    sim = Sim(cc, sc, seed=17)
+    sim.server.auto_push = False
+    sim.run_until(lambda: bool(sim.server.of(PushRequestReceived)))
+    (req,) = sim.server.of(AuthRequest)
+    assert (req.username, req.password) == ("alice", "secret")
+    sim.server.session.send_push_reply(["auth-token SESS_token"])
+    sim.run_until(sim.established)
+    assert sim.client.session.auth_token == "SESS_token"
+    cc2 = dataclasses.replace(sc, reauth_on_renegotiation=True)
+    sim.server.session.config = cc2
+    sim.client.session.renegotiate(sim.now)
+    sim.run_until(lambda: len(sim.server.of(AuthRequest)) == 2)
+    assert sim.server.of(AuthRequest)[1].password == "SESS_token"

@@ -211,6 +211,12 @@ class Session:
         self._push_parts: list[str] = []
         self._close_at: float | None = None
         self._linger = False
+        self.auth_token: str | None = None  # client: pushed auth-token, used on renegotiation
+        self._reneg_seconds = config.reneg_seconds
+        if config.role == Role.SERVER and config.reneg_seconds:
+            # init.c: a server takes up to 10 % off reneg-sec so its clients do not align.
+            span = max(int(config.reneg_seconds) // 10, 1)
+            self._reneg_seconds = config.reneg_seconds - int.from_bytes(rng(4), "big") % span
         self.last_drop_reason = ""
         self._now = now
         if self.role.tls_server:
@@ -272,8 +278,8 @@ class Session:
                 times.append(t)
             if ks.state < KS.ACTIVE:
                 times.append(ks.must_negotiate)
-            if ks.established is not None and self.config.reneg_seconds:
-                times.append(ks.established + self.config.reneg_seconds)
+            if ks.established is not None and self._reneg_seconds:
+                times.append(ks.established + self._reneg_seconds)
         if self._lame is not None and self._lame.must_die is not None:
             times.append(self._lame.must_die)
         for t in (self._push_request_at, self._push_deadline, self._close_at):
@@ -458,7 +464,7 @@ class Session:
                     pass
             self._after_key_state(ks, now)
             self._check_closing(now)
-        except (TLSError, NegotiationError, ParseError) as exc:
+        except ProtocolError as exc:
             self._key_failed(str(exc))
 
     def _expire(self, now: float) -> None:
@@ -473,7 +479,7 @@ class Session:
             raise TLSError(
                 f"TLS key negotiation failed within {self.config.hand_window:g} seconds"
             )
-        reneg = self.config.reneg_seconds
+        reneg = self._reneg_seconds
         if (
             ks.state >= KS.GENERATED_KEYS
             and reneg
@@ -606,12 +612,16 @@ class Session:
         options = cfg.options_string or options_string(
             self.role.tls_server, cipher=cfg.data_ciphers_fallback
         )
-        with_auth = self.role == Role.CLIENT and cfg.username is not None
+        username = password = ""
+        if self.role == Role.CLIENT and (cfg.username is not None or self.auth_token):
+            # A pushed auth-token replaces the password from then on (ssl.c key_method_2_write).
+            username = cfg.username or ""
+            password = self.auth_token or cfg.password or ""
         return KeyMethod2.generate(
             is_server=self.role.tls_server,
             options=options,
-            username=cfg.username or "" if with_auth else "",
-            password=cfg.password or "" if with_auth else "",
+            username=username,
+            password=password,
             peer_info=peer_info,
             rng=self._rng,
         )
@@ -812,13 +822,19 @@ class Session:
                 else:
                     self._push_requested = True
         elif text.startswith("PUSH_REPLY"):
-            if self.role == Role.CLIENT and self.state == State.AUTHENTICATING:
-                options, more = parse_push_reply(text)
+            if self.role != Role.CLIENT:
+                return
+            options, more = parse_push_reply(text)
+            self._take_auth_token(options)
+            if self.state == State.AUTHENTICATING:
                 self._push_parts.extend(options)
                 if not more:
                     self._push_request_at = self._push_deadline = None
                     options, self._push_parts = self._push_parts, []
                     self._client_pushed(options)
+            elif self.state == State.ESTABLISHED:
+                # A later push only refreshes the auth-token (push.c send_push_reply_auth_token).
+                self._events.append(PushReplyReceived(options))
         elif text.startswith("RESTART"):
             if self.role == Role.CLIENT:
                 self._events.append(RestartRequested(_after_comma(text, 7)))
@@ -830,6 +846,9 @@ class Session:
             for word in text[len("AUTH_PENDING,") :].split(","):
                 if word.startswith("timeout ") and word[8:].strip().isdigit():
                     timeout = int(word[8:])
+            if timeout is not None and self._push_deadline is not None:
+                # push.c receive_auth_pending: the server gets that long to decide.
+                self._push_deadline = now + timeout
             self._events.append(AuthPending(timeout, text))
         elif text.startswith("EXIT"):
             self._events.append(PeerExit("remote-exit"))
@@ -838,6 +857,12 @@ class Session:
             self._close_at = now + EXIT_LINGER
         else:
             self._events.append(ControlMessageReceived(text))
+
+    def _take_auth_token(self, options: list[str]) -> None:
+        for opt in options:
+            words = opt.split()
+            if len(words) == 2 and words[0] == "auth-token":
+                self.auth_token = words[1]
 
     # ------------------------------------------------------- endings
 
