@@ -200,3 +200,12 @@ def test_tcp_framer_reassembles_any_split(packets: list[bytes], data: st.DataObj
 def test_tcp_zero_length_frame_rejected() -> None:
     with pytest.raises(ParseError):
         TCPFramer().feed(b"\x00\x00")
+
+
+@given(st.lists(st.binary(max_size=100), max_size=8))
+def test_tcp_framer_fed_random_bytes_gives_only_parse_errors(chunks: list[bytes]) -> None:
+    framer = TCPFramer()
+    with contextlib.suppress(ProtocolError):
+        for chunk in chunks:
+            for packet in framer.feed(chunk):
+                assert 0 < len(packet) <= 0xFFFF
