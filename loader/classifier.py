@@ -9,8 +9,8 @@ from typing import Any
 
 from loader import syscall
 from loader.attach import MODES, Attachment, attach, attached_prog_id, ifindex_of
-from loader.compile import BPF_DIR, compile_bpf
-from loader.errors import AttachError, CompileError, MapError
+from loader.compile import BPF_DIR, compile_bpf, load_xdp
+from loader.errors import AttachError, MapError
 from loader.maps import MAP_NAMES, ClassifierMaps, Verdict
 from loader.probe import BPFFS, bpffs_mounted, mount_bpffs
 from xdp_ovpn.proto.constants import (
@@ -64,13 +64,8 @@ class Classifier:
     """One compiled and loaded classifier; attach it to one interface at a time."""
 
     def __init__(self) -> None:
-        from bcc import BPF
-
         self.bpf: Any = compile_bpf(SOURCE, classifier_cflags())
-        try:
-            self.prog_fd: int = self.bpf.load_func(b"xdp_classify", BPF.XDP).fd
-        except Exception as exc:  # bcc raises bare Exception with the verifier log on stderr
-            raise CompileError(f"verifier rejected the classifier: {exc}") from exc
+        self.prog_fd = load_xdp(self.bpf, "xdp_classify")
         self.maps = ClassifierMaps({n: self.bpf.get_table(n.encode()).map_fd for n in MAP_NAMES})
         self.attachment: Attachment | None = None
         self.pinned: Path | None = None

@@ -43,14 +43,32 @@ def compile_bpf(source: str | Path, cflags: Iterable[str] = ()) -> Any:
             raise CompileError(reason) from exc
 
 
+def load_xdp(bpf: Any, name: str) -> int:
+    """Load function `name` of a compiled module as an XDP program; its fd.
+
+    The verifier runs here: its complaint becomes a one-line CompileError.
+    """
+    from bcc import BPF
+
+    with _captured_stderr() as log:
+        try:
+            return bpf.load_func(name.encode(), BPF.XDP).fd
+        except Exception as exc:  # bcc raises bare Exception; the reason is in the log
+            reason = _first_error(log.read_text(errors="replace")) or str(exc)
+            raise CompileError(f"verifier rejected {name}: {reason}") from exc
+
+
 def _first_error(log: str) -> str | None:
     """The first clang error or verifier complaint, in one line."""
     for line in log.splitlines():
         if re.search(r"\berror:", line):
             return re.sub(r"^/virtual/main\.c:", "line ", line.strip())
-    lines = [ln for ln in log.splitlines() if ln.strip()]
-    # The verifier's verdict is the last line of its log (e.g. "invalid access to packet").
-    return lines[-1].strip() if lines else None
+    # The verifier log: instruction dumps ("12: (61) ...", "; source") then its complaint.
+    noise = re.compile(r"^(\d+:|;|processed |bpf: |verification time|stack depth)")
+    for line in log.splitlines():
+        if line.strip() and not noise.match(line.strip()):
+            return line.strip()
+    return None
 
 
 @contextlib.contextmanager

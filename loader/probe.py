@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from loader.attach import attach
-from loader.compile import compile_bpf
-from loader.errors import AttachError, CompileError, LoaderError
+from loader.compile import compile_bpf, load_xdp
+from loader.errors import AttachError, LoaderError
 
 BPFFS = Path("/sys/fs/bpf")
 _PASS = "int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }"
@@ -30,14 +30,10 @@ def probe_xdp_attach(ifname: str, mode: str) -> str:
     Raises AttachError.
     """
     try:
-        from bcc import BPF
-
-        fn = _pass_program().load_func(b"xdp_pass", BPF.XDP)
-    except (ImportError, CompileError, LoaderError) as exc:
+        prog_fd = load_xdp(_pass_program(), "xdp_pass")
+    except LoaderError as exc:
         raise AttachError(f"cannot build the probe program: {exc}") from exc
-    except Exception as exc:  # bcc's load_func raises bare Exception
-        raise AttachError(f"cannot load the probe program: {exc}") from exc
-    attachment = attach(fn.fd, ifname, mode)
+    attachment = attach(prog_fd, ifname, mode)
     how = "netlink" if attachment.link_fd is None else "BPF link"
     attachment.close()
     return how

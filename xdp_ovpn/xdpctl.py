@@ -139,7 +139,8 @@ def render_stats(maps, top: int) -> str:
     """Counters as aligned text: opcodes, verdicts, then peers by bytes."""
     from loader.maps import opcode_name
 
-    lines = ["opcode                     packets"]
+    lines = ["observe mode: nothing is steered or dropped"] if maps.observe else []
+    lines.append("opcode                     packets")
     for op, n in maps.opcode_counts().items():
         if n:
             lines.append(f"  {opcode_name(op):<24} {n:>9}")
