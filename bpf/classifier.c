@@ -82,9 +82,9 @@ static __always_inline int reset_allowed(struct source_key *src, struct config *
     u64 cap = (u64)cfg->reset_burst * NSEC;
     struct bucket *b = reset_buckets.lookup(src);
     if (!b) {
-        struct bucket fresh = {.stamp_ns = now, .credit = cap - NSEC};
-        if (cap < NSEC)
+        if (cap < NSEC) /* burst 0: nothing ever passes */
             return 0;
+        struct bucket fresh = {.stamp_ns = now, .credit = cap - NSEC}; /* spend the first */
         reset_buckets.update(src, &fresh);
         return 1;
     }

@@ -112,8 +112,7 @@ def attached_prog_id(ifindex: int) -> int | None:
     xdp = links[0].get_attr("IFLA_XDP") if links else None
     if not xdp:
         return None
-    attrs = dict(xdp.get("attrs", [])) if isinstance(xdp, dict) else dict(xdp["attrs"])
-    return attrs.get("IFLA_XDP_PROG_ID") or None
+    return dict(xdp["attrs"]).get("IFLA_XDP_PROG_ID") or None
 
 
 def _netlink_set(ifindex: int, prog_fd: int, flags: int, ifname: str = "", mode: str = "") -> None:

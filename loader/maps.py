@@ -143,10 +143,10 @@ class PeerCounters:
 def listener_key(addr: str, port: int) -> bytes:
     ip = ipaddress.ip_address(addr)
     family = 4 if ip.version == 4 else 6
-    return _LISTENER.pack(family, socket_port(port), 0, ip.packed.ljust(16, b"\0"))
+    return _LISTENER.pack(family, _port_key(port), 0, ip.packed.ljust(16, b"\0"))
 
 
-def socket_port(port: int) -> int:
+def _port_key(port: int) -> int:
     """The port as the u16 the C struct holds: network byte order, read natively."""
     if not 0 < port < 65536:
         raise MapError(f"bad port {port}")
