@@ -59,3 +59,28 @@ def kill(endpoint: Endpoint) -> None:
     assert endpoint.proc is not None
     endpoint.proc.send_signal(signal.SIGKILL)
     endpoint.proc.wait(timeout=5)
+
+
+def star(lab, clients: int) -> tuple[Namespace, list[tuple[Namespace, str]]]:
+    """A server namespace with one veth link per client: [(client namespace, server addr)]."""
+    hub = lab.add_namespace("s")
+    spokes = []
+    for i in range(clients):
+        ns = lab.add_namespace(f"c{i}")
+        lab.link(hub, ns, addrs=(f"10.1.{i}.1/24", f"10.1.{i}.2/24"), names=(f"veth{i}", "veth0"))
+        spokes.append((ns, f"10.1.{i}.1"))
+    return hub, spokes
+
+
+def routes(ns: Namespace, family: int = 4) -> str:
+    return ns.run(["ip", f"-{family}", "route", "show"]).stdout
+
+
+def links(ns: Namespace) -> str:
+    return ns.run(["ip", "-br", "link", "show"]).stdout
+
+
+def pids(ns: Namespace) -> list[str]:
+    """Processes still running inside the namespace."""
+    out = subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True, text=True)
+    return out.stdout.split()
