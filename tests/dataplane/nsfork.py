@@ -11,6 +11,8 @@ import os
 import pickle
 import select
 import signal
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -67,3 +69,38 @@ def _read_all(fd: int, timeout: float) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
+
+
+def popen_in(name: str, script: str, *args: object, **kw: Any) -> subprocess.Popen:
+    """Start `python -c script args...` inside namespace `name` (text mode pipes)."""
+    cmd = ["ip", "netns", "exec", name, sys.executable, "-c", script, *map(str, args)]
+    kw.setdefault("stdout", subprocess.PIPE)
+    return subprocess.Popen(cmd, text=True, **kw)
+
+
+class Sender:
+    """A SENDER process: `send(data)` puts one datagram on the wire from (ns, sport)."""
+
+    def __init__(self, name: str, dst: str, dport: int, sport: int) -> None:
+        from packets import SENDER
+
+        self.proc = popen_in(name, SENDER, dst, dport, sport, stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL)  # fmt: skip
+
+    def send(self, data: bytes) -> None:
+        self.proc.stdin.write(data.hex() + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -5,54 +5,16 @@ from __future__ import annotations
 import os
 import select
 import socket
-import struct
 import subprocess
 
 import pytest
 from nsfork import in_netns
+from packets import udp4, udp6
 from pyroute2 import IPRoute
 
 from xdp_ovpn.dataplane.tun import Tun, TunError
 
 pytestmark = pytest.mark.root
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _udp4(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload  # csum 0: none
-    hdr = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        20 + len(udp),
-        1,
-        0,
-        64,
-        socket.IPPROTO_UDP,
-        0,
-        socket.inet_aton(src),
-        socket.inet_aton(dst),
-    )
-    hdr = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
-    return hdr + udp
-
-
-def _udp6(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
-    s6, d6 = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
-    length = 8 + len(payload)
-    pseudo = s6 + d6 + struct.pack("!IxxxB", length, socket.IPPROTO_UDP)
-    udp = struct.pack("!HHHH", sport, dport, length, 0) + payload
-    csum = _checksum(pseudo + udp) or 0xFFFF
-    udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
-    return struct.pack("!IHBB", 6 << 28, length, socket.IPPROTO_UDP, 64) + s6 + d6 + udp
 
 
 def _read_packet(tun: Tun, timeout: float = 5.0) -> bytes:
@@ -98,8 +60,8 @@ def _written_packets_reach_sockets() -> tuple[bytes, bytes]:
         tun.up()
         got = []
         for family, host, peer, build in (
-            (socket.AF_INET, "10.77.0.1", "10.77.0.2", _udp4),
-            (socket.AF_INET6, "fd77::1", "fd77::2", _udp6),
+            (socket.AF_INET, "10.77.0.1", "10.77.0.2", udp4),
+            (socket.AF_INET6, "fd77::1", "fd77::2", udp6),
         ):
             with socket.socket(family, socket.SOCK_DGRAM) as sock:
                 sock.bind((host, 5555))

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import select
 import socket
-import struct
-import subprocess
-import sys
 
 import pytest
-from nsfork import in_netns
+from nsfork import Sender, in_netns, popen_in
+from packets import ethernet, udp4, udp_payload
 from pyroute2 import IPRoute
 
 from xdp_ovpn.dataplane.umem import XDP_PACKET_HEADROOM
@@ -17,14 +15,6 @@ from xdp_ovpn.dataplane.xsk import XskError, XskSocket, probe_afxdp
 
 A_IP, B_IP = "10.1.0.1", "10.1.0.2"
 PORT = 4789
-
-# Runs in namespace b: one UDP datagram to A_IP:PORT per line read from stdin.
-SENDER = f"""
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for line in sys.stdin:
-    s.sendto(bytes.fromhex(line.strip()), ("{A_IP}", int(sys.argv[1])))
-"""
 
 # Runs in namespace b: print "ready", then the hex of each datagram received on argv[1].
 RECEIVER = """
@@ -46,11 +36,6 @@ def pair(lab):
     return a, b
 
 
-def _in_b(b, script: str, *args: str, stdin=None) -> subprocess.Popen:
-    cmd = ["ip", "netns", "exec", b.name, sys.executable, "-c", script, *map(str, args)]
-    return subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, text=True)
-
-
 def _mac(ifname: str) -> bytes:
     # Not /sys/class/net: sysfs shows the namespace it was mounted in, not the one we entered.
     with IPRoute() as ipr:
@@ -66,15 +51,6 @@ def _wait_rx(xsk: XskSocket, timeout: float = 5.0) -> tuple[list[int], list[int]
     raise AssertionError("nothing arrived on the AF_XDP socket")
 
 
-def _udp_payload(frame: bytes) -> tuple[int, bytes]:
-    """(destination port, payload) of an Ethernet/IPv4/UDP frame."""
-    assert frame[12:14] == b"\x08\x00"
-    ihl = (frame[14] & 0x0F) * 4
-    udp = 14 + ihl
-    dport, length = struct.unpack_from("!2xHH", frame, udp)
-    return dport, frame[udp + 8 : udp + length]
-
-
 def _rx_exact_bytes(b) -> tuple:
     from xsk_redirect import redirect_udp
 
@@ -86,27 +62,22 @@ def _rx_exact_bytes(b) -> tuple:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
             plain.bind((A_IP, PORT + 1))
             plain.settimeout(5)
-            sender = _in_b(b, SENDER, PORT, stdin=subprocess.PIPE)
-            other = _in_b(b, SENDER, PORT + 1, stdin=subprocess.PIPE)
-            try:
+            with (
+                Sender(b.name, A_IP, PORT, 5000) as sender,
+                Sender(b.name, A_IP, PORT + 1, 5001) as other,
+            ):
                 got = []
                 for payload in payloads:
-                    sender.stdin.write(payload.hex() + "\n")
-                    sender.stdin.flush()
+                    sender.send(payload)
                     addrs, lens = _wait_rx(xsk)
                     assert len(addrs) == 1
                     frame = xsk.frame(addrs[0], lens[0])
-                    got.append(_udp_payload(bytes(frame)))
+                    got.append(udp_payload(bytes(frame)))
                     del frame  # views must not outlive the socket
                     offset = addrs[0] % xsk.umem.frame_size
                     assert xsk.fill(addrs) == 1
-                other.stdin.write(b"passed".hex() + "\n")
-                other.stdin.flush()
+                other.send(b"passed")
                 passed = plain.recv(100)
-            finally:
-                for proc in (sender, other):
-                    proc.stdin.close()
-                    proc.wait(5)
         return got, passed, offset, xsk.mode, xsk.statistics().rx_dropped
 
 
@@ -120,27 +91,11 @@ def test_rx_ring_delivers_exact_udp_bytes_and_other_traffic_passes(pair):
     assert dropped == 0
 
 
-def _checksum(data: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _eth_udp(dst_mac: bytes, src_mac: bytes, dport: int, payload: bytes) -> bytes:
-    udp = struct.pack("!HHHH", 5000, dport, 8 + len(payload), 0) + payload
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 7, 0, 64,
-                               socket.IPPROTO_UDP, 0, socket.inet_aton(A_IP),
-                               socket.inet_aton(B_IP)))  # fmt: skip
-    ip[10:12] = struct.pack("!H", _checksum(bytes(ip)))
-    return dst_mac + src_mac + b"\x08\x00" + bytes(ip) + udp
-
-
 def _tx_rounds(b, rounds: int, per_round: int, tx_size: int) -> tuple:
     dst_mac = bytes.fromhex(
         b.run(["cat", "/sys/class/net/veth0/address"]).stdout.strip().replace(":", "")
     )
-    receiver = _in_b(b, RECEIVER, 7777, rounds * per_round)
+    receiver = popen_in(b.name, RECEIVER, 7777, rounds * per_round)
     try:
         assert receiver.stdout.readline().strip() == "ready"
         with XskSocket("veth0", tx_size=tx_size, comp_size=tx_size, frame_count=64) as xsk:
@@ -150,7 +105,7 @@ def _tx_rounds(b, rounds: int, per_round: int, tx_size: int) -> tuple:
                 addrs, lens = [], []
                 for i in range(per_round):
                     payload = f"round {r} packet {i}".encode()
-                    pkt = _eth_udp(dst_mac, _mac("veth0"), 7777, payload)
+                    pkt = ethernet(dst_mac, _mac("veth0"), udp4(A_IP, B_IP, 5000, 7777, payload))
                     addr = free.pop()
                     xsk.frame(addr, len(pkt))[:] = pkt
                     addrs.append(addr)
@@ -192,23 +147,17 @@ def _rx_wraps_small_rings(b, count: int) -> list[bytes]:
         frames = xsk.umem.frames()
         assert xsk.fill(frames) == 4  # the 4-entry fill ring takes only half
         spare = frames[4:]
-        sender = _in_b(b, SENDER, PORT, stdin=subprocess.PIPE)
         got = []
-        try:
+        with Sender(b.name, A_IP, PORT, 5000) as sender:
             for i in range(count):
-                sender.stdin.write(f"packet {i}".encode().hex() + "\n")
-                sender.stdin.flush()
+                sender.send(f"packet {i}".encode())
                 addrs, lens = _wait_rx(xsk)
                 got += [
-                    _udp_payload(bytes(xsk.frame(x, n)))[1]
-                    for x, n in zip(addrs, lens, strict=True)
+                    udp_payload(bytes(xsk.frame(x, n)))[1] for x, n in zip(addrs, lens, strict=True)
                 ]
                 # Refill with a different frame each time so addresses rotate too.
                 spare += addrs
                 assert xsk.fill([spare.pop(0) for _ in addrs]) == len(addrs)
-        finally:
-            sender.stdin.close()
-            sender.wait(5)
         return got
 
 

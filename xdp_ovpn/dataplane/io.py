@@ -1,0 +1,205 @@
+"""The AF_XDP receive path: RX ring → DATA_V2 decrypted in place → TUN (ovpn's io.c, ingress).
+
+XDP steers unfragmented UDP DATA_V2 for known peer-ids into the socket, so a frame
+is Ethernet + IPv4/IPv6 + UDP + DATA_V2. Everything is re-checked here anyway (a
+BPF map can lag the peer table by a command): a frame that is not what it should
+be is a counted drop, never an exception out of the loop.
+
+Per batch: one `rx_batch`, one clock read, one `fill`. Per packet: a few
+`unpack_from` calls on the UMEM, one `decrypt_frame` in place (the plaintext
+lands 24 bytes into the payload; the frame's spare tail holds the moved tag),
+one TUN write. Nothing is copied out of the UMEM except the packet's source
+address, and only when it differs from the peer's known remote (float).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+from xdp_ovpn.dataplane.api import Address, Notification, PeerExpired, PeerFloated
+from xdp_ovpn.dataplane.peers import Peer, PeerTable
+from xdp_ovpn.dataplane.xsk import XskSocket
+from xdp_ovpn.proto.constants import (
+    DATA_V2_HEADER_LEN,
+    KEY_ID_MASK,
+    OCC_EXIT_PAYLOAD,
+    OPCODE_SHIFT,
+    PING_PAYLOAD,
+    Opcode,
+)
+from xdp_ovpn.proto.errors import ProtocolError
+
+ETH_HLEN = 14
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+IPV6_HLEN = 40
+UDP_HLEN = 8
+
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_UDP = struct.Struct("!H2xH")  # source port, (destination port), length
+_DATA_V2 = int(Opcode.DATA_V2)
+_PING_LEN = len(PING_PAYLOAD)
+_EXIT_LEN = len(OCC_EXIT_PAYLOAD)
+
+# Called with (DATA_V2-or-other payload bytes, source address) for packets to hand up.
+ControlHandler = Callable[[bytes, Address], None]
+
+
+class Ingress:
+    """Drains one AF_XDP socket into one TUN for the peers of one PeerTable."""
+
+    def __init__(
+        self,
+        xsk: XskSocket,
+        tun_fd: int,
+        peers: PeerTable,
+        notify: Callable[[Notification], None],
+        *,
+        on_control: ControlHandler | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.xsk = xsk
+        self.tun_fd = tun_fd
+        self.peers = peers
+        self.notify = notify
+        self.on_control = on_control
+        self.clock = clock
+        self.umem = xsk.umem.view
+        self._chunk_mask = ~(xsk.umem.frame_size - 1)
+        self._chunk_size = xsk.umem.frame_size
+        self.drops: dict[str, int] = {}  # drops not attributable to a peer
+        # peer-id -> (packed source address, port) of the peer's remote, for float checks.
+        self._remote_keys: dict[int, tuple[bytes, int]] = {}
+
+    def poll(self, max_n: int = 64) -> int:
+        """Handle one batch from the RX ring; return how many frames it held."""
+        addrs, lens = self.xsk.rx_batch(max_n)
+        if not addrs:
+            return 0
+        now = self.clock()
+        receive = self._receive
+        for addr, length in zip(addrs, lens, strict=True):
+            receive(addr, length, now)
+        self.xsk.fill(addrs)
+        return len(addrs)
+
+    def _count(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def _receive(self, addr: int, length: int, now: float) -> None:
+        umem = self.umem
+        end = addr + length
+        # -- Ethernet, IP, UDP: find the payload and its source ------------------
+        if length < ETH_HLEN + 20 + UDP_HLEN:
+            return self._count("short frame")
+        ethertype = _U16.unpack_from(umem, addr + 12)[0]
+        l3 = addr + ETH_HLEN
+        if ethertype == ETH_P_IP:
+            vihl = umem[l3]
+            l4 = l3 + (vihl & 0x0F) * 4
+            if vihl >> 4 != 4 or l4 - l3 < 20 or umem[l3 + 9] != socket.IPPROTO_UDP:
+                return self._count("not UDP")
+            if _U16.unpack_from(umem, l3 + 6)[0] & 0x3FFF:
+                return self._count("IP fragment")
+            src = l3 + 12, l3 + 16
+        elif ethertype == ETH_P_IPV6:
+            l4 = l3 + IPV6_HLEN
+            if umem[l3 + 6] != socket.IPPROTO_UDP:  # extension headers: XDP passes those up
+                return self._count("not UDP")
+            src = l3 + 8, l3 + 24
+        else:
+            return self._count("not IP")
+        if l4 + UDP_HLEN > end:
+            return self._count("short frame")
+        sport, ulen = _UDP.unpack_from(umem, l4)
+        payload = l4 + UDP_HLEN
+        plen = ulen - UDP_HLEN
+        if plen < 4 or payload + plen > end:  # ulen also trims Ethernet padding
+            return self._count("bad UDP length")
+        # -- DATA_V2: peer and key --------------------------------------------------
+        word = _U32.unpack_from(umem, payload)[0]
+        if word >> (24 + OPCODE_SHIFT) != _DATA_V2:
+            return self._hand_up(payload, plen, src, sport)
+        peer = self.peers.by_id(word & 0xFFFFFF)
+        if peer is None and self.peers.single:
+            peer = next(iter(self.peers), None)
+        if peer is None:
+            return self._count("unknown peer-id")
+        key_id = (word >> 24) & KEY_ID_MASK
+        for crypto in peer.keys:
+            if crypto is not None and crypto.key_id == key_id:
+                break
+        else:
+            return peer.drop("no key")
+        # -- decrypt in place (replay window inside), up to the end of the chunk --
+        frame = umem[payload : (addr & self._chunk_mask) + self._chunk_size]
+        try:
+            n = crypto.decrypt_frame(frame, plen, now)
+        except ProtocolError as exc:
+            return peer.drop(type(exc).__name__)
+        stats = peer.stats
+        stats.link_rx_packets += 1
+        stats.link_rx_bytes += plen
+        peer.last_rx = now
+        key = self._remote_keys.get(peer.peer_id)
+        if key is None or umem[src[0] : src[1]] != key[0] or sport != key[1]:
+            self._check_float(peer, bytes(umem[src[0] : src[1]]), sport)
+        # -- deliver ---------------------------------------------------------------
+        plain = frame[DATA_V2_HEADER_LEN : DATA_V2_HEADER_LEN + n]
+        if n == _PING_LEN and plain == PING_PAYLOAD:
+            return None
+        if n == _EXIT_LEN and plain == OCC_EXIT_PAYLOAD:
+            self.peers.remove(peer.peer_id)
+            self._remote_keys.pop(peer.peer_id, None)
+            self.notify(PeerExpired(peer.peer_id, "exit"))
+            return None
+        try:
+            os.write(self.tun_fd, plain)
+        except OSError:
+            return peer.drop("tun write")
+        stats.rx_packets += 1
+        stats.rx_bytes += n
+        return None
+
+    def _check_float(self, peer: Peer, src: bytes, sport: int) -> None:
+        """An authenticated packet from a source other than the cached one."""
+        known = _remote_key(peer.remote)
+        if known != (src, sport):
+            family = socket.AF_INET if len(src) == 4 else socket.AF_INET6
+            new_remote = (socket.inet_ntop(family, src), sport)
+            self.peers.update(peer.peer_id, remote=new_remote)
+            self.notify(PeerFloated(peer.peer_id, new_remote))
+        self._remote_keys[peer.peer_id] = (src, sport)
+
+    def _hand_up(self, payload: int, plen: int, src: tuple[int, int], sport: int) -> None:
+        """Not DATA_V2 (the classifier should not send these): give it to the control plane."""
+        if self.on_control is None:
+            return self._count("not DATA_V2")
+        raw = bytes(self.umem[src[0] : src[1]])
+        family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+        with contextlib.suppress(Exception):  # a broken handler must not stop the data path
+            self.on_control(bytes(self.umem[payload : payload + plen]),
+                            (socket.inet_ntop(family, raw), sport))  # fmt: skip
+        return None
+
+    def forget_peer(self, peer_id: int) -> None:
+        """Drop cached state of a peer the control plane removed or moved."""
+        self._remote_keys.pop(peer_id, None)
+
+
+def _remote_key(remote: Address) -> tuple[bytes, int] | None:
+    """A remote as (packed address, port); IPv4-mapped IPv6 counts as IPv4."""
+    try:
+        ip = ipaddress.ip_address(remote[0])
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.packed, remote[1]
