@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import random
+import zlib
 from collections.abc import Callable
 
 import pytest
@@ -36,8 +37,6 @@ from xdp_ovpn.proto.session import (
     Session,
     SessionConfig,
     State,
-    build_push_reply,
-    parse_push_reply,
 )
 from xdp_ovpn.proto.statickey import StaticKey, TLSCryptV2ServerKey
 from xdp_ovpn.proto.tls import TLSConfig
@@ -258,7 +257,7 @@ def both_ways(sim: Sim, key_id: int) -> None:
 @pytest.mark.parametrize("cipher", CIPHERS)
 @pytest.mark.parametrize("ekm", [True, False], ids=["ekm", "prf"])
 def test_handshake_and_data_over_lossy_link(creds, mode, cipher, ekm):
-    seed = hash((mode, cipher, ekm)) & 0xFFFF
+    seed = zlib.crc32(f"{mode}/{cipher}/{ekm}".encode())  # stable across runs, unlike hash()
     sim = Sim(*configs(creds, mode, cipher, ekm, seed=seed), seed=seed)
     sim.run_until(sim.established)
     client, server = sim.client, sim.server
@@ -419,18 +418,6 @@ def test_push_reply_split_and_reassembled(creds):
     sim.run_until(sim.established)
     (reply,) = sim.client.of(PushReplyReceived)
     assert reply.options[:120] == many
-
-
-def test_build_and_parse_push_reply_roundtrip():
-    opts = [f"dhcp-option DNS 10.0.{i}.1" for i in range(100)]
-    messages = build_push_reply(opts)
-    assert len(messages) > 1 and all(len(m) < 1024 for m in messages)
-    got, more = [], True
-    for m in messages:
-        part, more = parse_push_reply(m)
-        got += part
-    assert got == opts and not more
-    assert build_push_reply([]) == ["PUSH_REPLY"]
 
 
 @settings(max_examples=300, deadline=None)

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import push
 from .constants import (
     DEFAULT_DATA_CIPHERS,
     DEFAULT_TLS_MTU,
@@ -71,6 +72,14 @@ from .ncp import (
 from .packet import decode_control, encode_control
 from .peerinfo import client_peer_info, iv_proto, options_string, parse_peer_info
 from .peerinfo import options_string_extract as _options_extract
+from .push import (
+    MessageSplitter,
+    PushReplyAssembler,
+    build_auth_failed,
+    build_push_reply,
+    encode_message,
+    parse_control_message,
+)
 from .reliable import ReliableLayer
 from .tls import TLSConfig, TLSConnection
 from .tls_crypt_v2 import TLSCryptV2Client, TLSCryptV2Server
@@ -208,7 +217,8 @@ class Session:
         self._push_request_at: float | None = None  # client: next PUSH_REQUEST
         self._push_deadline: float | None = None
         self._push_sent_until = 0.0
-        self._push_parts: list[str] = []
+        self._push_parts = PushReplyAssembler()
+        self._splitter = MessageSplitter()
         self._close_at: float | None = None
         self._linger = False
         self.auth_token: str | None = None  # client: pushed auth-token, used on renegotiation
@@ -319,7 +329,7 @@ class Session:
         ks = self._primary
         if ks is None:
             raise ProtocolError("no control channel yet")
-        ks.tls.write_plaintext(text.encode() + b"\0")
+        ks.tls.write_plaintext(encode_message(text))
 
     def renegotiate(self, now: float) -> None:
         """Start a soft reset (new key-id), e.g. when the data plane nears packet-id exhaustion."""
@@ -805,58 +815,52 @@ class Session:
 
     def _control_records(self, record: bytes, now: float) -> None:
         # A record may hold several NUL-terminated commands (forward.c extract_command_buffer).
-        for raw in record.split(b"\0"):
-            if raw:
-                self._control_message(raw.decode("utf-8", errors="replace"), now)
+        for text in self._splitter.feed(record):
+            self._control_message(text, now)
 
     def _control_message(self, text: str, now: float) -> None:
-        if text.startswith("AUTH_FAILED"):
-            if self.role == Role.CLIENT:
-                reason = text[len("AUTH_FAILED,") :] if text.startswith("AUTH_FAILED,") else ""
-                self._events.append(AuthFailed(reason, temporary=reason.startswith("TEMP")))
+        """forward.c parse_incoming_control_channel_command, for both roles."""
+        msg = parse_control_message(text)
+        client = self.role == Role.CLIENT
+        if isinstance(msg, push.AuthFailed):
+            if client:
+                self._events.append(AuthFailed(msg.reason, temporary=msg.temporary))
                 self._closed("auth-failure", failed=True)
-        elif text.startswith("PUSH_REQUEST"):
+        elif isinstance(msg, push.PushRequest):
             if self.role == Role.SERVER:
                 if self._primary is not None and self._primary.authenticated is False:
                     self._fail_auth(None)
                 else:
                     self._push_requested = True
-        elif text.startswith("PUSH_REPLY"):
-            if self.role != Role.CLIENT:
-                return
-            options, more = parse_push_reply(text)
-            self._take_auth_token(options)
-            if self.state == State.AUTHENTICATING:
-                self._push_parts.extend(options)
-                if not more:
-                    self._push_request_at = self._push_deadline = None
-                    options, self._push_parts = self._push_parts, []
-                    self._client_pushed(options)
-            elif self.state == State.ESTABLISHED:
-                # A later push only refreshes the auth-token (push.c send_push_reply_auth_token).
-                self._events.append(PushReplyReceived(options))
-        elif text.startswith("RESTART"):
-            if self.role == Role.CLIENT:
-                self._events.append(RestartRequested(_after_comma(text, 7)))
-        elif text.startswith("HALT"):
-            if self.role == Role.CLIENT:
-                self._events.append(RestartRequested(_after_comma(text, 4), halt=True))
-        elif text.startswith("AUTH_PENDING"):
-            timeout = None
-            for word in text[len("AUTH_PENDING,") :].split(","):
-                if word.startswith("timeout ") and word[8:].strip().isdigit():
-                    timeout = int(word[8:])
-            if timeout is not None and self._push_deadline is not None:
+        elif isinstance(msg, push.PushReply):
+            if client:
+                self._push_reply(text, msg.options)
+        elif isinstance(msg, push.Restart):
+            if client:
+                self._events.append(RestartRequested(msg.message, halt=msg.halt))
+        elif isinstance(msg, push.AuthPending):
+            if msg.timeout is not None and self._push_deadline is not None:
                 # push.c receive_auth_pending: the server gets that long to decide.
-                self._push_deadline = now + timeout
-            self._events.append(AuthPending(timeout, text))
-        elif text.startswith("EXIT"):
+                self._push_deadline = now + msg.timeout
+            self._events.append(AuthPending(msg.timeout, text))
+        elif isinstance(msg, push.Exit):
             self._events.append(PeerExit("remote-exit"))
             self.state = State.CLOSING
             self._linger = True
             self._close_at = now + EXIT_LINGER
         else:
             self._events.append(ControlMessageReceived(text))
+
+    def _push_reply(self, text: str, options: list[str]) -> None:
+        self._take_auth_token(options)
+        if self.state == State.AUTHENTICATING:
+            complete = self._push_parts.feed(text)
+            if complete is not None:
+                self._push_request_at = self._push_deadline = None
+                self._client_pushed(complete)
+        elif self.state == State.ESTABLISHED:
+            # A later push only refreshes the auth-token (push.c send_push_reply_auth_token).
+            self._events.append(PushReplyReceived(options))
 
     def _take_auth_token(self, options: list[str]) -> None:
         for opt in options:
@@ -870,7 +874,7 @@ class Session:
         """Server: send AUTH_FAILED and close once it is delivered (push.c send_auth_failed)."""
         if self.state in (State.CLOSING, State.CLOSED, State.FAILED):
             return
-        self.send_control_message("AUTH_FAILED" + (f",{reason}" if reason else ""))
+        self.send_control_message(build_auth_failed(reason))
         self.state = State.CLOSING
         self._close_at = self._now + EXIT_LINGER
 
@@ -903,55 +907,8 @@ class Session:
 # ------------------------------------------------------------------ helpers
 
 
-def _after_comma(text: str, skip: int) -> str:
-    rest = text[skip:]
-    return rest[1:] if rest.startswith(",") else ""
-
-
 def _remote_cipher(options: str | None) -> str | None:
     if not options:
         return None
     cipher = _options_extract(options, "cipher")
     return None if cipher in (None, "[null-cipher]", "BF-CBC") else cipher
-
-
-PUSH_BUNDLE_SIZE = 1024  # common.h
-_PUSH_SAFE_CAP = PUSH_BUNDLE_SIZE - 84  # push.c send_push_reply: room for continuation
-
-
-def build_push_reply(options: list[str]) -> list[str]:
-    """PUSH_REPLY messages, split with push-continuation like push.c send_push_options."""
-    messages: list[str] = []
-    buf = "PUSH_REPLY"
-    for opt in options:
-        if "," in opt:
-            raise ValueError(f"push option contains a comma: {opt!r}")
-        if len(buf) + len(opt) >= _PUSH_SAFE_CAP:
-            messages.append(buf + ",push-continuation 2")
-            buf = "PUSH_REPLY"
-            if len(buf) + len(opt) >= _PUSH_SAFE_CAP:
-                raise ValueError("push option too long")
-        buf += "," + opt
-    if messages:
-        buf += ",push-continuation 1"
-    messages.append(buf)
-    return messages
-
-
-def parse_push_reply(text: str) -> tuple[list[str], bool]:
-    """Options of one PUSH_REPLY message and whether more (continuation 2) follow."""
-    if not text.startswith("PUSH_REPLY"):
-        raise ParseError("not a PUSH_REPLY")
-    rest = text[len("PUSH_REPLY") :]
-    if rest and not rest.startswith(","):
-        raise ParseError("malformed PUSH_REPLY")
-    options = [o for o in rest[1:].split(",") if o.strip()] if rest else []
-    more = False
-    kept = []
-    for opt in options:
-        words = opt.split()
-        if words and words[0] == "push-continuation":
-            more = words[1:] == ["2"]
-        else:
-            kept.append(opt)
-    return kept, more
