@@ -90,6 +90,7 @@ class SinglePeer:
         self._wake = asyncio.Event()
         self._remote_index = 0
         self._tun_generation = 0
+        self._last_rx = 0.0
         self._net_pending: asyncio.Future | None = None
         self.connected = False
 
@@ -100,11 +101,14 @@ class SinglePeer:
         retry = float(self.cfg.connect_retry or 1)
         while not self._stopping:
             self._outcome = self.loop.create_future()
+            self._last_rx = time.monotonic()
+            watchdog = self.loop.create_task(self._silence_watchdog())
             try:
                 self._begin()
             except _Outcome as early:
                 self._outcome.set_result(early)
             outcome = await self._outcome
+            watchdog.cancel()
             self._end_attempt()
             if outcome.exit or self._stopping:
                 return outcome.reason
@@ -117,6 +121,25 @@ class SinglePeer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
         return "stopped"
+
+    async def _silence_watchdog(self) -> None:
+        """ping-restart before the data channel is up: the data plane only watches it after.
+
+        openvpn's ping-restart counts every packet from the peer, control ones included;
+        a peer that stops answering mid-handshake or before its PUSH_REPLY restarts us too.
+        """
+        timeout = float(self.cfg.ping_restart)
+        if not timeout:
+            return
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 2))
+            if self.keys is not None and self.keys.installed:
+                continue
+            if self.driver is not None and time.monotonic() - self._last_rx > timeout:
+                self.log.info("[%s] Inactivity timeout (--ping-restart), restarting",
+                              self.driver.common_name or "")
+                self._finish("ping-restart")
+                return
 
     def _finish(self, reason: str, exit: bool = False) -> None:
         if self._outcome is not None and not self._outcome.done():
@@ -156,6 +179,7 @@ class SinglePeer:
         if driver is None or addr != driver.remote:
             self._unexpected(data, addr)
             return
+        self._last_rx = time.monotonic()
         driver.datagram_received(data)
 
     def _unexpected(self, data: bytes, addr: Address) -> None:
