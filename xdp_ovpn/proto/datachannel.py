@@ -53,6 +53,7 @@ Buffer = bytes | bytearray | memoryview
 MIN_PACKET_LEN = DATA_V2_HEADER_LEN + 1  # openvpn rejects an empty payload ("missing payload")
 FRAME_SLACK = AEAD_TAG_LEN  # spare bytes *_frame needs after the packet
 MAX_PAYLOAD = 0xFFFF
+SCRATCH_MIN = 2048  # first scratch allocation: an MTU-sized packet never needs more
 
 
 def is_ping(plaintext: bytes | bytearray | memoryview) -> bool:
@@ -119,7 +120,7 @@ class DataChannelCrypto:
         # Nonces: packet-id packed into [0:4] per packet, the tail fixed at [4:12].
         self._enc_nonce = bytearray(4) + encrypt.nonce_tail
         self._dec_nonce = bytearray(4) + decrypt.nonce_tail
-        self._scratch = memoryview(bytearray(MAX_PAYLOAD + AEAD_TAG_LEN))
+        self._scratch = memoryview(bytearray(0))  # grown on demand: peers x slots add up
         self.sender = PacketIdSender()
         self.replay = ReplayWindow(replay_window, replay_time)
         # Counters.
@@ -161,7 +162,7 @@ class DataChannelCrypto:
             )
             _TAG.pack_into(view, DATA_V2_AAD_LEN, _TAG.unpack_from(view, end)[0])
         else:
-            scratch = self._scratch
+            scratch = self._scratch_for(n)
             self._enc.encrypt_into(
                 self._enc_nonce, plaintext, view[:DATA_V2_AAD_LEN], scratch[: n + AEAD_TAG_LEN]
             )
@@ -195,6 +196,12 @@ class DataChannelCrypto:
         self.tx_packets += 1
         self.tx_bytes += length
         return end
+
+    def _scratch_for(self, n: int) -> memoryview:
+        """The reusable buffer, with room for n bytes and a tag."""
+        if len(self._scratch) < n + AEAD_TAG_LEN:
+            self._scratch = memoryview(bytearray(max(n + AEAD_TAG_LEN, SCRATCH_MIN)))
+        return self._scratch
 
     def _next_tx(self, view: memoryview) -> None:
         """Take the next packet-id; write the header and the nonce for it."""
@@ -243,7 +250,7 @@ class DataChannelCrypto:
             raise ParseError("output buffer too small for the payload")
         src = packet if type(packet) is memoryview else memoryview(packet)
         dst = out if type(out) is memoryview else memoryview(out)
-        scratch = self._scratch
+        scratch = self._scratch_for(n)
         scratch[:n] = src[DATA_V2_HEADER_LEN:]
         _TAG.pack_into(scratch, n, _TAG.unpack_from(packet, DATA_V2_AAD_LEN)[0])
         try:
