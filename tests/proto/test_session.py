@@ -135,7 +135,9 @@ class Endpoint:
         while s is not None and (ev := s.next_event()) is not None:
             self.events.append(ev)
             if isinstance(ev, AuthRequest):
-                if self.reject is None:
+                if self.reject == "ignore":
+                    pass
+                elif self.reject is None:
                     s.accept_auth()
                 else:
                     s.reject_auth(self.reject)
@@ -497,3 +499,12 @@ def test_auth_token_replaces_password_on_renegotiation(creds):
     sim.client.session.renegotiate(sim.now)
     sim.run_until(lambda: len(sim.server.of(AuthRequest)) == 2)
     assert sim.server.of(AuthRequest)[1].password == "SESS_token"
+
+
+def test_unanswered_auth_request_fails_after_hand_window(creds):
+    cc, sc = configs(creds, hand_window=20.0)
+    sim = Sim(cc, sc, seed=18, loss=0)
+    sim.server.reject = "ignore"
+    sim.run_until(lambda: bool(sim.client.of(AuthFailed)), limit=40)
+    assert 1019 <= sim.now <= 1022
+    assert not sim.server.keys

@@ -176,6 +176,7 @@ class _KeyState:
     initial_opcode: Opcode
     state: KS
     must_negotiate: float
+    auth_deadline: float
     local_km: KeyMethod2 | None = None
     remote_km: KeyMethod2 | None = None
     authenticated: bool | None = None  # None: undecided
@@ -288,6 +289,8 @@ class Session:
                 times.append(t)
             if ks.state < KS.ACTIVE:
                 times.append(ks.must_negotiate)
+            if self.role == Role.SERVER and ks.authenticated is None:
+                times.append(ks.auth_deadline)
             if ks.established is not None and self._reneg_seconds:
                 times.append(ks.established + self._reneg_seconds)
         if self._lame is not None and self._lame.must_die is not None:
@@ -448,10 +451,18 @@ class Session:
             initial_opcode=initial_opcode,
             state=KS.PRE_START,
             must_negotiate=now + self.config.hand_window,
+            auth_deadline=now + self._auth_window(),
         )
         # session_move_pre_start: the reset (or soft reset) is message packet-id 0.
         ks.rel.queue(b"", initial_opcode)
         return ks
+
+    def _auth_window(self) -> float:
+        # ssl.c auth_deferred_expire_window: hand-window, or half of reneg-sec if shorter.
+        window = self.config.hand_window
+        if self._reneg_seconds:
+            window = min(window, self._reneg_seconds / 2)
+        return window
 
     def _soft_reset(self, now: float, initiated_by_peer: bool = False) -> None:
         old = self._primary
@@ -489,6 +500,14 @@ class Session:
             raise TLSError(
                 f"TLS key negotiation failed within {self.config.hand_window:g} seconds"
             )
+        if (
+            self.role == Role.SERVER
+            and ks.remote_km is not None
+            and ks.authenticated is None
+            and now >= ks.auth_deadline
+        ):
+            ks.authenticated = False  # a deferred decision that never came
+            self._fail_auth(None)
         reneg = self._reneg_seconds
         if (
             ks.state >= KS.GENERATED_KEYS
