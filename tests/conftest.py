@@ -49,7 +49,24 @@ def _missing_openvpn() -> str | None:
     return None
 
 
-_GATES = {"root": _missing_root, "bpf": _missing_bpf, "openvpn": _missing_openvpn}
+@functools.cache
+def _missing_vm() -> str | None:
+    if os.environ.get("XDP_OVPN_IN_VM"):
+        return "already inside a test VM"
+    if reason := _missing_root():
+        return reason
+    # A TCG guest costs minutes of both cores: opt-in locally, always on under CI.
+    if not (os.environ.get("CI") or os.environ.get("XDP_OVPN_VM_TESTS")):
+        return "boots a VM (minutes under TCG): runs under CI or with XDP_OVPN_VM_TESTS=1"
+    return None
+
+
+_GATES = {
+    "root": _missing_root,
+    "bpf": _missing_bpf,
+    "openvpn": _missing_openvpn,
+    "vm": _missing_vm,
+}
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

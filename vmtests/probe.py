@@ -1,0 +1,105 @@
+"""Kernel feature probe for the matrix: run inside a guest (or natively on the host).
+
+Every cell is the outcome of actually doing the thing in the running kernel: compile with bcc
+against its headers, load the project's classifier through the verifier, attach native and
+generic XDP on a veth in a scratch namespace, bind AF_XDP, open TUN, load ovpn-dco, run the
+fast-path tests. Prints the cells as one JSON line prefixed with RESULT_PREFIX.
+
+    python3 vmtests/probe.py [--quick]     (--quick: doctor probes only, for the CI smoke test)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+RESULT_PREFIX = "XO-MATRIX "
+# Cells taken as they are from `xdp-ovpn doctor`'s probes.
+DOCTOR_CELLS = ("BTF", "kernel headers", "bcc compile", "XDP native", "XDP generic",
+                "AF_XDP bind", "TUN")
+# The tests that exercise the XDP fast path; they run unchanged in every kernel.
+FAST_PATH_TESTS = ("tests/loader", "tests/dataplane")
+TEST_TIMEOUT = 3000
+
+
+def cell(status: str, detail: str) -> dict[str, str]:
+    return {"status": status, "detail": detail}
+
+
+def doctor_cells() -> dict[str, dict[str, str]]:
+    from xdp_ovpn.doctor import collect
+
+    checks = {c.name: c for c in collect()}
+    out = {}
+    for name in DOCTOR_CELLS:
+        c = checks.get(name)
+        out[name] = cell(c.status, c.detail) if c else cell("FAIL", "not probed by doctor")
+    if "scratch namespace" in checks:  # the namespace probes could not run at all
+        why = checks["scratch namespace"].detail
+        for name in ("XDP native", "XDP generic", "AF_XDP bind", "TUN"):
+            out[name] = cell("FAIL", why)
+    return out
+
+
+def verifier_cell() -> dict[str, str]:
+    """The project's real XDP program, through clang and the kernel verifier."""
+    try:
+        from loader.classifier import Classifier
+
+        Classifier()
+    except Exception as exc:  # any failure is the cell's verdict
+        return cell("FAIL", _one_line(exc))
+    return cell("ok", "bpf/classifier.c compiled and accepted by the verifier")
+
+
+def dco_cell() -> dict[str, str]:
+    """Can this kernel load ovpn-dco? (Built per kernel by the harness with dkms.)"""
+    out = subprocess.run(["modprobe", "ovpn-dco-v2"], capture_output=True, text=True)
+    if out.returncode == 0:
+        return cell("ok", "modprobe ovpn-dco-v2 loaded the module")
+    return cell("FAIL", _one_line(RuntimeError(out.stderr or out.stdout or "modprobe failed")))
+
+
+def fast_path_tests_cell() -> dict[str, str]:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not vm",
+           *FAST_PATH_TESTS]
+    try:
+        out = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True,
+                             timeout=TEST_TIMEOUT, env={**os.environ, "CI": ""})
+    except subprocess.TimeoutExpired:
+        return cell("FAIL", f"fast-path tests did not finish in {TEST_TIMEOUT} s")
+    sys.stderr.write(out.stdout[-4000:])
+    lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
+    summary = lines[-1].strip("= ") if lines else "no output"
+    if out.returncode == 0:
+        return cell("ok", summary)
+    failed = [m.group(1) for ln in lines if (m := re.match(r"^(?:FAILED|ERROR) (\S+)", ln))]
+    first = f"; first: {failed[0]}" if failed else ""
+    return cell("FAIL", summary + first)
+
+
+def probe(quick: bool) -> dict:
+    cells = doctor_cells()
+    if not quick:
+        cells["verifier (classifier.c)"] = verifier_cell()
+        cells["ovpn-dco loads"] = dco_cell()
+        cells["fast-path tests"] = fast_path_tests_cell()
+    return {"release": platform.release(), "cells": cells}
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+if __name__ == "__main__":
+    result = probe(quick="--quick" in sys.argv[1:])
+    print(RESULT_PREFIX + json.dumps(result), flush=True)

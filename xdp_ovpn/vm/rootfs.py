@@ -1,0 +1,132 @@
+"""The Debian guest root: debootstrap plus the packages the project needs inside a VM.
+
+Built once into <cache>/root (temp dir, renamed when complete). Later runs only install
+packages added to GUEST_PACKAGES since. Kernels are added by `kernels.py`. The root is
+shared read-only into every guest, so one copy serves every kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from xdp_ovpn.vm.cache import building, locked, unmount_all
+from xdp_ovpn.vm.errors import BuildError
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+SOURCES = f"""\
+deb {MIRROR} {SUITE} main
+deb {MIRROR} {SUITE}-updates main
+deb http://deb.debian.org/debian-security {SUITE}-security main
+"""
+
+# What the tests need in the guest. Python libraries also come from the project's own
+# virtualenv (shared at the same path); the Debian ones are the fallback without it.
+GUEST_PACKAGES = (
+    "python3", "python3-bpfcc", "python3-cryptography", "python3-openssl",
+    "python3-pyroute2", "python3-click", "python3-pytest",
+    "openvpn", "openvpn-dco-dkms", "iproute2", "iperf3", "iputils-ping", "ethtool",
+    "kmod", "procps", "busybox-static", "tcpdump",
+)
+STAMP = "etc/xdp-ovpn-vm-packages"
+
+# dkms would build ovpn-dco at every kernel install and abort the install where the build
+# fails (6.12); kernels.py builds it explicitly per kernel and records the outcome instead.
+DKMS_HOOKS = ("etc/kernel/postinst.d/dkms", "etc/kernel/header_postinst.d/dkms")
+
+APT_ENV = {
+    "DEBIAN_FRONTEND": "noninteractive",
+    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL": "C",
+}
+
+
+def ensure_root(cache: Path, log: Path | None = None) -> Path:
+    """Return <cache>/root, building or topping it up first if needed."""
+    root = cache / "root"
+    with locked(cache):
+        if not root.exists():
+            started = time.monotonic()
+            with building(root) as tmp:
+                _debootstrap(tmp, log)
+                _install_packages(tmp, log)
+            _note(log, f"guest root built in {time.monotonic() - started:.0f} s")
+        elif _stamp(root) != _wanted():
+            _install_packages(root, log)
+    return root
+
+
+def _wanted() -> str:
+    return " ".join(sorted(GUEST_PACKAGES))
+
+
+def _stamp(root: Path) -> str:
+    try:
+        return (root / STAMP).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _debootstrap(root: Path, log: Path | None) -> None:
+    run(["debootstrap", "--variant=minbase", SUITE, str(root), MIRROR], log,
+        what="debootstrap")
+
+
+def _install_packages(root: Path, log: Path | None) -> None:
+    (root / "etc/apt/sources.list").write_text(SOURCES)
+    # No daemons may start inside the chroot while packages install.
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    with chroot_mounts(root):
+        chroot(root, ["dpkg", "--configure", "-a"], log)  # recover an interrupted install
+        chroot(root, ["apt-get", "update", "-qq"], log)
+        # openvpn-dco-dkms installs first with no kernel headers present: nothing builds.
+        for hook in DKMS_HOOKS:
+            chroot(root, ["dpkg-divert", "--local", "--rename", "--divert",
+                          f"/{hook}.disabled", "--add", f"/{hook}"], log)
+        chroot(root, ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                      *GUEST_PACKAGES], log)
+        chroot(root, ["apt-get", "clean"], log)
+    (root / STAMP).write_text(_wanted() + "\n")
+
+
+@contextlib.contextmanager
+def chroot_mounts(root: Path) -> Iterator[None]:
+    """/proc and /dev/pts inside the root for package scripts; always unmounted after."""
+    try:
+        for fs, point in (("proc", "proc"), ("devpts", "dev/pts")):
+            (root / point).mkdir(parents=True, exist_ok=True)
+            run(["mount", "-t", fs, fs, str(root / point)], None, what=f"mount {point}")
+        yield
+    finally:
+        unmount_all(root / "proc")
+        unmount_all(root / "dev/pts")
+
+
+def chroot(root: Path, cmd: list[str], log: Path | None) -> str:
+    return run(["chroot", str(root), *cmd], log, what=" ".join(cmd[:3]), env=APT_ENV)
+
+
+def run(cmd: list[str], log: Path | None, what: str, env: dict[str, str] | None = None,
+        check: bool = True) -> str:
+    """Run a build step, appending its output to `log`; BuildError with the last line."""
+    out = subprocess.run(cmd, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
+    text = out.stdout + out.stderr
+    _note(log, f"$ {' '.join(cmd)}\n{text}")
+    if check and out.returncode != 0:
+        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+        raise BuildError(f"{what} failed: {lines[-1] if lines else f'exit {out.returncode}'}")
+    return text
+
+
+def _note(log: Path | None, text: str) -> None:
+    if log is not None:
+        with open(log, "a") as fh:
+            fh.write(text.rstrip("\n") + "\n")
