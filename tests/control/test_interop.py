@@ -50,6 +50,7 @@ def _tunnel(lab, wrapping: str, cipher: str, derivation: str, family: int, xdp_s
 
 def _check_tunnel(lab, net, server, client, derivation: str) -> None:
     ours = server if server.program == "xdp-ovpn" else client
+    ours.wait_for_log(r"Data path: (socket|xdp)")  # auto says which one it took
     ours.wait_for_log("Data Channel: cipher .*" + ("EKM" if derivation == "ekm" else "PRF"))
     client4, client6 = client.tun_ipv4(), client.tun_ipv6()
     ping(net.client_ns, server.tunnel_ipv4)
