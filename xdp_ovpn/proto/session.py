@@ -30,8 +30,6 @@ from .constants import (
     DEFAULT_TLS_MTU,
     KEY2_LEN,
     KEY_ID_MASK,
-    MAX_ACKS_PIGGYBACKED,
-    PACKET_ID_LEN,
     SESSION_ID_LEN,
     TLS_EKM_LABEL,
     IVProto,
@@ -73,6 +71,7 @@ from .packet import decode_control, encode_control
 from .peerinfo import client_peer_info, iv_proto, options_string, parse_peer_info
 from .peerinfo import options_string_extract as _options_extract
 from .push import (
+    TLS_CHANNEL_BUF_SIZE,
     MessageSplitter,
     PushReplyAssembler,
     build_auth_failed,
@@ -89,14 +88,9 @@ RESET_OPCODES = frozenset(
     {Opcode.HARD_RESET_CLIENT_V2, Opcode.HARD_RESET_CLIENT_V3, Opcode.HARD_RESET_SERVER_V2}
 )
 CLIENT_RESET_OPCODES = frozenset({Opcode.HARD_RESET_CLIENT_V2, Opcode.HARD_RESET_CLIENT_V3})
-MESSAGE_OPCODES = frozenset({Opcode.CONTROL_V1, Opcode.CONTROL_WKC_V1})
 PUSH_REQUEST_INTERVAL = 5.0  # common.h
 PUSH_REPLY_HOLDOFF = 30.0  # push.c: sent_push_reply_expiry
 EXIT_LINGER = 5.0  # push.c receive_exit_message / schedule_exit
-TLS_CHANNEL_BUF_SIZE = 2048  # common.h
-# ssl.c calc_control_channel_frame_overhead: op, sid, ack block with 4 acks, packet-id.
-_CONTROL_OVERHEAD = 1 + SESSION_ID_LEN + 1 + MAX_ACKS_PIGGYBACKED * PACKET_ID_LEN
-_CONTROL_OVERHEAD += SESSION_ID_LEN + PACKET_ID_LEN
 
 
 class Role(enum.Enum):
@@ -385,7 +379,7 @@ class Session:
         if opcode == Opcode.SOFT_RESET_V1 and ks.state >= KS.GENERATED_KEYS:
             if key_id != self._next_key_id:
                 raise ParseError(f"soft reset for key-id {key_id}, expected {self._next_key_id}")
-            self._soft_reset(now, initiated_by_peer=True)
+            self._soft_reset(now)
             ks = self._primary
         if key_id != ks.key_id:
             raise ParseError(f"key-id {key_id} is not the active {ks.key_id}")
@@ -464,7 +458,8 @@ class Session:
             window = min(window, self._reneg_seconds / 2)
         return window
 
-    def _soft_reset(self, now: float, initiated_by_peer: bool = False) -> None:
+    def _soft_reset(self, now: float) -> None:
+        """key_state_soft_reset: the primary key becomes the lame duck, a new key starts."""
         old = self._primary
         assert old is not None
         if self._lame is not None:
