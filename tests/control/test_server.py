@@ -78,3 +78,17 @@ def test_sigterm_sends_exit_and_leaves_nothing_behind(lab) -> None:
         client.wait_for_log(r"EXIT|remote-exit|restart", timeout=10, since=mark)
         assert "tun0" not in net.server_ns.run(["ip", "-br", "link"]).stdout
         assert pids(net.server_ns) == []
+
+
+def test_client_exit_notification_removes_the_client(lab) -> None:
+    net = underlay(lab, 6)
+    spec = TunnelSpec(PKI(), wrapping="tls-crypt-v2", proto=net.proto)
+    server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn")
+    client = OpenVPNClient(net.client_ns, server, remote=net.server_addr,
+                           extra=["explicit-exit-notify 1"])
+    with started(server, client):
+        ping(net.client_ns, server.tunnel_ipv4, count=1)
+        mark = server.log_size()
+        client.stop()
+        server.wait_for_log(r"SIGTERM\[soft,remote-exit\] received, client-instance exiting",
+                            timeout=10, since=mark)

@@ -44,7 +44,7 @@ def _open_socket(cfg: Config) -> socket.socket:
 
 def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True) -> int:
     """Run as what the config says until a signal (0) or a fatal outcome (1)."""
-    log = setup_logging(cfg.verb if cfg.verb else 1)
+    log = setup_logging(cfg.verb, cfg.log, cfg.log_append)
     log.info("xdp-ovpn %s starting as %s", __version__, cfg.role.value)
     for warning in cfg.warnings:
         log.info("WARNING: %s", warning)

@@ -41,6 +41,7 @@ from xdp_ovpn.dataplane.api import (
 )
 from xdp_ovpn.dataplane.tun import Tun
 from xdp_ovpn.proto.constants import Opcode
+from xdp_ovpn.proto.errors import ProtocolError
 from xdp_ovpn.proto.events import (
     AuthFailed,
     AuthPending,
@@ -391,7 +392,7 @@ class PeerToPeer(SinglePeer):
             return super()._unexpected(data, addr)
         try:
             opcode, key_id = peek_op(data)
-        except Exception:
+        except ProtocolError:
             return
         allowed = self.expected is None or self.cfg.float or addr[0] == self.expected[0]
         if opcode not in _CLIENT_RESETS or key_id != 0 or not allowed:
@@ -403,15 +404,22 @@ class PeerToPeer(SinglePeer):
     def datagram_received(self, data: bytes, addr: Address) -> None:
         driver = self.driver
         if (driver is not None and addr == driver.remote and self.cfg.tls_server
-                and data[:1] and len(data) >= 9):
-            opcode, key_id = peek_op(data)
-            sid = driver.session.remote_session_id
-            if opcode in _CLIENT_RESETS and key_id == 0 and sid not in (None, data[1:9]):
-                self.log.info("peer restarted: new session")
-                self._end_attempt()
-                self._start_session(addr).datagram_received(data)
-                return
+                and self._is_new_peer_session(data, driver.session.remote_session_id)):
+            self.log.info("peer restarted: new session")
+            self._end_attempt()
+            self._start_session(addr).datagram_received(data)
+            return
         super().datagram_received(data, addr)
+
+    @staticmethod
+    def _is_new_peer_session(data: bytes, current: bytes | None) -> bool:
+        """A key-id 0 client reset under a new session-id: the peer restarted."""
+        try:
+            opcode, key_id = peek_op(data)
+        except ProtocolError:
+            return False
+        return (opcode in _CLIENT_RESETS and key_id == 0 and len(data) >= 9
+                and current not in (None, data[1:9]))
 
     def _end_attempt(self) -> None:
         super()._end_attempt()  # the TUN stays: it is ours, not the peer's

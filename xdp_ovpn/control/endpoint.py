@@ -13,7 +13,7 @@ import contextlib
 import socket
 from collections.abc import Callable
 
-from xdp_ovpn.control.log import get_logger
+from xdp_ovpn.control.log import get_logger, peer_label
 from xdp_ovpn.dataplane.api import Address, DataPlane
 from xdp_ovpn.proto.constants import OPCODE_SHIFT, Opcode
 
@@ -125,5 +125,10 @@ class UdpEndpoint:
             self._deliver(data, (addr[0], addr[1]))
 
     def _deliver(self, data: bytes, addr: Address) -> None:
-        if data:
+        if not data:
+            return
+        try:
             self.on_datagram(data, addr)
+        except Exception as exc:  # a bug must cost one packet, never the gateway
+            get_logger().info("internal error on a packet from %s: %s: %s",
+                              peer_label(None, addr), type(exc).__name__, exc)

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 LOGGER_NAME = "xdp_ovpn"
 
 
-def setup_logging(verb: int = 3) -> logging.Logger:
-    """Configure and return the project logger for `xdp-ovpn run`."""
+def setup_logging(verb: int = 3, path: Path | None = None, append: bool = False) -> logging.Logger:
+    """Configure and return the project logger for `xdp-ovpn run` (stdout, or `log FILE`)."""
     level = logging.ERROR if verb <= 0 else logging.INFO if verb <= 3 else logging.DEBUG
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stdout)
+    handler: logging.Handler
+    if path is not None:
+        handler = logging.FileHandler(path, mode="a" if append else "w")
+    else:
+        handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(level)

@@ -29,6 +29,7 @@ from xdp_ovpn.dataplane.api import (
     PeerFloated,
 )
 from xdp_ovpn.proto.constants import MAX_PEER_ID, Opcode
+from xdp_ovpn.proto.errors import ProtocolError
 from xdp_ovpn.proto.events import (
     AuthFailed,
     AuthRequest,
@@ -106,7 +107,7 @@ class Server:
         client = self.by_remote.get(addr)
         try:
             opcode, key_id = peek_op(data)
-        except Exception:
+        except ProtocolError:
             self.ignored_packets += 1
             return
         if opcode in _CLIENT_RESETS and key_id == 0 and len(data) >= 9:
