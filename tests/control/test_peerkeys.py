@@ -1,0 +1,53 @@
+"""KeysReady / KeyRetired become the DCO verbs in the order ovpn-dco expects."""
+
+from __future__ import annotations
+
+from xdp_ovpn.control.peerkeys import PeerKeys
+from xdp_ovpn.dataplane.api import KeySlot
+from xdp_ovpn.proto.events import KeyRetired, KeysReady
+
+
+class RecordingDataPlane:
+    """Records verbs; enough of the DataPlane API for PeerKeys."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __getattr__(self, verb: str):
+        return lambda *args, **kw: self.calls.append((verb, *args[:3], *sorted(kw.items())))
+
+
+def _keys(key_id: int) -> KeysReady:
+    return KeysReady(key_id, "AES-256-GCM", 5, b"e" * 32, b"n" * 8, b"d" * 32, b"m" * 8)
+
+
+def test_first_key_makes_the_peer_then_renegotiated_keys_swap_in() -> None:
+    dp = RecordingDataPlane()
+    peer = PeerKeys(dp, ("192.0.2.1", 1194))
+    peer.vpn_ipv4 = "10.8.0.2"
+    peer.keepalive = (10.0, 60.0)
+    peer.keys_ready(_keys(0))
+    peer.keys_ready(_keys(1))
+    peer.key_retired(KeyRetired(0))
+    peer.keys_ready(_keys(2))
+    peer.remove()
+    assert dp.calls == [
+        ("new_peer", 5, ("192.0.2.1", 1194), "10.8.0.2"),
+        ("set_peer", 5, ("keepalive_interval", 10.0), ("keepalive_timeout", 60.0)),
+        ("new_key", 5, KeySlot.PRIMARY, 0),
+        ("new_key", 5, KeySlot.SECONDARY, 1),
+        ("swap_keys", 5),
+        ("del_key", 5, KeySlot.SECONDARY),
+        ("new_key", 5, KeySlot.SECONDARY, 2),
+        ("swap_keys", 5),
+        ("del_peer", 5),
+    ]
+
+
+def test_expired_peer_is_not_deleted_twice() -> None:
+    dp = RecordingDataPlane()
+    peer = PeerKeys(dp, ("192.0.2.1", 1194))
+    peer.keys_ready(_keys(0))
+    peer.gone = True  # the data plane said PeerExpired
+    peer.remove()
+    assert [c[0] for c in dp.calls] == ["new_peer", "new_key"]
