@@ -81,6 +81,7 @@ from .push import (
 )
 from .reliable import ReliableLayer
 from .tls import TLSConfig, TLSConnection
+from .tls_auth import TLSAuth
 from .tls_crypt_v2 import TLSCryptV2Client, TLSCryptV2Server
 from .wrapping import ControlWrapper, NoWrap, peek_header
 
@@ -634,7 +635,10 @@ class Session:
             info.update(cfg.peer_info_extra)
             peer_info = "".join(f"{k}={v}\n" for k, v in info.items())
         options = cfg.options_string or options_string(
-            self.role.tls_server, cipher=cfg.data_ciphers_fallback
+            self.role.tls_server,
+            cipher=cfg.data_ciphers_fallback,
+            tun_mtu=cfg.tun_mtu,
+            tls_auth=isinstance(self._wrapper, TLSAuth),
         )
         username = password = ""
         if self.role == Role.CLIENT and (cfg.username is not None or self.auth_token):
