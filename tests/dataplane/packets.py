@@ -58,3 +58,16 @@ s.bind(("0.0.0.0", int(sys.argv[3])))
 for line in sys.stdin:
     s.sendto(bytes.fromhex(line.strip()), (sys.argv[1], int(sys.argv[2])))
 """
+
+
+# Runs in another namespace: print "ready", then the hex of each datagram received on argv[1].
+RECEIVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(10)
+print("ready", flush=True)
+for _ in range(int(sys.argv[2])):
+    data, addr = s.recvfrom(4096)
+    print(data.hex(), addr[0], addr[1], flush=True)
+"""

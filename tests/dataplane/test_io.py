@@ -1,4 +1,5 @@
-"""The AF_XDP ingress loop: DATA_V2 from a peer namespace ends up in the TUN, or is a counted drop.
+"""The packet loops: DATA_V2 from a peer namespace ends up in the TUN (ingress, AF_XDP), and
+packets routed into the TUN leave as DATA_V2 on the UDP socket (egress, GSO-batched).
 
 The peer's packets are made with our own DataChannelCrypto holding the mirrored
 keys; wire compatibility of that codec with openvpn is proven in tests/proto.
@@ -10,11 +11,11 @@ import select
 import socket
 
 import pytest
-from nsfork import Sender, in_netns
-from packets import udp4
+from nsfork import Sender, in_netns, popen_in
+from packets import RECEIVER, udp4
 
 from xdp_ovpn.dataplane.api import PeerExpired, PeerFloated
-from xdp_ovpn.dataplane.io import Ingress
+from xdp_ovpn.dataplane.io import Egress, Ingress
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
 from xdp_ovpn.dataplane.tun import Tun
 from xdp_ovpn.dataplane.xsk import XskSocket
@@ -36,15 +37,21 @@ def _inner(payload: bytes) -> bytes:
     return udp4(PEER_VPN_IP, TUN_IP, 5000, 6000, payload)
 
 
-def _ingress_cases(b) -> dict:
-    from xsk_redirect import redirect_udp
-
+def _one_peer() -> tuple[DataChannelCrypto, PeerTable, Peer]:
+    """The server's table with the peer at B_IP:40000, and that peer's own crypto (client)."""
     client = DataChannelCrypto(0, PEER_ID, encrypt=K_C2S, decrypt=K_S2C)
     server = DataChannelCrypto(0, PEER_ID, encrypt=K_S2C, decrypt=K_C2S)
     peers = PeerTable()
     peer = Peer(PEER_ID, (B_IP, 40000), vpn_ipv4=PEER_VPN_IP)
     peer.keys[0] = server
     peers.add(peer)
+    return client, peers, peer
+
+
+def _ingress_cases(b) -> dict:
+    from xsk_redirect import redirect_udp
+
+    client, peers, peer = _one_peer()
     notes: list = []
     one = client.encrypt(_inner(b"one"), 0)
     tampered = bytearray(client.encrypt(_inner(b"two"), 0))
@@ -110,3 +117,53 @@ def test_ingress_decrypts_to_tun_and_counts_every_drop(lab):
     assert r["floated_remote"] == (B_IP, 40001)
     assert r["notes"] == [PeerFloated(PEER_ID, (B_IP, 40001)), PeerExpired(PEER_ID, "exit")]
     assert r["peers_left"] == 0
+
+
+def _egress_cases(b) -> dict:
+    client, peers, peer = _one_peer()
+    # A run of 20 equal packets closed by a short one, then a run of 5: two GSO sends.
+    payloads = [b"%04d" % i + bytes(996) for i in range(20)] + [b"short"]
+    payloads += [b"%04d" % i + bytes(996) for i in range(20, 25)]
+    receiver = popen_in(b.name, RECEIVER, 40000, len(payloads))
+    try:
+        assert receiver.stdout.readline().strip() == "ready"
+        with (
+            Tun(mtu=1400) as tun,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as link,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as app,
+        ):
+            tun.add_address(f"{TUN_IP}/24")
+            tun.up()
+            link.bind((A_IP, PORT))
+            egress = Egress(tun.fileno(), link, peers, lambda note: None)
+            app.sendto(b"nobody", ("10.8.0.99", 6000))  # routed into the TUN, but no peer
+            for payload in payloads:
+                app.sendto(payload, (PEER_VPN_IP, 6000))
+            read = 0
+            while read < len(payloads) + 1 and select.select([tun], [], [], 5)[0]:
+                read += egress.poll()
+        lines = [receiver.stdout.readline().split() for _ in payloads]
+    finally:
+        receiver.kill()
+        receiver.wait()
+    inner = [client.decrypt(bytes.fromhex(line[0]), 0) for line in lines]
+    return {
+        "inner_payloads": [packet[28:] for packet in inner],
+        "sources": {tuple(line[1:]) for line in lines},
+        "sends": egress.sends,
+        "gso": egress.gso,
+        "drops": dict(egress.drops),
+        "tx": (peer.stats.tx_packets, peer.stats.link_tx_packets),
+        "payloads": payloads,
+    }
+
+
+def test_egress_encrypts_tun_packets_to_the_peer_in_gso_batches(lab):
+    a, b = lab.add_namespace("a"), lab.add_namespace("b")
+    lab.link(a, b, addrs=(f"{A_IP}/24", f"{B_IP}/24"))
+    r = in_netns(a.name, _egress_cases, b)
+    assert r["inner_payloads"] == r["payloads"]
+    assert r["sources"] == {(A_IP, str(PORT))}
+    assert r["gso"] and r["sends"] == 2
+    assert r["drops"].get("no route to peer", 0) >= 1
+    assert r["tx"] == (26, 26)

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 from nsfork import Sender, in_netns, popen_in
-from packets import ethernet, udp4, udp_payload
+from packets import RECEIVER, ethernet, udp4, udp_payload
 from pyroute2 import IPRoute
 
 from xdp_ovpn.dataplane.umem import XDP_PACKET_HEADROOM
@@ -15,18 +15,6 @@ from xdp_ovpn.dataplane.xsk import XskError, XskSocket, probe_afxdp
 
 A_IP, B_IP = "10.1.0.1", "10.1.0.2"
 PORT = 4789
-
-# Runs in namespace b: print "ready", then the hex of each datagram received on argv[1].
-RECEIVER = """
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-s.settimeout(10)
-print("ready", flush=True)
-for _ in range(int(sys.argv[2])):
-    data, addr = s.recvfrom(4096)
-    print(data.hex(), addr[0], addr[1], flush=True)
-"""
 
 
 @pytest.fixture
