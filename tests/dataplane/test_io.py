@@ -60,7 +60,7 @@ def _ingress_cases(b) -> dict:
     stranger[1:4] = (99).to_bytes(3, "big")  # peer-id nobody has
     with (
         redirect_udp("veth0", PORT) as prog,
-        XskSocket("veth0") as xsk,
+        XskSocket("veth0", tx_size=0) as xsk,
         Tun(mtu=1400) as tun,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as inner,
     ):

@@ -129,7 +129,7 @@ def _rx_wraps_small_rings(b, count: int) -> list[bytes]:
 
     with (
         redirect_udp("veth0", PORT, mode="generic") as prog,
-        XskSocket("veth0", frame_count=8, rx_size=4, fill_size=4, tx_size=4, comp_size=4) as xsk,
+        XskSocket("veth0", frame_count=8, rx_size=4, fill_size=4, tx_size=0, comp_size=4) as xsk,
     ):
         prog.insert(0, xsk.fileno())
         frames = xsk.umem.frames()
@@ -149,7 +149,7 @@ def _rx_wraps_small_rings(b, count: int) -> list[bytes]:
         return got
 
 
-def test_rx_and_fill_rings_wrap_around_in_generic_mode(pair):
+def test_rx_only_socket_rings_wrap_around_in_generic_mode(pair):
     a, b = pair
     got = in_netns(a.name, _rx_wraps_small_rings, b, 11)
     assert got == [f"packet {i}".encode() for i in range(11)]
@@ -182,6 +182,7 @@ def _probe() -> tuple:
         lambda: XskSocket("veth0", rx_size=1000),
         lambda: XskSocket("veth0", frame_size=1500),
         lambda: XskSocket("veth0", queue=5),
+        lambda: XskSocket("veth0", rx_size=0, tx_size=0),
     ):
         try:
             call().close()
@@ -194,7 +195,7 @@ def test_probe_reports_copy_mode_on_veth_and_errors_are_one_line(pair):
     a, _ = pair
     results, errors = in_netns(a.name, _probe)
     assert results == ["copy", "copy"]
-    assert len(errors) == 5
+    assert len(errors) == 6
     assert all(e and "\n" not in e for e in errors)
     assert "no interface nosuchdev0" in errors[0]
     assert "zero-copy" in errors[1]

@@ -213,8 +213,10 @@ class XskSocket:
             raise XskError(f"unknown AF_XDP mode {mode!r} (one of {', '.join(MODES)})")
         for what, size in (("rx", rx_size), ("tx", tx_size), ("fill", fill_size),
                            ("completion", comp_size)):  # fmt: skip
-            if size <= 0 or size & (size - 1):
+            if size < 0 or size & (size - 1) or (size == 0 and what in ("fill", "completion")):
                 raise XskError(f"{what} ring size {size} is not a power of two")
+        if not rx_size and not tx_size:
+            raise XskError("an AF_XDP socket needs an RX or a TX ring")
         try:
             self.ifindex = socket.if_nametoindex(ifname)
         except OSError:
@@ -224,6 +226,8 @@ class XskSocket:
         self._sizes = (rx_size, tx_size, fill_size, comp_size)
         self._sock: socket.socket | None = None
         self._rings: list[_Ring] = []
+        self._rx: _Ring | None = None
+        self._tx: _Ring | None = None
         try:
             self.umem = Umem(frame_count, frame_size, headroom)
         except ValueError as exc:
@@ -263,18 +267,24 @@ class XskSocket:
             step = "size the rings"
             sock.setsockopt(SOL_XDP, XDP_UMEM_FILL_RING, fill_size)
             sock.setsockopt(SOL_XDP, XDP_UMEM_COMPLETION_RING, comp_size)
-            sock.setsockopt(SOL_XDP, XDP_RX_RING, rx_size)
-            sock.setsockopt(SOL_XDP, XDP_TX_RING, tx_size)
+            if rx_size:
+                sock.setsockopt(SOL_XDP, XDP_RX_RING, rx_size)
+            if tx_size:
+                sock.setsockopt(SOL_XDP, XDP_TX_RING, tx_size)
             step = "read the ring offsets"
             raw = sock.getsockopt(SOL_XDP, XDP_MMAP_OFFSETS, _MMAP_OFFSETS.size)
             if len(raw) != _MMAP_OFFSETS.size:
                 raise OSError(errno.EPROTO, "kernel too old: ring offsets without flags")
             off = _MMAP_OFFSETS.unpack(raw)
             step = "map the rings"
-            self._rx = _Ring(fd, XDP_PGOFF_RX_RING, rx_size, off[0:4], _DESC_SIZE)
-            self._rings.append(self._rx)
-            self._tx = _Ring(fd, XDP_PGOFF_TX_RING, tx_size, off[4:8], _DESC_SIZE)
-            self._rings.append(self._tx)
+            if rx_size:
+                self._rx = _Ring(fd, XDP_PGOFF_RX_RING, rx_size, off[0:4], _DESC_SIZE)
+                self._rings.append(self._rx)
+            if tx_size:
+                # An RX-only socket has none: in copy mode every poll() would otherwise try
+                # to transmit from the empty TX ring.
+                self._tx = _Ring(fd, XDP_PGOFF_TX_RING, tx_size, off[4:8], _DESC_SIZE)
+                self._rings.append(self._tx)
             self._fr = _Ring(fd, XDP_UMEM_PGOFF_FILL_RING, fill_size, off[8:12], _ADDR_SIZE)
             self._rings.append(self._fr)
             self._cr = _Ring(fd, XDP_UMEM_PGOFF_COMPLETION_RING, comp_size, off[12:16], _ADDR_SIZE)
@@ -304,6 +314,8 @@ class XskSocket:
     def rx_batch(self, max_n: int = 64) -> tuple[list[int], list[int]]:
         """Take up to max_n received descriptors: (addresses, lengths), consumed from the ring."""
         r = self._rx
+        if r is None:
+            raise XskError("this AF_XDP socket has no RX ring")
         cons, n = r.consumable(max_n)
         if not n:
             return [], []
@@ -315,6 +327,8 @@ class XskSocket:
 
     def rx_available(self) -> int:
         r = self._rx
+        if r is None:
+            return 0
         return (r.words[r.prod] - r.words[r.cons]) & _U32
 
     def fill(self, addrs: Sequence[int]) -> int:
@@ -339,6 +353,8 @@ class XskSocket:
     def tx_submit(self, addrs: Sequence[int], lens: Sequence[int]) -> int:
         """Queue frames (address, length) for transmission; return how many fit. Call kick()."""
         r = self._tx
+        if r is None:
+            raise XskError("this AF_XDP socket has no TX ring")
         prod, n = r.producible(len(addrs))
         if n <= 0:
             return 0
@@ -350,7 +366,7 @@ class XskSocket:
 
     def kick(self) -> None:
         """Tell the kernel TX has work (only when it asked: need_wakeup)."""
-        if not self._tx.needs_wakeup():
+        if self._tx is None or not self._tx.needs_wakeup():
             return
         try:
             self._sock.send(b"", socket.MSG_DONTWAIT)
@@ -373,6 +389,8 @@ class XskSocket:
 
     def tx_pending(self) -> int:
         r = self._tx
+        if r is None:
+            return 0
         return (r.words[r.prod] - r.words[r.cons]) & _U32
 
     # -- frames, stats, lifetime -----------------------------------------------
@@ -402,6 +420,7 @@ class XskSocket:
         for ring in self._rings:
             ring.close()
         self._rings.clear()
+        self._rx = self._tx = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
