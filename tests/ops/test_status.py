@@ -131,6 +131,7 @@ def test_empty_server_and_bad_version():
         render(StatusSnapshot(), 4)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_openvpn_monitor_parses_version_3():
     collector = pytest.importorskip("opsmonitor").collector()
     snap = same_client()
