@@ -151,7 +151,9 @@ class _Ring:
         head = view[stride * start + skip :: stride].tolist()
         return head + view[skip : stride * (end - self.size) : stride].tolist()
 
-    def put(self, view: memoryview, stride: int, skip: int, start: int, values: Sequence[int]):
+    def put(
+        self, view: memoryview, stride: int, skip: int, start: int, values: Sequence[int]
+    ) -> None:
         """Write values into consecutive slots from index start (wrapping)."""
         n = len(values)
         if n <= _SMALL_BATCH:  # building an array costs more than a few item stores
