@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import contextlib
 
-from xdp_ovpn.proto.constants import IVProto
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xdp_ovpn.proto.constants import AEAD_CIPHERS, IVProto
 from xdp_ovpn.proto.errors import NegotiationError
 from xdp_ovpn.proto.ncp import (
     P2P_DEFAULT_PEER_ID,
@@ -129,3 +133,23 @@ def test_p2p_cc_exit_flag() -> None:
 def test_p2p_requires_26_peer() -> None:
     with pytest.raises(NegotiationError, match="NCP_P2P"):
         negotiate_p2p(OURS, {"IV_PROTO": "2", "IV_CIPHERS": "AES-256-GCM"}, True)
+
+
+@given(st.text(max_size=200))
+def test_parse_data_ciphers_only_raises_negotiation_error(spec: str) -> None:
+    try:
+        ciphers = parse_data_ciphers(spec)
+    except NegotiationError:
+        return
+    assert ciphers and all(c in AEAD_CIPHERS for c in ciphers)
+
+
+@given(st.dictionaries(st.sampled_from(["IV_CIPHERS", "IV_NCP", "IV_PROTO"]), st.text(max_size=60)))
+def test_negotiation_on_arbitrary_peer_info_only_raises_negotiation_error(info: dict) -> None:
+    for call in (
+        lambda: select_server_cipher(OURS, info),
+        lambda: negotiate_p2p(OURS, info, True).cipher,
+        lambda: select_p2p_cipher(OURS, info, False),
+    ):
+        with contextlib.suppress(NegotiationError):
+            assert call() in OURS
