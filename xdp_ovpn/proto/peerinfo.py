@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from .constants import AEAD_CIPHERS, IVProto
+from .constants import IVProto
+from .keys import cipher_key_len
 
 # What we implement, hence announce (ssl.c: push_peer_info): a pulling client
 # takes pushed options without a round trip, AUTH_PENDING keywords, AUTH_FAILED,TEMP,
@@ -70,7 +71,6 @@ def iv_proto(info: Mapping[str, str]) -> IVProto:
     """The peer's IV_PROTO bits; 0 when absent or not positive (ssl_util.c: extract_iv_proto)."""
     value = _c_int(info.get("IV_PROTO"))
     return IVProto(value & _ALL_BITS) if value > 0 else IVProto(0)
-
 
 
 def iv_ncp(info: Mapping[str, str]) -> int:
@@ -140,7 +140,7 @@ def options_string(
     if cipher is None:
         parts += ["auth SHA1", "keysize 128"]
     else:
-        parts += [f"cipher {cipher}", "auth [null-digest]", f"keysize {AEAD_CIPHERS[cipher] * 8}"]
+        parts += [f"cipher {cipher}", "auth [null-digest]", f"keysize {cipher_key_len(cipher) * 8}"]
     if tls_auth:
         parts.append("tls-auth")
     parts += ["key-method 2", "tls-server" if is_server else "tls-client"]
