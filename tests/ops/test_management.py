@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.ops.mgmtclient import CRLF, Client
 from xdp_ovpn.control.management import (
     GREETING,
     ManagementError,
@@ -26,8 +26,6 @@ from xdp_ovpn.control.management import (
     read_password_file,
 )
 from xdp_ovpn.control.status import TITLE, ClientSnapshot, StatusSnapshot, render
-
-CRLF = "\r\n"
 
 
 @dataclass
@@ -103,36 +101,6 @@ def serving(fake: FakeServer, address: str = "127.0.0.1", port: str = "0",
         yield run
     finally:
         run.close()
-
-
-class Client:
-    """A line-oriented management client, as scripts and monitors write them."""
-
-    def __init__(self, where) -> None:
-        family = socket.AF_UNIX if isinstance(where, str) else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.settimeout(5)
-        self.sock.connect(where if isinstance(where, str) else where[:2])
-        self.buf = b""
-
-    def read_until(self, end: str) -> str:
-        while not self.buf.decode(errors="replace").endswith(end):
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                break
-            self.buf += chunk
-        text, self.buf = self.buf.decode(), b""
-        return text
-
-    def greeting(self) -> str:
-        return self.read_until(CRLF)
-
-    def ask(self, command: str, end: str = CRLF) -> str:
-        self.sock.sendall(command.encode() + b"\n")
-        return self.read_until(end)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
