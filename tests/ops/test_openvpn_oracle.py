@@ -13,7 +13,6 @@ same facts and the variable sets are compared hook by hook.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import stat
 import time
@@ -50,7 +49,7 @@ env > {directory}/$script_type.$n.env
 if [ "$script_type" = user-pass-verify ]; then [ "$(head -n1 "$1")" = good ] || exit 1; fi
 if [ "$script_type" = client-connect ]; then echo 'push "route 192.0.2.0 255.255.255.0"' > "$1"; fi
 exit 0
-""")  # noqa: E501
+""")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
 
@@ -201,11 +200,6 @@ def test_management_replies_have_openvpns_shape(oracle):
             continue
         ours = "".join(line + CRLF for line in iface.command(cmd.split()))
         assert shape(ours) == shape(theirs), cmd
-
-
-def _our_runner(oracle, tmp_path) -> ScriptRunner:
-    cfg = parse_text(oracle["config"], oracle["config_path"], tmp_path)
-    return ScriptRunner(cfg, "tun0", tmp_dir=tmp_path)
 
 
 def _peer_from(env: dict, pki: PKI) -> Peer:
