@@ -30,5 +30,9 @@ from xdp_ovpn.xdpctl import attach, detach, stats  # noqa: E402
 for _command in (attach, detach, stats):
     main.add_command(_command)
 
+from xdp_ovpn.vm.command import vmtest  # noqa: E402
+
+main.add_command(vmtest)
+
 if __name__ == "__main__":
     main()

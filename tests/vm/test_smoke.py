@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from vmtests.probe import RESULT_PREFIX
 from xdp_ovpn.vm import GuestTimeout, run_in_vm
+from xdp_ovpn.vm.matrix import RESULT_PREFIX
 
 SMOKE_KERNEL = "6.1"
 

@@ -1,0 +1,100 @@
+"""Relative data-path comparison on one guest: userspace openvpn vs openvpn+DCO vs xdp-ovpn.
+
+Same guest, same two namespaces, same iperf3 TCP run through each tunnel (and over the bare
+veth as the reference), alternating the order over rounds. Under TCG the CPU is emulated, so
+only the ratios within one run mean anything; the absolute figures are the emulator's.
+Prints one JSON line prefixed with RESULT_PREFIX.
+
+    xdp-ovpn vmtest --kernel 6.1 -- python3 vmtests/compare.py [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from xdp_ovpn.lab import Lab
+from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec
+from xdp_ovpn.lab.pki import PKI
+from xdp_ovpn.vm.matrix import RESULT_PREFIX
+
+UNDERLAY = ("10.78.0.1/24", "10.78.0.2/24")
+SECONDS = 5
+# name -> (program, extra config lines): both ends run the same implementation.
+SCENARIOS = {
+    "openvpn (userspace)": ("openvpn", ["disable-dco"]),
+    "openvpn+DCO": ("openvpn", []),
+    "xdp-ovpn": ("xdp-ovpn", []),
+}
+
+
+def iperf_mbps(lab: Lab, server_ns, client_ns, target: str) -> float:
+    server = server_ns.popen(["iperf3", "-s", "-1", "-B", target],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lab.wait_for(lambda: ":5201" in server_ns.run(["ss", "-ltn"], check=False).stdout)
+    out = client_ns.run(["iperf3", "-c", target, "-t", str(SECONDS), "-J"], timeout=120)
+    server.wait(timeout=30)
+    return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+
+
+def measure(name: str | None) -> tuple[float, str]:
+    """One iperf3 run: over the bare veth (name None) or through the scenario's tunnel."""
+    with Lab() as lab:
+        a, b = lab.add_namespace("srv"), lab.add_namespace("cli")
+        lab.link(a, b, addrs=UNDERLAY)
+        if name is None:
+            return iperf_mbps(lab, a, b, UNDERLAY[0].split("/")[0]), "veth"
+        program, extra = SCENARIOS[name]
+        spec = TunnelSpec(PKI(), network6=None)
+        with OpenVPNServer(a, spec, program=program, extra=extra) as server, \
+             OpenVPNClient(b, server, remote=UNDERLAY[0].split("/")[0], program=program,
+                           extra=extra) as client:  # fmt: skip
+            mbps = iperf_mbps(lab, a, b, server.tunnel_ipv4)
+            return mbps, _mode(client.log(), program)
+
+
+def _mode(log: str, program: str) -> str:
+    if program == "xdp-ovpn":
+        found = re.search(r"Data path: .*", log)
+        return found.group(0) if found else "data path not logged"
+    return "DCO" if "DCO device tun0 opened" in log else "userspace"
+
+
+def main(rounds: int) -> int:
+    subprocess.run(["modprobe", "ovpn-dco-v2"], capture_output=True)
+    names: list[str | None] = [None, *SCENARIOS]
+    samples: dict[str, list[float]] = {}
+    modes: dict[str, str] = {}
+    for r in range(rounds):
+        order = names if r % 2 == 0 else list(reversed(names))
+        for name in order:
+            label = name or "bare veth"
+            try:
+                mbps, mode = measure(name)
+            except Exception as exc:  # one failed scenario must not hide the others
+                modes[label] = f"failed: {str(exc).strip().splitlines()[0][:160]}"
+                continue
+            samples.setdefault(label, []).append(mbps)
+            modes[label] = mode
+            print(f"round {r + 1}: {label}: {mbps:.1f} Mbit/s ({mode})", flush=True)
+    bare = statistics.median(samples.get("bare veth", [0.0])) or float("nan")
+    rows = []
+    for name in ["bare veth", *SCENARIOS]:
+        values = samples.get(name, [])
+        median = statistics.median(values) if values else None
+        rows.append({"scenario": name, "mode": modes.get(name, "not run"),
+                     "median_mbps": median, "samples": values,
+                     "vs_bare": median / bare if median else None})
+    print(RESULT_PREFIX + json.dumps({"emulated_cpu": True, "seconds": SECONDS,
+                                      "rounds": rounds, "rows": rows}), flush=True)
+    return 0 if all(r["median_mbps"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 2))

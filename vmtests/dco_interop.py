@@ -1,0 +1,137 @@
+"""DCO interop, run inside a guest whose kernel loads ovpn-dco (Debian 6.1):
+
+  1. openvpn+DCO client  -> openvpn+DCO server   (the baseline: DCO itself works here)
+  2. openvpn+DCO client  -> xdp-ovpn server
+  3. xdp-ovpn client     -> openvpn+DCO server
+
+Each pair: the openvpn side must log `DCO device tun0 opened`; ping through the tunnel;
+iperf3 both ways (3 s each); reneg-sec 10, then wait for a second TLS handshake and ping
+again. The xdp-ovpn side reports which data path it ran ("Data path: ..." in its log).
+Prints one JSON line prefixed with RESULT_PREFIX; exits 1 if a check failed.
+
+    xdp-ovpn vmtest --kernel 6.1 -- python3 vmtests/dco_interop.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from xdp_ovpn.lab import Lab
+from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNClient, OpenVPNServer, TunnelSpec
+from xdp_ovpn.lab.pki import PKI
+from xdp_ovpn.vm.matrix import RESULT_PREFIX
+
+DCO_LINE = "DCO device tun0 opened"
+HANDSHAKE = r"Control Channel: TLSv1\.\d"
+RENEG_SEC = 10
+UNDERLAY = ("10.77.0.1/24", "10.77.0.2/24")
+PAIRS = (("openvpn", "openvpn"), ("xdp-ovpn", "openvpn"), ("openvpn", "xdp-ovpn"))
+
+
+def check(checks: list[dict], name: str, ok: bool, detail: str) -> bool:
+    checks.append({"check": name, "status": "ok" if ok else "FAIL", "detail": detail})
+    print(f"  {'ok  ' if ok else 'FAIL'} {name}: {detail}", flush=True)
+    return ok
+
+
+def iperf(client_ns, server_ip: str, reverse: bool) -> tuple[bool, str]:
+    cmd = ["iperf3", "-c", server_ip, "-t", "3", "-J", *(["-R"] if reverse else [])]
+    out = client_ns.run(cmd, check=False, timeout=60)
+    try:
+        bps = json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]
+    except (ValueError, KeyError):
+        return False, (out.stderr or out.stdout).strip()[-200:] or "no output"
+    return bps > 0, f"{bps / 1e6:.1f} Mbit/s (emulated CPU)"
+
+
+def data_path(end: Endpoint) -> str:
+    found = re.search(r"Data path: .*", end.log())
+    return found.group(0) if found else "no 'Data path:' line in the log"
+
+
+def run_pair(server_prog: str, client_prog: str) -> list[dict]:
+    checks: list[dict] = []
+    extra = [f"reneg-sec {RENEG_SEC}"]
+    with Lab() as lab:
+        a, b = lab.add_namespace("srv"), lab.add_namespace("cli")
+        lab.link(a, b, addrs=UNDERLAY)
+        spec = TunnelSpec(PKI(), network6=None)
+        with OpenVPNServer(a, spec, program=server_prog, extra=extra) as server, \
+             OpenVPNClient(b, server, remote=UNDERLAY[0].split("/")[0], program=client_prog,
+                           extra=extra) as client:  # fmt: skip
+            for end in (server, client):
+                side = "server" if end is server else "client"
+                if end.program == "openvpn":
+                    check(checks, f"{side} uses DCO", DCO_LINE in end.log(),
+                          DCO_LINE if DCO_LINE in end.log() else _dco_hint(end.log()))
+                else:
+                    check(checks, f"{side} data path", "Data path: xdp" in end.log(),
+                          data_path(end))
+            tip = server.tunnel_ipv4
+            ping = b.run(["ping", "-c", "3", "-i", "0.3", "-W", "2", tip], check=False)
+            check(checks, "ping", ping.returncode == 0, _ping_summary(ping.stdout))
+            a.popen(["iperf3", "-s", "-B", tip], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
+            lab.wait_for(lambda: a.run(["ss", "-ltn"], check=False).stdout.count(":5201") > 0)
+            for reverse in (False, True):
+                ok, detail = iperf(b, tip, reverse)
+                check(checks, f"iperf3 {'server->client' if reverse else 'client->server'}",
+                      ok, detail)
+            renegotiated = _wait_handshakes(server, 2, timeout=3 * RENEG_SEC)
+            check(checks, f"renegotiation (reneg-sec {RENEG_SEC})", renegotiated,
+                  "second TLS handshake logged" if renegotiated else "no second handshake")
+            ping = b.run(["ping", "-c", "3", "-i", "0.3", "-W", "2", tip], check=False)
+            check(checks, "ping after renegotiation", ping.returncode == 0,
+                  _ping_summary(ping.stdout))
+    return checks
+
+
+def _wait_handshakes(end: Endpoint, count: int, timeout: float) -> bool:
+    def enough() -> bool:
+        return len(re.findall(HANDSHAKE, end.log())) >= count
+
+    return end.ns.lab.wait_for(enough, timeout=timeout, interval=0.5)
+
+
+def _dco_hint(log: str) -> str:
+    found = re.search(r".*(?:dco|DCO).*", log)
+    return found.group(0).strip() if found else f"no '{DCO_LINE}' in the log"
+
+
+def _ping_summary(out: str) -> str:
+    found = re.search(r"\d+ packets transmitted, \d+ received", out)
+    return found.group(0) if found else out.strip()[-120:] or "no output"
+
+
+def main() -> int:
+    load = subprocess.run(["modprobe", "ovpn-dco-v2"], capture_output=True, text=True)
+    if load.returncode != 0:
+        print(f"dco_interop: cannot load ovpn-dco-v2: {load.stderr.strip()}")
+        return 1
+    results = []
+    for server_prog, client_prog in PAIRS:
+        name = f"{_label(client_prog)} client -> {_label(server_prog)} server"
+        print(name, flush=True)
+        try:
+            checks = run_pair(server_prog, client_prog)
+        except Exception as exc:  # a pair that cannot start is a result, not a crash
+            last = str(exc).strip().splitlines()
+            checks = [{"check": "tunnel up", "status": "FAIL", "detail": " / ".join(last[-6:])}]
+            print(f"  FAIL tunnel up: {str(exc).strip()}", flush=True)
+        results.append({"pair": name, "checks": checks})
+    print(RESULT_PREFIX + json.dumps(results), flush=True)
+    return 0 if all(c["status"] == "ok" for r in results for c in r["checks"]) else 1
+
+
+def _label(program: str) -> str:
+    return "openvpn+DCO" if program == "openvpn" else program
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
