@@ -21,7 +21,7 @@ def test_pushed_routes_and_redirect_gateway_are_applied_then_removed(lab) -> Non
     spec = TunnelSpec(PKI(), wrapping="tls-crypt", proto=net.proto)
     server = OpenVPNServer(net.server_ns, spec, extra=PUSHES)
     client = OpenVPNClient(net.client_ns, server, remote=net.server_addr, program="xdp-ovpn")
-    with started(server, client):
+    with started(server), started(client):  # server first: no refused first try
         table = routes(net.client_ns)
         assert "0.0.0.0/1 via 10.8.0.1 dev tun0" in table
         assert "128.0.0.0/1 via 10.8.0.1 dev tun0" in table
@@ -43,7 +43,7 @@ def test_client_reconnects_after_the_server_restarts(lab) -> None:
     spec = TunnelSpec(PKI(), wrapping="tls-crypt-v2", proto=net.proto, keepalive=(1, 3))
     server = OpenVPNServer(net.server_ns, spec)
     client = OpenVPNClient(net.client_ns, server, remote=net.server_addr, program="xdp-ovpn")
-    with started(server, client):
+    with started(server), started(client):  # server first: no refused first try
         ping(net.client_ns, server.tunnel_ipv4, count=1)
         mark = client.log_size()
         kill(server)
@@ -62,7 +62,7 @@ def test_client_follows_a_server_pushed_restart(lab) -> None:
     spec = TunnelSpec(PKI(), proto=net.proto, keepalive=(1, 3))
     server = OpenVPNServer(net.server_ns, spec, extra=["explicit-exit-notify 1"])
     client = OpenVPNClient(net.client_ns, server, remote=net.server_addr, program="xdp-ovpn")
-    with started(server, client):
+    with started(server), started(client):  # server first: no refused first try
         mark = client.log_size()
         server.stop()  # explicit-exit-notify: the server tells its clients to RESTART
         client.wait_for_log(r"SIGUSR1\[soft,server-pushed-connection-reset\]", timeout=10,

@@ -63,14 +63,14 @@ def _check_tunnel(lab, net, server, client, derivation: str) -> None:
 @pytest.mark.parametrize(("wrapping", "cipher", "derivation", "family"), MATRIX)
 def test_openvpn_client_to_xdp_ovpn_server(lab, wrapping, cipher, derivation, family) -> None:
     net, server, client = _tunnel(lab, wrapping, cipher, derivation, family, "server")
-    with started(server, client):
+    with started(server), started(client):  # server first: no refused first try
         _check_tunnel(lab, net, server, client, derivation)
 
 
 @pytest.mark.parametrize(("wrapping", "cipher", "derivation", "family"), MATRIX)
 def test_xdp_ovpn_client_to_openvpn_server(lab, wrapping, cipher, derivation, family) -> None:
     net, server, client = _tunnel(lab, wrapping, cipher, derivation, family, "client")
-    with started(server, client):
+    with started(server), started(client):
         _check_tunnel(lab, net, server, client, derivation)
 
 

@@ -21,7 +21,7 @@ def test_five_openvpn_clients_at_once(lab) -> None:
         OpenVPNClient(ns, server, remote=addr, cn=f"client{i}")
         for i, (ns, addr) in enumerate(spokes)
     ]
-    with started(server, *clients):
+    with started(server), started(*clients):
         addresses = {str(c.tun_ipv4().ip) for c in clients}
         assert len(addresses) == 5  # the pool gave each its own address
         for client, (ns, _) in zip(clients, spokes, strict=True):
@@ -40,7 +40,7 @@ def test_renegotiation_every_10s_loses_no_ping(lab, xdp_side: str) -> None:
                            program="xdp-ovpn" if xdp_side == "server" else "openvpn")
     client = OpenVPNClient(net.client_ns, server, remote=net.server_addr, extra=extra,
                            program="xdp-ovpn" if xdp_side == "client" else "openvpn")
-    with started(server, client):
+    with started(server), started(client):  # server first: no refused first try
         out = net.client_ns.run(
             ["ping", "-c", "300", "-i", "0.1", "-W", "2", server.tunnel_ipv4], timeout=90
         ).stdout
@@ -55,7 +55,7 @@ def test_killed_client_is_dropped_by_keepalive(lab) -> None:
     spec = TunnelSpec(PKI(), proto=net.proto, keepalive=(1, 3))
     server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn")
     client = OpenVPNClient(net.client_ns, server, remote=net.server_addr)
-    with started(server, client):
+    with started(server), started(client):  # server first: no refused first try
         ping(net.client_ns, server.tunnel_ipv4, count=1)
         mark = server.log_size()
         kill(client)
@@ -71,7 +71,7 @@ def test_sigterm_sends_exit_and_leaves_nothing_behind(lab) -> None:
     spec = TunnelSpec(PKI(), proto=net.proto)
     server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn")
     client = OpenVPNClient(net.client_ns, server, remote=net.server_addr)
-    with started(server, client):
+    with started(server), started(client):  # server first: no refused first try
         ping(net.client_ns, server.tunnel_ipv4, count=1)
         mark = client.log_size()
         assert server.stop() == 0
@@ -86,7 +86,7 @@ def test_client_exit_notification_removes_the_client(lab) -> None:
     server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn")
     client = OpenVPNClient(net.client_ns, server, remote=net.server_addr,
                            extra=["explicit-exit-notify 1"])
-    with started(server, client):
+    with started(server), started(client):  # server first: no refused first try
         ping(net.client_ns, server.tunnel_ipv4, count=1)
         mark = server.log_size()
         client.stop()
