@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 from interop import kill, pids, ping, star, underlay
@@ -92,3 +93,26 @@ def test_client_exit_notification_removes_the_client(lab) -> None:
         client.stop()
         server.wait_for_log(r"SIGTERM\[soft,remote-exit\] received, client-instance exiting",
                             timeout=10, since=mark)
+
+
+GARBAGE = """
+import os, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for first in range(256):
+    for size in (1, 9, 14, 26, 60, 200, 1400):
+        s.sendto(bytes([first]) + os.urandom(size - 1), ("10.1.0.1", 1194))
+"""
+
+
+@pytest.mark.parametrize("wrapping", ["none", "tls-auth", "tls-crypt-v2"])
+def test_garbage_datagrams_are_dropped_and_the_server_keeps_serving(lab, wrapping) -> None:
+    net = underlay(lab, 4)
+    spec = TunnelSpec(PKI(), wrapping=wrapping, proto=net.proto)
+    server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn")
+    with started(server):
+        net.client_ns.run([sys.executable, "-c", GARBAGE])
+        client = OpenVPNClient(net.client_ns, server, remote=net.server_addr)
+        with started(client):
+            ping(net.client_ns, server.tunnel_ipv4, count=2)
+        assert server.running
+        assert "Traceback" not in server.log() and "internal error" not in server.log()
