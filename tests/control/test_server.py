@@ -6,7 +6,7 @@ import re
 import sys
 
 import pytest
-from interop import kill, pids, ping, star, underlay
+from interop import kill, links, pids, ping, star, underlay
 
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
@@ -116,3 +116,13 @@ def test_garbage_datagrams_are_dropped_and_the_server_keeps_serving(lab, wrappin
             ping(net.client_ns, server.tunnel_ipv4, count=2)
         assert server.running
         assert "Traceback" not in server.log() and "internal error" not in server.log()
+
+
+def test_sigkill_leaves_no_worker_and_no_tun(lab) -> None:
+    net = underlay(lab, 4)
+    server = OpenVPNServer(net.server_ns, TunnelSpec(PKI(), proto=net.proto), program="xdp-ovpn")
+    with started(server):
+        kill(server)
+        # The data-plane worker sees its command socket close and exits; the TUN goes with it.
+        assert lab.wait_for(lambda: pids(net.server_ns) == [], timeout=10)
+        assert lab.wait_for(lambda: "tun0" not in links(net.server_ns), timeout=10)
