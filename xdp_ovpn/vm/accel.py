@@ -15,6 +15,7 @@ from pathlib import Path
 
 ENV_ACCEL = "XDP_OVPN_VM_ACCEL"
 PROBE_TIMEOUT = 60.0
+PVM_MARKER = Path("/sys/module/kvm_pvm")
 
 
 def choose_accel(cache: Path, release: str, probe_boot: Callable[[str, float], bool]
@@ -26,7 +27,7 @@ def choose_accel(cache: Path, release: str, probe_boot: Callable[[str, float], b
         return forced, f"forced by ${ENV_ACCEL}"
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg", "no usable /dev/kvm"
-    if Path("/sys/module/kvm_pvm").exists():
+    if PVM_MARKER.exists():
         return "tcg", "/dev/kvm is nested PVM (kvm_pvm), which cannot boot stock kernels"
     verdicts = cache / "accel.json"
     key = f"{platform.release()} {release}"

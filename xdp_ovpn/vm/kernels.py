@@ -57,9 +57,13 @@ def ensure_kernel(cache: Path, root: Path, version: str, log: Path | None = None
 
 
 def _resolve(root: Path, version: str, log: Path | None) -> str:
-    """Newest `linux-image-<release>` whose release is `version` or starts with it."""
-    names = chroot(root, ["apt-cache", "pkgnames", "linux-image-"], log).split()
-    releases = [m.group(1) for n in names if (m := IMAGE_RE.match(n))]
+    return pick_release(chroot(root, ["apt-cache", "pkgnames", "linux-image-"], log).split(),
+                        version)
+
+
+def pick_release(package_names: list[str], version: str) -> str:
+    """Newest release among `linux-image-<release>` names that is `version` or starts with it."""
+    releases = [m.group(1) for n in package_names if (m := IMAGE_RE.match(n))]
     matching = [r for r in releases
                 if r == version or r.startswith(f"{version}.") or r.startswith(f"{version}-")]
     if not matching:

@@ -1,0 +1,125 @@
+"""The VM harness's host-side logic, without booting anything."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from xdp_ovpn.vm.accel import ENV_ACCEL, choose_accel
+from xdp_ovpn.vm.cache import building
+from xdp_ovpn.vm.errors import BuildError, KernelNotFound
+from xdp_ovpn.vm.initramfs import _Cpio, module_load_order
+from xdp_ovpn.vm.kernels import pick_release
+from xdp_ovpn.vm.matrix import render_markdown
+
+NAMES = [
+    "linux-image-6.1.0-9-amd64", "linux-image-6.1.0-56-amd64", "linux-image-6.1.0-56-rt-amd64",
+    "linux-image-6.1.0-56-amd64-unsigned", "linux-image-6.12.117+deb12-amd64",
+    "linux-image-6.12.9+deb12-amd64", "linux-image-6.12-amd64", "linux-image-cloud-amd64",
+]
+
+
+def test_version_picks_the_newest_generic_signed_image() -> None:
+    assert pick_release(NAMES, "6.1") == "6.1.0-56-amd64"  # 56 > 9 numerically
+    assert pick_release(NAMES, "6.12") == "6.12.117+deb12-amd64"
+    assert pick_release(NAMES, "6.1.0-9-amd64") == "6.1.0-9-amd64"
+
+
+def test_unknown_version_names_the_available_ones() -> None:
+    with pytest.raises(KernelNotFound, match=r"no Debian kernel 5\.10; available: 6\.1, 6\.12"):
+        pick_release(NAMES, "5.10")
+
+
+def test_modules_load_dependencies_first_and_skip_builtins(tmp_path: Path) -> None:
+    (tmp_path / "modules.dep").write_text(
+        "kernel/fs/9p/9p.ko: kernel/net/9p/9pnet.ko kernel/fs/netfs/netfs.ko\n"
+        "kernel/net/9p/9pnet.ko:\n"
+        "kernel/fs/netfs/netfs.ko:\n"
+        "kernel/net/9p/9pnet_virtio.ko.xz: kernel/net/9p/9pnet.ko kernel/drivers/virtio/virtio.ko\n"
+    )
+    (tmp_path / "modules.builtin").write_text("kernel/drivers/virtio/virtio.ko\n")
+    order = [p.name for p in module_load_order(tmp_path, ("9pnet_virtio", "9p"))]
+    assert order == ["9pnet.ko", "9pnet_virtio.ko.xz", "netfs.ko", "9p.ko"]
+
+
+def test_missing_module_is_a_build_error(tmp_path: Path) -> None:
+    (tmp_path / "modules.dep").write_text("")
+    (tmp_path / "modules.builtin").write_text("")
+    with pytest.raises(BuildError, match="overlay not found"):
+        module_load_order(tmp_path, ("overlay",))
+
+
+def _read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
+    """A reader for the archive format, written from the newc layout, to check the writer."""
+    entries, pos = {}, 0
+    while True:
+        assert data[pos:pos + 6] == b"070701"
+        fields = [int(data[pos + 6 + 8 * i: pos + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, namesize = fields[1], fields[6], fields[11]
+        pos += 110
+        name = data[pos:pos + namesize - 1].decode()
+        pos += namesize + (-(110 + namesize) % 4)
+        if name == "TRAILER!!!":
+            return entries
+        entries[name] = (mode, data[pos:pos + size])
+        pos += size + (-size % 4)
+
+
+def test_cpio_holds_files_links_and_the_console_node() -> None:
+    cpio = _Cpio()
+    cpio.directory("bin")
+    cpio.file("init", b"#!/bin/sh\n", 0o755)
+    cpio.symlink("bin/sh", "busybox")
+    cpio.node("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))
+    entries = _read_newc(cpio.finish())
+    assert entries["init"] == (stat.S_IFREG | 0o755, b"#!/bin/sh\n")
+    assert entries["bin/sh"] == (stat.S_IFLNK | 0o777, b"busybox")
+    assert stat.S_ISCHR(entries["dev/console"][0]) and stat.S_ISDIR(entries["bin"][0])
+
+
+def test_interrupted_build_leaves_nothing_that_looks_finished(tmp_path: Path) -> None:
+    final = tmp_path / "root"
+    with pytest.raises(RuntimeError), building(final) as tmp:
+        (tmp / "half").write_text("x")
+        raise RuntimeError("interrupted")
+    assert not final.exists() and not (tmp_path / "root.tmp").exists()
+    with building(final) as tmp:
+        (tmp / "whole").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
+    assert (final / "whole").exists()
+
+
+def test_kvm_is_used_only_after_a_probe_boot_succeeds(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_ACCEL, raising=False)
+    monkeypatch.setattr("os.access", lambda *_: True)
+    monkeypatch.setattr("xdp_ovpn.vm.accel.PVM_MARKER", tmp_path / "no-kvm_pvm")
+    boots: list[str] = []
+
+    def failing_probe(accel: str, timeout: float) -> bool:
+        boots.append(accel)
+        return False
+
+    assert choose_accel(tmp_path, "6.1.0-56-amd64", failing_probe)[0] == "tcg"
+    assert choose_accel(tmp_path, "6.1.0-56-amd64", failing_probe)[0] == "tcg"
+    assert boots == ["kvm"]  # the verdict is cached
+    assert choose_accel(tmp_path, "6.12.1+deb12-amd64", lambda *_: True)[0] == "kvm"
+    monkeypatch.setenv(ENV_ACCEL, "tcg")
+    assert choose_accel(tmp_path, "6.12.1+deb12-amd64", lambda *_: True)[0] == "tcg"
+
+
+def test_markdown_table_has_a_column_per_kernel_and_escapes_pipes() -> None:
+    report = {"generated": "now", "commit": "abc", "columns": [
+        {"kernel": "6.18 (host)", "where": "host, native", "seconds": 3,
+         "cells": {"XDP native": {"status": "ok", "detail": "a|b"}}},
+        {"kernel": "6.1.0-56-amd64", "where": "guest, tcg", "seconds": 90,
+         "cells": {"XDP native": {"status": "FAIL", "detail": "no"},
+                   "ovpn-dco loads": {"status": "ok", "detail": "yes"}}},
+    ]}
+    lines = render_markdown(report).splitlines()
+    header = next(ln for ln in lines if ln.startswith("| feature"))
+    assert "6.18 (host)" in header and "6.1.0-56-amd64" in header
+    assert "| XDP native | **ok**: a\\|b | **FAIL**: no |" in lines
+    assert "| ovpn-dco loads | – | **ok**: yes |" in lines
