@@ -350,7 +350,9 @@ class Client(SinglePeer):
             self.log.info("ERROR: cannot apply pushed options: %s", exc)
             self._finish("pushed-options-error")
             return
-        self._open_tun(settings, self.remote[0] if self.remote else None)
+        if self.tun is None:
+            self._open_tun(settings, self.remote[0] if self.remote else None)
+        # else: persist-tun kept the TUN (and the worker still holds it) across the restart
         local = self._local_keepalive()
         if settings.ping or settings.ping_restart:
             interval = float(settings.ping or (local[0] if local else 0))
