@@ -85,8 +85,10 @@ def fast_path_tests_cell() -> dict[str, str]:
     if proc.returncode == 0:
         return cell("ok", summary)
     failed = [m.group(1) for ln in lines if (m := re.match(r"^(?:FAILED|ERROR) (\S+)", ln))]
-    first = f"; first: {failed[0]}" if failed else ""
-    return cell("FAIL", summary + first)
+    # Group by test function: parametrised cases of one test usually fail for one reason.
+    names = list(dict.fromkeys(f.split("[")[0].removeprefix("tests/") for f in failed))
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return cell("FAIL", f"{summary}; failing: {shown}" if names else summary)
 
 
 def probe(quick: bool) -> dict:
