@@ -1,23 +1,43 @@
 """The one place that picks a data path: `--data-path auto|xdp|socket`.
 
-`auto` takes XDP when this machine and build can run it, else the socket path, and says
-which in the log. The XDP path plugs in here behind the same DataPlane API.
+`auto` takes XDP when this machine can run it (root, bcc, kernel headers, AF_XDP) and
+the classifier attaches, else the socket path, and says which in the log. Both paths sit
+behind the same DataPlane API.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 
 from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
 from xdp_ovpn.dataplane.socketpath import SocketDataPlane
+from xdp_ovpn.dataplane.xsk import AF_XDP
 
 DATA_PATHS = ("auto", "xdp", "socket")
 
 
 def xdp_unavailable() -> str | None:
-    """Why the XDP data path cannot run here, or None when it can."""
-    return "the XDP data path is not available in this build yet"
+    """Why the XDP data path cannot run here, or None when it can (cheap checks only)."""
+    if os.geteuid() != 0:
+        return "needs root (CAP_NET_ADMIN and CAP_BPF)"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "bcc is not installed (Debian's python3-bpfcc)"
+    from loader.errors import HeadersNotFound
+    from loader.headers import find_kernel_headers
+
+    try:
+        find_kernel_headers()
+    except HeadersNotFound as exc:
+        return str(exc)
+    try:
+        socket.socket(AF_XDP, socket.SOCK_RAW, 0).close()
+    except OSError as exc:
+        return f"no AF_XDP sockets in this kernel: {exc.strerror}"
+    return None
 
 
 def open_dataplane(
@@ -36,8 +56,22 @@ def open_dataplane(
         reason = xdp_unavailable()
         if kind == "xdp" and reason:
             raise DataPlaneError(f"--data-path xdp: {reason}")
-        if reason:
-            log.info("Data path: socket (XDP unavailable: %s)", reason)
+        if not reason:
+            from xdp_ovpn.dataplane.xdppath import XdpDataPlane
+
+            try:
+                dataplane = XdpDataPlane(sock, single_peer=single_peer,
+                                         replay_window=replay_window,
+                                         replay_time=replay_time, log=log)
+            except DataPlaneError as exc:
+                if kind == "xdp":
+                    raise DataPlaneError(f"--data-path xdp: {exc}") from None
+                reason = str(exc)
+            else:
+                log.info("Data path: xdp (AF_XDP ingress on %s, worker pid %d)",
+                         ", ".join(dataplane.interfaces), dataplane.pid)
+                return dataplane
+        log.info("Data path: socket (XDP unavailable: %s)", reason)
     else:
         log.info("Data path: socket (as requested)")
     return SocketDataPlane(sock, single_peer=single_peer, replay_window=replay_window,

@@ -79,6 +79,7 @@ class Ingress:
         *,
         on_control: ControlHandler | None = None,
         clock: Callable[[], float] = time.monotonic,
+        mapped_v4: bool = False,
     ) -> None:
         self.xsk = xsk
         self.tun_fd = tun_fd
@@ -90,6 +91,8 @@ class Ingress:
         self._chunk_mask = ~(xsk.umem.frame_size - 1)
         self._chunk_size = xsk.umem.frame_size
         self.drops: dict[str, int] = {}  # drops not attributable to a peer
+        # An IPv6 socket sends to IPv4 peers by their IPv4-mapped address: report those.
+        self.mapped_v4 = mapped_v4
         # peer-id -> (packed source address, port) of the peer's remote, for float checks.
         self._remote_keys: dict[int, tuple[bytes, int]] = {}
 
@@ -187,8 +190,7 @@ class Ingress:
         """An authenticated packet from a source other than the cached one."""
         known = _remote_key(peer.remote)
         if known != (src, sport):
-            family = socket.AF_INET if len(src) == 4 else socket.AF_INET6
-            new_remote = (socket.inet_ntop(family, src), sport)
+            new_remote = (self._address(src), sport)
             self.peers.update(peer.peer_id, remote=new_remote)
             self.notify(PeerFloated(peer.peer_id, new_remote))
         self._remote_keys[peer.peer_id] = (src, sport)
@@ -198,11 +200,15 @@ class Ingress:
         if self.on_control is None:
             return self._count("not DATA_V2")
         raw = bytes(self.umem[src[0] : src[1]])
-        family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
         with contextlib.suppress(Exception):  # a broken handler must not stop the data path
-            self.on_control(bytes(self.umem[payload : payload + plen]),
-                            (socket.inet_ntop(family, raw), sport))  # fmt: skip
+            self.on_control(bytes(self.umem[payload : payload + plen]), (self._address(raw), sport))
         return None
+
+    def _address(self, packed: bytes) -> str:
+        if len(packed) == 16:
+            return socket.inet_ntop(socket.AF_INET6, packed)
+        text = socket.inet_ntop(socket.AF_INET, packed)
+        return "::ffff:" + text if self.mapped_v4 else text
 
     def forget_peer(self, peer_id: int) -> None:
         """Drop cached state of a peer the control plane removed or moved."""

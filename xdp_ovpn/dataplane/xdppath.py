@@ -1,0 +1,649 @@
+"""The XDP data path: classifier on the underlay, AF_XDP ingress, TUN egress, supervised.
+
+    underlay ─ XDP classifier ─┬─ DATA_V2 of a peer-id/key-id in `peers` ─► AF_XDP, one per RX queue
+                               └─ everything else ─► the UDP socket
+    worker process: AF_XDP RX → decrypt in the UMEM → TUN            (io.Ingress)
+                    TUN → encrypt → UDP socket, UDP_SEGMENT batches  (io.Egress)
+                    UDP socket: control datagrams up to the control plane, DATA_V2 the
+                    classifier passed (key not yet mirrored, fragments) decrypted here
+                    verbs, keepalive and expiry                      (socketpath's worker)
+
+The worker *is* the socket path's worker with AF_XDP sockets added, so the socket is the
+fallback for every packet XDP does not steer, and nothing else is ever needed to avoid a
+black hole. What it owns beyond that:
+
+- BPF `peers` map in step with the keys: a peer-id/key-id is mirrored only after the worker
+  holds that key, and removed before the key or the peer goes.
+- One worker, holding one AF_XDP socket per (interface, RX queue), so one process owns each
+  key's packet-id sender (two encrypting processes would reuse nonces). On veth there is one
+  queue; several queues share the worker's loop.
+- Supervision: a thread in the control-plane process waits on the worker's pidfd. If the
+  worker dies, the thread posts a sentinel on the notification socket; on that (or on a
+  failed verb) the handle clears the BPF peers map (the dead AF_XDP socket already left the
+  XSKMAP, so the classifier passes DATA_V2 up to the socket, where it waits), forks a new
+  worker with every peer, key and the TUN re-installed, and the new worker mirrors the
+  peers again as it takes them. Packet-ids survive the restart through a shared ledger:
+  the sender reserves ids in blocks there before using them, the new worker starts above
+  the reservation, so no nonce is ever used twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import mmap
+import os
+import pickle
+import select
+import selectors
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from xdp_ovpn.dataplane.api import (
+    Address,
+    DataPlaneError,
+    KeySlot,
+    Notification,
+    PeerExpired,
+    PeerFloated,
+    PeerStats,
+)
+from xdp_ovpn.dataplane.io import Egress, Ingress
+from xdp_ovpn.dataplane.socketpath import (
+    _BUF,
+    _CALL_TIMEOUT,
+    _drain,
+    _seqpacket_pair,
+    _Worker,
+    pack_datagram,
+    unpack_datagram,
+)
+from xdp_ovpn.dataplane.xsk import XskError, XskSocket
+from xdp_ovpn.proto.constants import DEFAULT_REPLAY_TIME, DEFAULT_REPLAY_WINDOW
+from xdp_ovpn.proto.errors import KeyError_
+from xdp_ovpn.proto.pktid import PACKET_ID_MAX, PacketIdSender
+
+LEDGER_SLOTS = 8192  # key slots alive at once (two per peer): 32 KiB, fixed at startup
+PID_BLOCK = 1 << 16  # packet-ids reserved per ledger write; a restart skips at most this
+RX_BATCH = 64
+RX_ROUNDS = 4  # batches taken from one AF_XDP socket before looking at the other fds
+FRAME_COUNT = 4096  # UMEM frames per AF_XDP socket (8 MiB), fixed at startup
+_IFF_LOOPBACK = 0x8
+
+
+# -- packet-id ledger ------------------------------------------------------------------
+
+
+class Ledger:
+    """Shared memory (survives the worker): per key slot, the highest packet-id reserved."""
+
+    def __init__(self, slots: int = LEDGER_SLOTS) -> None:
+        self._mem = mmap.mmap(-1, slots * 4, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        self.ids = memoryview(self._mem).cast("I")
+        self._free = list(range(slots - 1, -1, -1))
+
+    def allocate(self) -> int:
+        if not self._free:
+            raise DataPlaneError("too many keys installed at once")
+        index = self._free.pop()
+        self.ids[index] = 0
+        return index
+
+    def release(self, index: int) -> None:
+        self._free.append(index)
+
+    def close(self) -> None:
+        self.ids.release()
+        self._mem.close()
+
+
+class LedgerSender(PacketIdSender):
+    """A packet-id sender that reserves ids in the ledger before it hands them out."""
+
+    __slots__ = ("ids", "index", "reserved")
+
+    def __init__(self, ids: memoryview, index: int) -> None:
+        super().__init__()
+        self.ids, self.index = ids, index
+        self.last = self.reserved = ids[index]  # a restarted worker goes on above it
+
+    def next(self) -> int:
+        pid = self.last + 1
+        if pid > self.reserved:
+            if pid > PACKET_ID_MAX:
+                raise KeyError_("packet-id space exhausted: the key must be renegotiated")
+            self.reserved = min(pid + PID_BLOCK, PACKET_ID_MAX)
+            self.ids[self.index] = self.reserved
+        self.last = pid
+        return pid
+
+
+# -- underlay discovery ------------------------------------------------------------------
+
+
+def _unmapped(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip = ipaddress.ip_address(host.split("%")[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def underlay_interfaces(sock: socket.socket) -> list[tuple[str, int]]:
+    """(interface, RX queue count) of every interface the bound socket's traffic can use.
+
+    A socket bound to an address: the interface holding it. A wildcard socket: every up,
+    non-loopback, non-TUN interface with an address (the routes to peers may use any).
+    """
+    from pyroute2 import IPRoute
+
+    bound = _unmapped(sock.getsockname()[0])
+    with IPRoute() as ipr:
+        links = {link["index"]: link for link in ipr.get_links()}
+        addrs = ipr.get_addr()
+    chosen: dict[int, None] = {}
+    for addr in addrs:
+        link = links.get(addr["index"])
+        if link is None or link["flags"] & _IFF_LOOPBACK or not link["flags"] & 1:
+            continue
+        info = link.get_attr("IFLA_LINKINFO")
+        if info is not None and info.get_attr("IFLA_INFO_KIND") == "tun":
+            continue
+        local = addr.get_attr("IFA_LOCAL") or addr.get_attr("IFA_ADDRESS")
+        if bound.is_unspecified or (local and _unmapped(local) == bound):
+            chosen[addr["index"]] = None
+    return [
+        (links[i].get_attr("IFLA_IFNAME"), links[i].get_attr("IFLA_NUM_RX_QUEUES") or 1)
+        for i in chosen
+    ]
+
+
+def listener_addresses(sock: socket.socket) -> list[tuple[str, int]]:
+    """The (address, port) keys the classifier must know for this socket."""
+    host, port = sock.getsockname()[:2]
+    bound = _unmapped(host)
+    if sock.family == socket.AF_INET6 and bound.is_unspecified:
+        v6only = sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        return [("::", port)] if v6only else [("::", port), ("0.0.0.0", port)]
+    return [(str(bound), port)]
+
+
+# -- the worker --------------------------------------------------------------------------
+
+
+@dataclass
+class _PeerRecord:
+    """What the handle re-installs in a restarted worker."""
+
+    peer_id: int
+    remote: Address
+    vpn_ipv4: str | None
+    vpn_ipv6: str | None
+    iroutes: tuple[str, ...]
+    settings: dict[str, Any] = field(default_factory=dict)  # set_peer keywords, merged
+    keys: dict[int, tuple] = field(default_factory=dict)  # slot -> new_key arguments + ledger
+
+
+@dataclass(frozen=True)
+class _WorkerDied:
+    """Posted by the supervisor thread on the notification socket."""
+
+    pid: int
+
+
+@dataclass
+class _Underlay:
+    """One interface with its classifier maps and RX queues."""
+
+    ifname: str
+    queues: int
+    maps: Any  # loader.maps.ClassifierMaps
+
+
+class _XdpWorker(_Worker):
+    """The socket worker plus AF_XDP ingress, GSO egress and the BPF peers mirror."""
+
+    def __init__(self, sock: socket.socket, cmd: socket.socket, ctl: socket.socket,
+                 ntf: socket.socket, single_peer: bool, replay_window: int,
+                 replay_time: float, underlays: Sequence[_Underlay], ledger: Ledger) -> None:
+        super().__init__(sock, cmd, ctl, ntf, single_peer, replay_window, replay_time)
+        self.underlays = underlays
+        self.ids = ledger.ids
+        self.egress: Egress | None = None
+        self.ingress: list[Ingress] = []
+        self.xsks: list[XskSocket] = []
+        mapped = sock.family == socket.AF_INET6
+        for under in underlays:
+            for queue in range(under.queues):
+                xsk = XskSocket(under.ifname, queue, tx_size=0, comp_size=64,
+                                frame_count=FRAME_COUNT, fill_size=FRAME_COUNT)
+                self.xsks.append(xsk)
+                xsk.fill(xsk.umem.frames())
+                ingress = Ingress(xsk, -1, self.peers, self._notify,
+                                  on_control=self._hand_up, mapped_v4=mapped)
+                self.ingress.append(ingress)
+                self.sel.register(xsk.fileno(), selectors.EVENT_READ, self._rx(ingress))
+                under.maps.bind_queue(queue, xsk.fileno())
+
+    @staticmethod
+    def _rx(ingress: Ingress):
+        def drain() -> None:
+            for _ in range(RX_ROUNDS):
+                if ingress.poll(RX_BATCH) < RX_BATCH:
+                    return
+        return drain
+
+    def restore(self, records: Sequence[_PeerRecord], tun: tuple[int, int] | None) -> None:
+        """Install what a previous worker held (before the loop: nothing races it)."""
+        for rec in records:
+            self.cmd_new_peer(rec.peer_id, rec.remote, rec.vpn_ipv4, rec.vpn_ipv6, rec.iroutes)
+            if rec.settings:
+                self.cmd_set_peer(rec.peer_id, **rec.settings)
+            for slot, args in rec.keys.items():
+                self.cmd_new_key(rec.peer_id, slot, *args)
+        if tun is not None:
+            self.attach_tun(os.dup(tun[0]), tun[1])
+
+    def _hand_up(self, data: bytes, addr: Address) -> None:
+        with contextlib.suppress(OSError):
+            self.ctl.send(pack_datagram(data, addr))
+
+    def _notify(self, event: Notification) -> None:
+        if isinstance(event, PeerExpired):
+            self._mirror(event.peer_id, ())  # it is gone from the table already
+        super()._notify(event)
+
+    # -- the BPF peers mirror -----------------------------------------------------------
+
+    def _mirror(self, peer_id: int, key_ids: Sequence[int]) -> None:
+        for under in self.underlays:
+            if key_ids:
+                under.maps.set_peer(peer_id, key_ids)
+            else:
+                under.maps.del_peer(peer_id)
+
+    def _key_ids(self, peer_id: int, without: int | None = None) -> list[int]:
+        peer = self.peers.get(peer_id)
+        return [c.key_id for slot, c in enumerate(peer.keys) if c is not None and slot != without]
+
+    # -- the TUN ------------------------------------------------------------------------
+
+    def attach_tun(self, fd: int, mtu: int) -> None:
+        super().attach_tun(fd, mtu)
+        for ingress in self.ingress:
+            ingress.tun_fd = fd
+        self.egress = Egress(fd, self.sock, self.peers, self._notify)
+
+    def _on_tun(self) -> None:
+        self.egress.poll()
+
+    # -- verbs that touch the mirror ----------------------------------------------------
+
+    def cmd_set_peer(self, peer_id: int, **kw: Any) -> None:
+        super().cmd_set_peer(peer_id, **kw)
+        for ingress in self.ingress:
+            ingress.forget_peer(peer_id)
+
+    def cmd_del_peer(self, peer_id: int, reason: str) -> None:
+        self.peers.get(peer_id)
+        self._mirror(peer_id, ())
+        super().cmd_del_peer(peer_id, reason)
+        for ingress in self.ingress:
+            ingress.forget_peer(peer_id)
+
+    def cmd_new_key(self, peer_id: int, slot: int, key_id: int, cipher: str, ek: bytes,
+                    en: bytes, dk: bytes, dn: bytes, ledger_index: int) -> None:
+        peer = self.peers.get(peer_id)
+        if peer.keys[slot] is not None:  # replaced: stop steering its key-id first
+            self._mirror(peer_id, self._key_ids(peer_id, without=slot))
+        super().cmd_new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn)
+        peer.keys[slot].sender = LedgerSender(self.ids, ledger_index)
+        self._mirror(peer_id, self._key_ids(peer_id))
+
+    def cmd_del_key(self, peer_id: int, slot: int) -> None:
+        self._mirror(peer_id, self._key_ids(peer_id, without=slot))
+        super().cmd_del_key(peer_id, slot)
+
+
+# -- the control-plane handle ------------------------------------------------------------
+
+
+class XdpDataPlane:
+    """Control-plane handle of the XDP data path (implements api.DataPlane)."""
+
+    name = "xdp"
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        single_peer: bool = False,
+        replay_window: int = DEFAULT_REPLAY_WINDOW,
+        replay_time: float = DEFAULT_REPLAY_TIME,
+        interfaces: Sequence[str] | None = None,
+        xdp_mode: str | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self._sock = sock
+        self._single = single_peer
+        self._replay = (replay_window, replay_time)
+        self._log = log or logging.getLogger(__name__)
+        self._closed = False
+        self._classifiers: list[Any] = []
+        self._underlays: list[_Underlay] = []
+        self._peers: dict[int, _PeerRecord] = {}
+        self._tun: tuple[int, int] | None = None
+        self._cmd: socket.socket | None = None
+        self._pid = 0
+        self.restarts = 0
+        self._ledger = Ledger()
+        self._ctl, self._worker_ctl = _seqpacket_pair()
+        self._ntf, self._worker_ntf = _seqpacket_pair()
+        self._ctl.setblocking(False)
+        self._ntf.setblocking(False)
+        self._wake_r, self._wake_w = os.pipe()
+        try:
+            self._attach(interfaces, xdp_mode)
+            self._spawn()
+        except BaseException:
+            self.close()
+            raise
+
+    def _attach(self, interfaces: Sequence[str] | None, mode: str | None) -> None:
+        from loader.classifier import Classifier
+        from loader.errors import LoaderError
+
+        found = dict(underlay_interfaces(self._sock))
+        names = list(interfaces) if interfaces else list(found)
+        if not names:
+            raise DataPlaneError("no underlay interface carries the socket's traffic")
+        for ifname in names:
+            try:
+                classifier = Classifier()
+                self._classifiers.append(classifier)
+                attachment = classifier.attach(ifname, mode, pin=False)
+                for addr, port in listener_addresses(self._sock):
+                    classifier.maps.add_listener(addr, port)
+            except LoaderError as exc:
+                raise DataPlaneError(f"XDP on {ifname}: {exc}") from None
+            self._underlays.append(_Underlay(ifname, found.get(ifname, 1), classifier.maps))
+            self._log.info("XDP classifier attached to %s (%s, %d RX queue%s)", ifname,
+                           attachment.mode, found.get(ifname, 1),
+                           "" if found.get(ifname, 1) == 1 else "s")
+
+    @property
+    def pid(self) -> int:
+        """The current worker's pid."""
+        return self._pid
+
+    @property
+    def interfaces(self) -> list[str]:
+        return [u.ifname for u in self._underlays]
+
+    def maps(self, ifname: str) -> Any:
+        """The classifier maps on ifname (counters, peers) for stats and tests."""
+        for under in self._underlays:
+            if under.ifname == ifname:
+                return under.maps
+        raise DataPlaneError(f"no XDP classifier on {ifname}")
+
+    # -- worker lifecycle ---------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        cmd, worker_cmd = _seqpacket_pair()
+        records = list(self._peers.values())
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            status = 0
+            try:
+                for s in (cmd, self._ctl, self._ntf):
+                    s.close()
+                if self._cmd is not None:
+                    self._cmd.close()
+                try:
+                    worker = _XdpWorker(self._sock, worker_cmd, self._worker_ctl,
+                                        self._worker_ntf, self._single, *self._replay,
+                                        self._underlays, self._ledger)
+                    worker.restore(records, self._tun)
+                except (XskError, DataPlaneError, OSError, ValueError) as exc:
+                    worker_cmd.send(pickle.dumps((False, str(exc))))
+                    raise
+                worker_cmd.send(pickle.dumps((True, os.getpid())))
+                worker.run()
+            except BaseException:
+                status = 1
+                with contextlib.suppress(Exception):
+                    traceback.print_exc()
+            finally:
+                os._exit(status)
+        worker_cmd.close()
+        cmd.settimeout(_CALL_TIMEOUT)
+        self._cmd, self._pid = cmd, pid
+        try:
+            reply = cmd.recv(_BUF)
+        except OSError as exc:
+            reply = pickle.dumps((False, f"no answer: {exc}"))
+        ok, value = pickle.loads(reply) if reply else (False, "exited during setup")
+        if not ok:
+            self._reap(kill=True)
+            raise DataPlaneError(f"XDP data-plane worker: {value}")
+        threading.Thread(target=self._supervise, args=(pid,), daemon=True,
+                         name=f"xdp-worker-{pid}").start()
+
+    def _supervise(self, pid: int) -> None:
+        """Wait for the worker to exit; tell the control plane's loop through the ntf socket."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return
+        try:
+            ready, _, _ = select.select([pidfd, self._wake_r], [], [])
+            if pidfd in ready and not self._closed:
+                with contextlib.suppress(OSError):
+                    self._worker_ntf.send(pickle.dumps(_WorkerDied(pid)))
+        finally:
+            os.close(pidfd)
+
+    def _reap(self, kill: bool) -> None:
+        pid, self._pid = self._pid, 0
+        if self._cmd is not None:
+            self._cmd.close()
+            self._cmd = None
+        if not pid:
+            return
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+    def _restart(self, why: str) -> None:
+        """Replace a dead or stuck worker; the socket carries DATA_V2 meanwhile."""
+        self._reap(kill=True)
+        for under in self._underlays:  # nothing steered until the new worker holds keys
+            for key in list(under.maps.peers.walk()):
+                under.maps.peers.delete(key)
+        self.restarts += 1
+        self._log.info("Data-plane worker %s: restarting it with %d peer(s)", why,
+                       len(self._peers))
+        self._spawn()
+
+    # -- verbs --------------------------------------------------------------------------
+
+    def _call(self, verb: str, *args: Any, fds: Sequence[int] = (), **kw: Any) -> Any:
+        if self._closed:
+            raise DataPlaneError("data plane is closed")
+        for attempt in (1, 2):
+            reply = self._exchange(pickle.dumps((verb, args, kw)), fds)
+            if reply is not None:
+                break
+            if attempt == 2:
+                raise DataPlaneError("data-plane worker not answering")
+            self._restart("gone")
+        ok, value = pickle.loads(reply)
+        if not ok:
+            raise DataPlaneError(value)
+        return value
+
+    def _exchange(self, message: bytes, fds: Sequence[int]) -> bytes | None:
+        if self._cmd is None:
+            return None
+        try:
+            if fds:
+                socket.send_fds(self._cmd, [message], list(fds))
+            else:
+                self._cmd.send(message)
+            return self._cmd.recv(_BUF) or None
+        except OSError:
+            return None
+
+    def new_peer(self, peer_id: int, remote: Address, vpn_ipv4: str | None = None,
+                 vpn_ipv6: str | None = None, iroutes: Sequence[str] = ()) -> None:
+        remote = (remote[0], remote[1])
+        self._call("new_peer", peer_id, remote, vpn_ipv4, vpn_ipv6, tuple(iroutes))
+        self._peers[peer_id] = _PeerRecord(peer_id, remote, vpn_ipv4, vpn_ipv6, tuple(iroutes))
+
+    def set_peer(self, peer_id: int, **kw: Any) -> None:
+        self._call("set_peer", peer_id, **kw)
+        rec = self._peers.get(peer_id)
+        if rec is None:
+            return
+        for name, value in kw.items():
+            if value is None:
+                continue
+            if name == "remote":
+                rec.remote = (value[0], value[1])
+            elif name in ("vpn_ipv4", "vpn_ipv6"):
+                setattr(rec, name, value)
+            elif name == "iroutes":
+                rec.iroutes = tuple(value)
+            else:
+                rec.settings[name] = value
+
+    def del_peer(self, peer_id: int, reason: str = "userspace") -> None:
+        try:
+            self._call("del_peer", peer_id, reason)
+        finally:
+            self._forget(peer_id)
+
+    def _forget(self, peer_id: int) -> None:
+        rec = self._peers.pop(peer_id, None)
+        if rec is not None:
+            for args in rec.keys.values():
+                self._ledger.release(args[-1])
+
+    def new_key(self, peer_id: int, slot: KeySlot, key_id: int, cipher: str,
+                encrypt_key: bytes, encrypt_nonce_tail: bytes,
+                decrypt_key: bytes, decrypt_nonce_tail: bytes) -> None:
+        index = self._ledger.allocate()
+        args = (key_id, cipher, bytes(encrypt_key), bytes(encrypt_nonce_tail),
+                bytes(decrypt_key), bytes(decrypt_nonce_tail), index)
+        try:
+            self._call("new_key", peer_id, int(slot), *args)
+        except BaseException:
+            self._ledger.release(index)
+            raise
+        rec = self._peers.get(peer_id)
+        if rec is not None:
+            old = rec.keys.get(int(slot))
+            if old is not None:
+                self._ledger.release(old[-1])
+            rec.keys[int(slot)] = args
+
+    def swap_keys(self, peer_id: int) -> None:
+        self._call("swap_keys", peer_id)
+        rec = self._peers.get(peer_id)
+        if rec is not None:
+            keys = rec.keys
+            rec.keys = {1 - slot: args for slot, args in keys.items()}
+
+    def del_key(self, peer_id: int, slot: KeySlot) -> None:
+        self._call("del_key", peer_id, int(slot))
+        rec = self._peers.get(peer_id)
+        if rec is not None and int(slot) in rec.keys:
+            self._ledger.release(rec.keys.pop(int(slot))[-1])
+
+    def get_peer(self, peer_id: int) -> PeerStats:
+        return self._call("get_peer", peer_id)
+
+    def peers(self) -> list[int]:
+        return self._call("peers")
+
+    def drops(self) -> dict[str, int]:
+        return self._call("drops")
+
+    def attach_tun(self, tun_fd: int, mtu: int) -> None:
+        self._call("attach_tun", mtu, fds=[tun_fd])
+        if self._tun is not None:
+            os.close(self._tun[0])
+        self._tun = (os.dup(tun_fd), mtu)  # for a restarted worker
+
+    def send_exit(self, peer_id: int) -> None:
+        self._call("send_exit", peer_id)
+
+    # -- notifications and control datagrams ----------------------------------------------
+
+    def notification_fd(self) -> int:
+        return self._ntf.fileno()
+
+    def notifications(self) -> list[Notification]:
+        out: list[Notification] = []
+        for frame in _drain(self._ntf):
+            note = pickle.loads(frame)
+            if isinstance(note, _WorkerDied):
+                if note.pid == self._pid and not self._closed:
+                    try:
+                        self._restart("died")
+                    except DataPlaneError as exc:
+                        self._log.info("Data-plane worker cannot restart: %s", exc)
+                continue
+            if isinstance(note, PeerFloated) and note.peer_id in self._peers:
+                self._peers[note.peer_id].remote = note.new_remote
+            elif isinstance(note, PeerExpired):
+                self._forget(note.peer_id)
+            out.append(note)
+        return out
+
+    def control_fd(self) -> int | None:
+        return self._ctl.fileno()
+
+    def read_control(self) -> list[tuple[bytes, Address]]:
+        return [unpack_datagram(frame) for frame in _drain(self._ctl)]
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the worker, detach XDP, free the ledger."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        if self._cmd is not None:
+            self._cmd.close()  # the worker exits on EOF
+            self._cmd = None
+            for _ in range(100 if self._pid else 0):
+                if os.waitpid(self._pid, os.WNOHANG)[0]:
+                    self._pid = 0
+                    break
+                time.sleep(0.01)
+        self._reap(kill=True)
+        for classifier in self._classifiers:
+            with contextlib.suppress(Exception):
+                classifier.close()
+        self._classifiers.clear()
+        if self._tun is not None:
+            os.close(self._tun[0])
+            self._tun = None
+        for s in (self._ctl, self._worker_ctl, self._ntf, self._worker_ntf):
+            s.close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._ledger.close()
