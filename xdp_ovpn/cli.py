@@ -34,5 +34,9 @@ from xdp_ovpn.vm.command import vmtest  # noqa: E402
 
 main.add_command(vmtest)
 
+from xdp_ovpn.bench.command import bench  # noqa: E402
+
+main.add_command(bench)
+
 if __name__ == "__main__":
     main()

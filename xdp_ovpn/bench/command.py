@@ -1,0 +1,146 @@
+"""`xdp-ovpn bench`: run the comparison and write JSON, Markdown and PNG charts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import click
+
+from xdp_ovpn.bench.scenarios import BY_NAME, select
+
+
+def _fail(message: str) -> None:
+    click.echo(f"xdp-ovpn bench: {message}", err=True)
+    raise SystemExit(1)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"{text!r}: give positive numbers")
+    return values
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every namespace and process is torn down."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def sweep_own_namespaces() -> None:
+    """Remove namespaces of this process that an interrupt caught half-built.
+
+    The lab tears down what it tracks; a signal between `ip netns add` and the lab
+    recording the namespace would otherwise leave it behind.
+    """
+    from pyroute2 import netns
+
+    prefix = f"xo{os.getpid()}-"
+    for name in netns.listnetns():
+        if name.startswith(prefix):
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+            for pid in pids.stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                netns.remove(name)
+
+
+def write_outputs(doc: dict, out: Path, charts: bool) -> list[Path]:
+    """bench.json, bench.md and the charts into `out`."""
+    from xdp_ovpn.bench import report
+
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_json(doc, out / "bench.json")
+    (out / "bench.md").write_text(report.markdown(doc))
+    written = [out / "bench.json", out / "bench.md"]
+    if charts:
+        from xdp_ovpn.bench.charts import render
+
+        written += render(doc, out)
+    return written
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Short tests, 2 repetitions: a few minutes.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory (default: bench-results/<time>).")
+@click.option("--compare", nargs=2, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="A.json B.json", help="Show two runs' medians side by side, then exit.")
+@click.option("--scenarios", metavar="NAMES",
+              help=f"Comma-separated subset (baselines always run): {', '.join(BY_NAME)}.")
+@click.option("--repetitions", type=click.IntRange(1), help="Override the repetitions.")
+@click.option("--seconds", type=click.IntRange(1), help="Override each iperf3 duration.")
+@click.option("--peers", "peer_counts", metavar="N,N,...", help="Peer counts for memory per peer.")
+@click.option("--handshake-clients", type=click.IntRange(1), help="Clients connecting at once.")
+@click.option("--udp-pps", type=click.IntRange(1), help="Offered UDP load, packets/s.")
+@click.option("--no-charts", is_flag=True, help="Skip the PNG charts (no matplotlib needed).")
+def bench(quick: bool, out_dir: Path | None, compare: tuple[Path, Path] | None,
+          scenarios: str | None, repetitions: int | None, seconds: int | None,
+          peer_counts: str | None, handshake_clients: int | None, udp_pps: int | None,
+          no_charts: bool) -> None:
+    """Compare the data paths on one namespace topology, within one run."""
+    from xdp_ovpn.bench import report
+
+    if compare:
+        try:
+            a, b = (report.load(p) for p in compare)
+        except report.ReportError as exc:
+            _fail(str(exc))
+        click.echo(report.compare(a, b, compare[0].name, compare[1].name), nl=False)
+        return
+    if os.geteuid() != 0:
+        _fail("needs root (network namespaces)")
+    if not no_charts:
+        from xdp_ovpn.bench.charts import ChartsUnavailable, pyplot
+
+        try:
+            pyplot()
+        except ChartsUnavailable as exc:
+            _fail(f"{exc}; or run with --no-charts")
+    from xdp_ovpn.bench.runner import BenchConfig, Runner
+
+    overrides: dict[str, object] = {}
+    try:
+        if scenarios:
+            overrides["scenarios"] = tuple(s.name for s in select(scenarios))
+    except ValueError as exc:
+        _fail(str(exc))
+    if repetitions:
+        overrides["repetitions"] = repetitions
+        overrides["scale_repetitions"] = repetitions
+    if seconds:
+        overrides |= {"tcp_seconds": seconds, "udp_seconds": seconds}
+    if peer_counts:
+        overrides["peer_counts"] = _int_list(peer_counts)
+    if handshake_clients:
+        overrides["handshake_clients"] = handshake_clients
+    if udp_pps:
+        overrides["udp_pps"] = udp_pps
+    config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)  # type: ignore[arg-type]
+    out = out_dir or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
+    sigterm_as_interrupt()
+    runner = Runner(config, progress=click.echo)
+    try:
+        doc = runner.run()
+    except KeyboardInterrupt:
+        sweep_own_namespaces()
+        if runner.doc:
+            write_outputs(runner.doc, out, charts=False)
+            click.echo(f"interrupted; partial results in {out}", err=True)
+        raise SystemExit(130) from None
+    written = write_outputs(doc, out, charts=not no_charts)
+    click.echo("")
+    click.echo((out / "bench.md").read_text())
+    click.echo("wrote " + ", ".join(str(p) for p in written))
