@@ -38,5 +38,15 @@ from xdp_ovpn.bench.command import bench  # noqa: E402
 
 main.add_command(bench)
 
+
+@main.group()
+def lab() -> None:
+    """Network-namespace labs: the demo."""
+
+
+from xdp_ovpn.lab.demo import demo  # noqa: E402
+
+lab.add_command(demo)
+
 if __name__ == "__main__":
     main()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import click
 
+from xdp_ovpn.bench.interrupt import sigterm_as_interrupt, sweep_own_namespaces
 from xdp_ovpn.bench.scenarios import BY_NAME, select
 
 
@@ -27,34 +25,6 @@ def _int_list(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise click.BadParameter(f"{text!r}: give positive numbers")
     return values
-
-
-def sigterm_as_interrupt() -> None:
-    """SIGTERM unwinds like Ctrl-C, so every namespace and process is torn down."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def sweep_own_namespaces() -> None:
-    """Remove namespaces of this process that an interrupt caught half-built.
-
-    The lab tears down what it tracks; a signal between `ip netns add` and the lab
-    recording the namespace would otherwise leave it behind.
-    """
-    from pyroute2 import netns
-
-    prefix = f"xo{os.getpid()}-"
-    for name in netns.listnetns():
-        if name.startswith(prefix):
-            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
-            for pid in pids.stdout.split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            with contextlib.suppress(OSError):
-                netns.remove(name)
 
 
 def write_outputs(doc: dict, out: Path, charts: bool) -> list[Path]:
