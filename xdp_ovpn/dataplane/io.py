@@ -37,6 +37,7 @@ from xdp_ovpn.dataplane.api import (
     PeerExpired,
     PeerFloated,
 )
+from xdp_ovpn.dataplane.mss import SYN_MAX_LEN, clamp_mss
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
 from xdp_ovpn.dataplane.xsk import XskSocket
 from xdp_ovpn.proto.constants import (
@@ -80,6 +81,7 @@ class Ingress:
         on_control: ControlHandler | None = None,
         clock: Callable[[], float] = time.monotonic,
         mapped_v4: bool = False,
+        mss: int = 0,
     ) -> None:
         self.xsk = xsk
         self.tun_fd = tun_fd
@@ -93,6 +95,7 @@ class Ingress:
         self.drops: dict[str, int] = {}  # drops not attributable to a peer
         # An IPv6 socket sends to IPv4 peers by their IPv4-mapped address: report those.
         self.mapped_v4 = mapped_v4
+        self.mss = mss  # clamp SYNs to this IPv4 MSS (mss.py); 0: leave them alone
         # peer-id -> (packed source address, port) of the peer's remote, for float checks.
         self._remote_keys: dict[int, tuple[bytes, int]] = {}
 
@@ -178,6 +181,8 @@ class Ingress:
             self._remote_keys.pop(peer.peer_id, None)
             self.notify(PeerExpired(peer.peer_id, "exit"))
             return None
+        if n < SYN_MAX_LEN and self.mss:
+            clamp_mss(frame, DATA_V2_HEADER_LEN, n, self.mss)
         try:
             os.write(self.tun_fd, plain)
         except OSError:
@@ -230,6 +235,7 @@ UDP_SEGMENT = 103  # linux/udp.h: setsockopt/cmsg level SOL_UDP
 GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS on kernels before 6.9
 GSO_MAX_BYTES = 65000  # below the 65507-byte UDP payload limit
 _GSO_SIZE = struct.Struct("=H")
+_GSO_REFUSED = (errno.EIO, errno.EINVAL, errno.EMSGSIZE)
 _MAX_IP = 65535
 
 
@@ -245,14 +251,17 @@ class Egress:
         *,
         batch: int = GSO_MAX_SEGMENTS,
         clock: Callable[[], float] = time.monotonic,
+        mss: int = 0,
     ) -> None:
         self.tun_fd = tun_fd
         self.sock = sock
+        self.mss = mss  # clamp SYNs to this IPv4 MSS (mss.py); 0: leave them alone
         self.peers = peers
         self.notify = notify
         self.batch = batch
         self.clock = clock
         self.gso = True  # cleared for good when the route refuses UDP_SEGMENT
+        self.gso_max_seg = _MAX_IP  # lowered when segments exceed the path MTU
         self._inbuf = bytearray(_MAX_IP)  # never truncate, whatever the TUN's MTU
         self._out = memoryview(
             bytearray(GSO_MAX_BYTES + DATA_V2_HEADER_LEN + _MAX_IP + AEAD_TAG_LEN)
@@ -279,6 +288,8 @@ class Egress:
                 self._count("tun read")
                 break
             count += 1
+            if n < SYN_MAX_LEN and self.mss:
+                clamp_mss(inbuf, 0, n, self.mss)
             peer = self._route(inbuf, n)
             if peer is not None:
                 self._append(peer, plain[:n], now)
@@ -345,18 +356,21 @@ class Egress:
         try:
             if length == seg:
                 self.sock.sendto(data, peer.remote)
-            elif self.gso:
+            elif self.gso and seg <= self.gso_max_seg:
                 cmsg = [(socket.SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(seg))]
                 self.sock.sendmsg([data], cmsg, 0, peer.remote)
             else:
                 for off in range(0, length, seg):
                     self.sock.sendto(data[off : off + seg], peer.remote)
         except OSError as exc:
-            if self.gso and length != seg and exc.errno in (errno.EIO, errno.EINVAL):
-                self.gso = False  # no checksum offload on this route: segment ourselves
+            if self.gso and length != seg and exc.errno in _GSO_REFUSED:
+                if exc.errno == errno.EMSGSIZE:  # above the path MTU: only single datagrams
+                    self.gso_max_seg = seg - 1  # get fragmented by the kernel
+                else:  # EIO/EINVAL: no checksum offload on this route, for good
+                    self.gso = False
                 self._run_len, self._run_seg, self._run_peer = length, seg, peer
                 return self.flush()
-            peer.drop("send")
+            peer.drop(f"send {errno.errorcode.get(exc.errno, exc.errno)}")
             return None
         self.sends += 1
         peer.stats.link_tx_packets += -(-length // seg)

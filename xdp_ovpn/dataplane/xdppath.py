@@ -56,6 +56,7 @@ from xdp_ovpn.dataplane.api import (
     PeerStats,
 )
 from xdp_ovpn.dataplane.io import Egress, Ingress
+from xdp_ovpn.dataplane.mss import max_mss
 from xdp_ovpn.dataplane.socketpath import (
     _BUF,
     _CALL_TIMEOUT,
@@ -135,8 +136,8 @@ def _unmapped(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ip
 
 
-def underlay_interfaces(sock: socket.socket) -> list[tuple[str, int]]:
-    """(interface, RX queue count) of every interface the bound socket's traffic can use.
+def underlay_interfaces(sock: socket.socket) -> list[tuple[str, int, int]]:
+    """(interface, RX queue count, MTU) of every interface the bound socket's traffic can use.
 
     A socket bound to an address: the interface holding it. A wildcard socket: every up,
     non-loopback, non-TUN interface with an address (the routes to peers may use any).
@@ -159,7 +160,8 @@ def underlay_interfaces(sock: socket.socket) -> list[tuple[str, int]]:
         if bound.is_unspecified or (local and _unmapped(local) == bound):
             chosen[addr["index"]] = None
     return [
-        (links[i].get_attr("IFLA_IFNAME"), links[i].get_attr("IFLA_NUM_RX_QUEUES") or 1)
+        (links[i].get_attr("IFLA_IFNAME"), links[i].get_attr("IFLA_NUM_RX_QUEUES") or 1,
+         links[i].get_attr("IFLA_MTU") or 1500)
         for i in chosen
     ]
 
@@ -203,6 +205,7 @@ class _Underlay:
 
     ifname: str
     queues: int
+    mtu: int
     maps: Any  # loader.maps.ClassifierMaps
 
 
@@ -219,6 +222,8 @@ class _XdpWorker(_Worker):
         self.ingress: list[Ingress] = []
         self.xsks: list[XskSocket] = []
         mapped = sock.family == socket.AF_INET6
+        # mssfix: TCP through the tunnel never needs fragments on the smallest underlay.
+        self.mss = max_mss(min(u.mtu for u in underlays), outer_ipv6=mapped)
         for under in underlays:
             for queue in range(under.queues):
                 xsk = XskSocket(under.ifname, queue, tx_size=0, comp_size=64,
@@ -226,7 +231,7 @@ class _XdpWorker(_Worker):
                 self.xsks.append(xsk)
                 xsk.fill(xsk.umem.frames())
                 ingress = Ingress(xsk, -1, self.peers, self._notify,
-                                  on_control=self._hand_up, mapped_v4=mapped)
+                                  on_control=self._hand_up, mapped_v4=mapped, mss=self.mss)
                 self.ingress.append(ingress)
                 self.sel.register(xsk.fileno(), selectors.EVENT_READ, self._rx(ingress))
                 under.maps.bind_queue(queue, xsk.fileno())
@@ -278,7 +283,7 @@ class _XdpWorker(_Worker):
         super().attach_tun(fd, mtu)
         for ingress in self.ingress:
             ingress.tun_fd = fd
-        self.egress = Egress(fd, self.sock, self.peers, self._notify)
+        self.egress = Egress(fd, self.sock, self.peers, self._notify, mss=self.mss)
 
     def _on_tun(self) -> None:
         self.egress.poll()
@@ -359,7 +364,7 @@ class XdpDataPlane:
         from loader.classifier import Classifier
         from loader.errors import LoaderError
 
-        found = dict(underlay_interfaces(self._sock))
+        found = {name: (queues, mtu) for name, queues, mtu in underlay_interfaces(self._sock)}
         names = list(interfaces) if interfaces else list(found)
         if not names:
             raise DataPlaneError("no underlay interface carries the socket's traffic")
@@ -372,10 +377,10 @@ class XdpDataPlane:
                     classifier.maps.add_listener(addr, port)
             except LoaderError as exc:
                 raise DataPlaneError(f"XDP on {ifname}: {exc}") from None
-            self._underlays.append(_Underlay(ifname, found.get(ifname, 1), classifier.maps))
+            queues, mtu = found.get(ifname, (1, 1500))
+            self._underlays.append(_Underlay(ifname, queues, mtu, classifier.maps))
             self._log.info("XDP classifier attached to %s (%s, %d RX queue%s)", ifname,
-                           attachment.mode, found.get(ifname, 1),
-                           "" if found.get(ifname, 1) == 1 else "s")
+                           attachment.mode, queues, "" if queues == 1 else "s")
 
     @property
     def pid(self) -> int:
