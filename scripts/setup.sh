@@ -51,7 +51,7 @@ setup_venv() {
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "setup: installing Python dependencies into $VENV"
         "$VENV/bin/pip" install -q --upgrade pip
-        "$VENV/bin/pip" install -q -e "$ROOT[test]"
+        "$VENV/bin/pip" install -q -e "$ROOT[test,bench]"
         echo "$want" > "$stamp"
     fi
     link_bcc
@@ -79,6 +79,6 @@ setup_venv
 case "${1:-env}" in
     env) echo "setup: ready; activate with: . $VENV/bin/activate" ;;
     test) shift; run_tests "$@" ;;
-    demo) shift; exec "$VENV/bin/xdp-ovpn" doctor "$@" ;;
+    demo) shift; "$VENV/bin/xdp-ovpn" doctor && exec "$VENV/bin/xdp-ovpn" lab demo "$@" ;;
     *) die "unknown job '${1}': use demo, test or env" ;;
 esac
