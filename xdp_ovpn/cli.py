@@ -1,10 +1,18 @@
-"""The `xdp-ovpn` command line: click commands over the layers below."""
+"""The `xdp-ovpn` command line: click commands over the layers below.
+
+Each command's code lives in its own module; this file only assembles them.
+"""
 
 from __future__ import annotations
 
 import click
 
 from xdp_ovpn import __version__
+from xdp_ovpn.bench.command import bench
+from xdp_ovpn.lab.demo import demo
+from xdp_ovpn.runcmd import run
+from xdp_ovpn.vm.command import vmtest
+from xdp_ovpn.xdpctl import attach, detach, stats
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,31 +29,13 @@ def doctor() -> None:
     raise SystemExit(run_doctor())
 
 
-from xdp_ovpn.runcmd import run  # noqa: E402
-
-main.add_command(run)
-
-from xdp_ovpn.xdpctl import attach, detach, stats  # noqa: E402
-
-for _command in (attach, detach, stats):
-    main.add_command(_command)
-
-from xdp_ovpn.vm.command import vmtest  # noqa: E402
-
-main.add_command(vmtest)
-
-from xdp_ovpn.bench.command import bench  # noqa: E402
-
-main.add_command(bench)
-
-
 @main.group()
 def lab() -> None:
     """Network-namespace labs: the demo."""
 
 
-from xdp_ovpn.lab.demo import demo  # noqa: E402
-
+for _command in (run, attach, detach, stats, vmtest, bench):
+    main.add_command(_command)
 lab.add_command(demo)
 
 if __name__ == "__main__":
