@@ -475,9 +475,9 @@ class XdpDataPlane:
             for key in list(under.maps.peers.walk()):
                 under.maps.peers.delete(key)
         self.restarts += 1
-        self._log.info("Data-plane worker %s: restarting it with %d peer(s)", why,
-                       len(self._peers))
         self._spawn()
+        self._log.info("Data-plane worker %s: restarted as pid %d with %d peer(s)", why,
+                       self._pid, len(self._peers))
 
     # -- verbs --------------------------------------------------------------------------
 
