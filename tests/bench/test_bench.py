@@ -117,7 +117,8 @@ def synthetic_run() -> dict:
         ],
         "runs": runs,
         "scale": [{"target": "openvpn", "label": "openvpn server", "kind": kind, "peers": n,
-                   "rep": 0, "handshakes_per_s": 100.0, "memory_per_peer": 100_000.0}
+                   "rep": 0, "handshakes_per_s": 100.0, "memory_per_peer": 100_000.0,
+                   "memory_before": 1_000_000, "memory_after": 1_000_000 + 100_000 * n + 50_000}
                   for kind, n in (("handshake", 20), ("memory", 1), ("memory", 100))],
     }
     return doc | runner.summarize_run(doc)
@@ -136,13 +137,15 @@ def test_summary_ratios_and_added_latency_are_computed_within_the_run():
     scale = doc["scale_summary"]["openvpn"]
     assert set(scale["memory_per_peer"]) == {"1", "100"}
     assert scale["handshakes_per_s"]["20"]["median"] == 100.0
+    assert scale["marginal_memory_per_peer"] == {"1-100": pytest.approx(100_000.0)}
 
 
 def test_markdown_names_unavailable_scenarios_and_every_question():
     text = report.markdown(synthetic_run())
     assert "| `xdp-xdp` | xdp | unavailable: not yet |" in text
     for heading in ("## TCP throughput", "## UDP packets", "## Ping latency", "## CPU seconds",
-                    "## Ratios", "## Handshakes per second", "## Server memory per"):
+                    "## Ratios", "## Handshakes per second", "## Server memory per",
+                    "| openvpn server | 97.7 |"):  # marginal KiB per peer, 1 to 100 peers
         assert heading in text
 
 

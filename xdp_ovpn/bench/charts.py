@@ -147,8 +147,9 @@ def _scale_charts(plt, doc: dict, out: Path) -> list[Path]:
                               [(s["max"] - s["median"]) / 1024 for _, s in points]],
                         capsize=3, label=e["label"], color=f"C{i}")
     ax.set_xscale("log")
+    ax.set_yscale("log")  # the first peer also pays one-time buffers: orders of magnitude
     ax.set_xlabel("connected peers (log scale)")
-    ax.set_ylabel("server memory per peer (KiB of PSS)")
+    ax.set_ylabel("server memory growth ÷ peers (KiB of PSS, log scale)")
     ax.set_title(SCALE_QUESTIONS["memory"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -168,6 +169,6 @@ def render(doc: dict, out: Path) -> list[Path]:
         _scenario_chart(plt, doc, "latency", ["added_rtt"],
                         "ms added to the bare link's round trip", out / "latency.png"),
         _scenario_chart(plt, doc, "cpu", [cpu_key(r) for r in CPU_ROLES],
-                        "CPU seconds per GB moved", out / "cpu.png"),
+                        "CPU seconds per GB moved (log scale)", out / "cpu.png", log=True),
     ]
     return [p for p in made if p is not None] + _scale_charts(plt, doc, out)

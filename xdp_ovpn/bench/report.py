@@ -137,11 +137,23 @@ def _scale(doc: dict) -> list[str]:
     rows = [[e["label"], *(cell(e["memory_per_peer"].get(n), 1024) for n in counts)]
             for e in scale.values()]
     out += _table(["server", *(f"{n} peers" for n in counts)], rows)
+    steps = sorted({k for e in scale.values() for k in e.get("marginal_memory_per_peer", {})},
+                   key=lambda k: int(k.split("-")[0]))
+    if steps:
+        out += ["", "Marginal memory per extra peer between two counts (KiB; one-time costs "
+                "such as the first peer's buffers cancel out):", ""]
+        rows = [[e["label"], *(number(_kib(e.get("marginal_memory_per_peer", {}).get(k)))
+                               for k in steps)] for e in scale.values()]
+        out += _table(["server", *(f"{k} peers" for k in steps)], rows)
     rows = [[e["label"], *(cell(e["fill_handshakes_per_s"].get(n)) for n in counts)]
             for e in scale.values()]
     out += ["", "Handshakes per second while filling the server:", ""]
     out += _table(["server", *(f"{n} peers" for n in counts)], rows)
     return out
+
+
+def _kib(value: float | None) -> float | None:
+    return None if value is None else value / 1024
 
 
 def compare(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> str:

@@ -9,6 +9,7 @@ its error and the run goes on. The benchmark never asserts speed: it reports it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import subprocess
 import tempfile
@@ -345,6 +346,18 @@ def _added_rtt(runs: list[dict]) -> None:
             r["figures"]["added_rtt"] = rtt - base
 
 
+def _marginal(memory: dict[str, list[dict]]) -> dict[str, float]:
+    """Bytes per extra peer between consecutive peer counts ("100-1000"), from the median
+    growth of fresh servers: one-time costs paid with the first peer cancel out."""
+    growth = {}
+    for n, recs in memory.items():
+        values = (r["memory_after"] - r["memory_before"] for r in recs if "memory_after" in r)
+        if (m := median_of(summarize(values))) is not None:
+            growth[int(n)] = m
+    counts = sorted(growth)
+    return {f"{a}-{b}": (growth[b] - growth[a]) / (b - a) for a, b in itertools.pairwise(counts)}
+
+
 def summarize_run(doc: dict) -> dict:
     """Medians and spread per scenario and figure; ratios against the baselines; scale."""
     runs = doc.get("runs", [])
@@ -380,6 +393,7 @@ def summarize_run(doc: dict) -> dict:
                                 for n, recs in e["memory"].items()},
             "fill_handshakes_per_s": {n: summarize(r.get("handshakes_per_s") for r in recs)
                                       for n, recs in e["memory"].items()},
+            "marginal_memory_per_peer": _marginal(e["memory"]),
         }
         for key, e in scale.items()
     }
