@@ -21,21 +21,31 @@ def _fail(message: str) -> None:
 @click.option("--key-derivation", type=click.Choice(["auto", "prf"]), default="auto",
               show_default=True,
               help="prf: never negotiate TLS-EKM; use the legacy TLS 1.0 PRF.")
+@click.option("--metrics", "metrics_listen", metavar="ADDR:PORT",
+              help="Serve Prometheus metrics on http://ADDR:PORT/metrics (server).")
 @click.argument("options", nargs=-1, type=click.UNPROCESSED)
-def run(config_path: str, data_path: str, key_derivation: str, options: tuple[str, ...]) -> None:
+def run(config_path: str, data_path: str, key_derivation: str, metrics_listen: str | None,
+        options: tuple[str, ...]) -> None:
     """Run as OpenVPN server, client or TLS p2p peer; extra --options override the file."""
     from xdp_ovpn.control.app import run as run_app
     from xdp_ovpn.control.endpoint import EndpointError
+    from xdp_ovpn.control.management import ManagementError
+    from xdp_ovpn.control.metrics import MetricsError, parse_listen
     from xdp_ovpn.control.netconfig import NetConfigError
+    from xdp_ovpn.control.privdrop import PrivilegeError
+    from xdp_ovpn.control.scripts import ScriptError
+    from xdp_ovpn.control.status import StatusError
     from xdp_ovpn.dataplane.api import DataPlaneError
     from xdp_ovpn.dataplane.tun import TunError
 
     try:
         cfg = load(config_path, options)
-    except ConfigError as exc:
+        metrics = parse_listen(metrics_listen) if metrics_listen else None
+    except (ConfigError, MetricsError) as exc:
         _fail(str(exc))
     try:
-        code = run_app(cfg, data_path, allow_ekm=key_derivation == "auto")
-    except (ConfigError, EndpointError, NetConfigError, DataPlaneError, TunError) as exc:
+        code = run_app(cfg, data_path, allow_ekm=key_derivation == "auto", metrics=metrics)
+    except (ConfigError, EndpointError, NetConfigError, DataPlaneError, TunError, ScriptError,
+            StatusError, ManagementError, MetricsError, PrivilegeError) as exc:
         _fail(str(exc))
     raise SystemExit(code)

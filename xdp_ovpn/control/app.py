@@ -24,6 +24,7 @@ from xdp_ovpn.control.endpoint import (
 from xdp_ovpn.control.log import get_logger, setup_logging
 from xdp_ovpn.control.netconfig import in_netlink_thread, open_tun, settings_from_config
 from xdp_ovpn.control.server import Server
+from xdp_ovpn.control.services import ServerServices
 from xdp_ovpn.control.sessionconfig import session_config
 from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
 from xdp_ovpn.dataplane.factory import open_dataplane
@@ -42,8 +43,10 @@ def _open_socket(cfg: Config) -> socket.socket:
         return open_client_socket(socket.AF_INET, cfg.local, port)
 
 
-def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True) -> int:
-    """Run as what the config says until a signal (0) or a fatal outcome (1)."""
+def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True,
+        metrics: tuple[str, int] | None = None) -> int:
+    """Run as what the config says until a signal (0) or a fatal outcome (1); a server
+    also serves Prometheus metrics on `metrics` (host, port) when given."""
     log = setup_logging(cfg.verb, cfg.log, cfg.log_append)
     log.info("xdp-ovpn %s starting as %s", __version__, cfg.role.value)
     for warning in cfg.warnings:
@@ -61,7 +64,7 @@ def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True) -> int:
         )
         if cfg.writepid:
             cfg.writepid.write_text(f"{os.getpid()}\n")
-        return asyncio.run(_main(cfg, scfg, sock, dataplane))
+        return asyncio.run(_main(cfg, scfg, sock, dataplane, metrics))
     finally:
         if dataplane is not None:
             dataplane.close()
@@ -71,12 +74,14 @@ def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True) -> int:
                 cfg.writepid.unlink()
 
 
-async def _main(cfg: Config, scfg, sock: socket.socket, dataplane: DataPlane) -> int:
+async def _main(cfg: Config, scfg, sock: socket.socket, dataplane: DataPlane,
+                metrics: tuple[str, int] | None = None) -> int:
     loop = asyncio.get_running_loop()
     log = get_logger()
     stop = asyncio.Event()
     role: Server | SinglePeer
     tun: Tun | None = None
+    services: ServerServices | None = None
     endpoint = UdpEndpoint(sock, dataplane, lambda data, addr: role.datagram_received(data, addr))
     if cfg.role is Role.SERVER:
         role = Server(cfg, scfg, endpoint, dataplane, loop)
@@ -96,6 +101,15 @@ async def _main(cfg: Config, scfg, sock: socket.socket, dataplane: DataPlane) ->
             with contextlib.suppress(DataPlaneError):
                 log.info("STATUS %s", dataplane.get_peer(peer_id))
 
+    def on_management_signal(name: str) -> bool:
+        if name in ("SIGTERM", "SIGINT"):
+            on_signal(signal.Signals[name])
+        elif name == "SIGUSR2":
+            on_status()
+        else:
+            return False  # SIGHUP / SIGUSR1 restarts are not supported
+        return True
+
     def on_notifications() -> None:
         for note in dataplane.notifications():
             role.notification(note)
@@ -113,8 +127,14 @@ async def _main(cfg: Config, scfg, sock: socket.socket, dataplane: DataPlane) ->
             tun, _ = await in_netlink_thread(open_tun, name, settings_from_config(cfg),
                                              cfg.tun_mtu)
             dataplane.attach_tun(tun.fileno(), cfg.tun_mtu)
+            role.attach_tun(tun)
             log.info("TUN/TAP device %s opened", tun.name)
+            services = ServerServices(cfg, role, dataplane, metrics, on_management_signal)
+            await services.start()
+            await services.drop_privileges()
             log.info("Initialization Sequence Completed")
+            services.ready(cfg.ifconfig[0] if cfg.ifconfig else "",
+                           str(cfg.ifconfig_ipv6[0].ip) if cfg.ifconfig_ipv6 else "")
             await stop.wait()
             await role.shutdown()
         else:
@@ -132,6 +152,8 @@ async def _main(cfg: Config, scfg, sock: socket.socket, dataplane: DataPlane) ->
             if not task.done():
                 await task
     finally:
+        if services is not None:
+            await services.close()
         endpoint.stop()
         loop.remove_reader(dataplane.notification_fd())
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):

@@ -35,6 +35,9 @@ class SessionDriver:
         self.closed = False
         self.common_name: str | None = None
         self.bad_packets = 0
+        # Control-channel link bytes: status reports count them with the data bytes.
+        self.rx_bytes = 0
+        self.tx_bytes = 0
 
     @property
     def label(self) -> str:
@@ -43,6 +46,7 @@ class SessionDriver:
     def datagram_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.rx_bytes += len(data)
         try:
             self.session.receive_datagram(data, time.monotonic())
         except ProtocolError as exc:
@@ -55,6 +59,7 @@ class SessionDriver:
         for _ in range(100):  # events may queue datagrams and the other way round
             busy = False
             for datagram in self.session.datagrams_to_send(time.monotonic()):
+                self.tx_bytes += len(datagram)
                 self._send(datagram, self.remote)
                 busy = True
             while not self.closed and (event := self.session.next_event()) is not None:

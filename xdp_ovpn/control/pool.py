@@ -43,6 +43,24 @@ class AddressPool:
             self._by_owner[owner] = value
         return str(ipaddress.ip_address(value))
 
+    def contains(self, address: str) -> bool:
+        value = ipaddress.ip_address(address)
+        return value.version == self.version and self.first <= value <= self.last
+
+    def reserve(self, address: str) -> None:
+        """Mark a fixed address (ifconfig-push) used, so the pool never hands it out too."""
+        if self.contains(address):
+            self._used.add(int(ipaddress.ip_address(address)))
+
+    def remember(self, owner: str, address: str) -> None:
+        """Seed the owner's previous address (ifconfig-pool-persist) without taking it."""
+        if self.contains(address):
+            self._by_owner[owner] = int(ipaddress.ip_address(address))
+
+    def leases(self) -> dict[str, str]:
+        """Owner -> the address it had last (what ifconfig-pool-persist saves)."""
+        return {owner: str(ipaddress.ip_address(v)) for owner, v in self._by_owner.items()}
+
     def release(self, address: str) -> None:
         self._used.discard(int(ipaddress.ip_address(address)))
 

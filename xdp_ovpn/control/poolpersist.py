@@ -80,3 +80,37 @@ def save(path: Path, leases: dict[str, Lease]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+class PersistFile:
+    """The pool file of a running server: saved atomically, or rewritten in place through a
+    descriptor opened at start once the directory is no longer writable (after `user`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        with contextlib.suppress(OSError):
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def save(self, leases: dict[str, Lease]) -> None:
+        """OSError when neither way works (the caller logs it)."""
+        try:
+            save(self.path, leases)
+        except OSError:
+            if self._fd is None:
+                raise
+            data = render(leases).encode()
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            os.write(self._fd, data)
+            os.ftruncate(self._fd, len(data))
+            return
+        if self._fd is not None:  # the held descriptor points at the replaced inode
+            with contextlib.suppress(OSError):
+                fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+                os.close(self._fd)
+                self._fd = fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

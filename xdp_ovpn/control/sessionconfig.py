@@ -43,6 +43,7 @@ def tls_config(cfg: Config) -> TLSConfig:
         remote_cert_ku=cfg.remote_cert_ku,
         remote_cert_eku=cfg.remote_cert_eku,
         require_peer_cert=cfg.verify_client_cert == "require",
+        request_peer_cert=cfg.verify_client_cert != "none",
     )
 
 

@@ -47,6 +47,8 @@ class AuthRequest(Event):
     password: str | None = field(repr=False)
     peer_info: dict[str, str]
     key_id: int = 0
+    # The client's verified certificate chain, DER, depth 0 first (tls-verify, X509_* env).
+    chain: tuple[bytes, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)

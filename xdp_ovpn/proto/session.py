@@ -683,6 +683,7 @@ class Session:
                 password=km.password or None,
                 peer_info=dict(self.peer_info),
                 key_id=ks.key_id,
+                chain=ks.tls.peer_chain_der(),
             )
         )
 

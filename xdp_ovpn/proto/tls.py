@@ -108,6 +108,8 @@ class TLSConfig:
     remote_cert_eku: str | None = None
     # tls-server only: refuse clients without a certificate (verify-client-cert require).
     require_peer_cert: bool = True
+    # tls-server only: False does not even ask for one (verify-client-cert none).
+    request_peer_cert: bool = True
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,8 @@ def build_context(config: TLSConfig, is_server: bool) -> SSL.Context:
     mode = SSL.VERIFY_PEER
     if config.require_peer_cert or not is_server:
         mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    elif not config.request_peer_cert:
+        mode = SSL.VERIFY_NONE
     ctx.set_verify(mode, _verify_callback)
     return ctx
 
@@ -365,6 +369,13 @@ class TLSConnection:
             return self._conn.export_keying_material(label, length)
         except SSL.Error as exc:
             raise TLSError(f"keying material export failed: {exc}") from None
+
+    def peer_chain_der(self) -> tuple[bytes, ...]:
+        """The verified peer chain as DER, leaf (depth 0) first; empty without a certificate."""
+        if not self.handshake_complete or self.peer_certificate is None:
+            return ()
+        chain = self._conn.get_verified_chain() or []
+        return tuple(crypto.dump_certificate(crypto.FILETYPE_ASN1, c) for c in chain)
 
     @property
     def protocol_version(self) -> str | None:

@@ -1,0 +1,170 @@
+"""Letting a client in: what openvpn does between key method 2 and the PUSH_REPLY.
+
+In openvpn's order (ssl_verify.c, multi.c multi_connection_established): the identity
+(certificate CN, or the username with `username-as-common-name`), `tls-verify`,
+`auth-user-pass-verify`, the client-config-dir entry (`ccd-exclusive`, `disable`), the
+tunnel addresses (`ifconfig-push` or the pool), `client-connect` and the file it may
+write, and last `duplicate-cn` (without it an older session with the same name goes).
+Any refusal ends in AUTH_FAILED[,reason] for the client. Scripts run as asyncio
+subprocesses, so other clients keep being served meanwhile.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+
+from xdp_ovpn.control import ccd
+from xdp_ovpn.control.pool import PoolExhausted
+from xdp_ovpn.control.scripts import Peer
+from xdp_ovpn.proto.events import AuthRequest
+
+if TYPE_CHECKING:
+    from xdp_ovpn.control.server import ClientInstance, Server
+
+UNDEF = "UNDEF"  # openvpn's common name for a client without certificate or username
+
+
+class Refused(Exception):
+    """The client may not connect; `reason` goes into AUTH_FAILED,<reason> when set."""
+
+    def __init__(self, log: str, reason: str | None = None) -> None:
+        super().__init__(log)
+        self.log = log
+        self.reason = reason
+
+
+def script_peer(server: Server, client: ClientInstance) -> Peer:
+    """What the script hooks are told about a client."""
+    netmask = None
+    if client.prefix4 is not None:
+        netmask = str(ipaddress.IPv4Network(f"0.0.0.0/{client.prefix4}").netmask)
+    return Peer(
+        remote=(client.driver.remote[0], client.driver.remote[1]),
+        common_name=client.common_name,
+        username=client.username,
+        chain=client.chain,
+        peer_info=client.peer_info,
+        vpn_ipv4=client.vpn_ipv4,
+        netmask4=netmask,
+        vpn_ipv6=client.vpn_ipv6,
+        netbits6=client.prefix6,
+        connected_since=client.connected_since,
+    )
+
+
+def identify(server: Server, client: ClientInstance, event: AuthRequest) -> None:
+    """Take the client's name, certificate chain and peer-info from its AuthRequest."""
+    cn = event.common_name
+    if server.cfg.username_as_common_name and event.username:
+        cn = event.username
+    client.common_name = cn or UNDEF
+    client.username = event.username
+    client.peer_info = dict(event.peer_info)
+    client.chain = tuple(x509.load_der_x509_certificate(der) for der in event.chain)
+    client.driver.common_name = client.common_name
+
+
+async def admit(server: Server, client: ClientInstance, event: AuthRequest) -> None:
+    """Run every check; raises Refused. On success the client has its entry and addresses."""
+    cfg, scripts, log = server.cfg, server.scripts, server.log
+    label = client.driver.label
+    if not await scripts.tls_verify(script_peer(server, client)):
+        raise Refused("tls-verify script refused the certificate")
+    if scripts.configured("user-pass-verify"):
+        if event.username is None:
+            raise Refused("Auth Username/Password was not provided by peer")
+        result = await scripts.auth_user_pass_verify(
+            script_peer(server, client), event.username, event.password or "")
+        if not result.accepted:
+            raise Refused(f"Auth Username/Password verification failed for peer "
+                          f"(username '{event.username}')", result.reason)
+        log.info("%s TLS: Username/Password authentication succeeded for username '%s'",
+                 label, event.username)
+    entry = ccd.ClientConfig()
+    if cfg.client_config_dir is not None:
+        found = ccd.lookup(cfg.client_config_dir, client.common_name or UNDEF)
+        if found is None and cfg.ccd_exclusive:
+            raise Refused("no client-config-dir entry and ccd-exclusive is set")
+        entry = found or entry
+        _check_entry(server, client, entry)
+    client.entry = entry
+    allocate(server, client)
+    client.connected_since = time.time()
+    result = await scripts.client_connect(script_peer(server, client))
+    if not result.accepted:
+        raise Refused("client-connect script refused the client")
+    if result.config is not None:
+        _check_entry(server, client, result.config)
+        client.entry = entry.update(result.config)
+        if result.config.ifconfig_push or result.config.ifconfig_ipv6_push:
+            release(server, client)
+            allocate(server, client)
+    client.admitted = True
+    if not cfg.duplicate_cn and client.common_name != UNDEF:
+        server.drop_duplicates(client)
+
+
+def _check_entry(server: Server, client: ClientInstance, entry: ccd.ClientConfig) -> None:
+    for error in entry.errors:
+        server.log.info("%s %s", client.driver.label, error)
+    if entry.disable:
+        raise Refused(f"client is disabled in {entry.source}")
+
+
+def allocate(server: Server, client: ClientInstance) -> None:
+    """The addresses from ifconfig-push / ifconfig-ipv6-push, else from the pools."""
+    entry = client.entry
+    owner = None if server.cfg.duplicate_cn else client.common_name
+    try:
+        if entry.ifconfig_push is not None:
+            address, mask = entry.ifconfig_push
+            client.vpn_ipv4 = str(address)
+            client.prefix4 = ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
+            client.fixed4 = True
+            if server.pool4 is not None:
+                server.pool4.reserve(client.vpn_ipv4)
+        elif server.pool4 is not None:
+            client.vpn_ipv4 = server.pool4.allocate(owner)
+            client.prefix4 = server.pool4.prefixlen
+        if entry.ifconfig_ipv6_push is not None:
+            iface, _ = entry.ifconfig_ipv6_push
+            client.vpn_ipv6, client.prefix6 = str(iface.ip), iface.network.prefixlen
+            client.fixed6 = True
+            if server.pool6 is not None:
+                server.pool6.reserve(client.vpn_ipv6)
+        elif server.pool6 is not None:
+            client.vpn_ipv6 = server.pool6.allocate(owner)
+            client.prefix6 = server.pool6.prefixlen
+    except PoolExhausted as exc:
+        raise Refused(str(exc)) from None
+
+
+def release(server: Server, client: ClientInstance) -> None:
+    """Give the client's addresses back (pool addresses and reserved fixed ones alike)."""
+    if client.vpn_ipv4 and server.pool4 is not None:
+        server.pool4.release(client.vpn_ipv4)
+    if client.vpn_ipv6 and server.pool6 is not None:
+        server.pool6.release(client.vpn_ipv6)
+    client.vpn_ipv4 = client.vpn_ipv6 = None
+    client.prefix4 = client.prefix6 = None
+    client.fixed4 = client.fixed6 = False
+
+
+def push_options(server: Server, client: ClientInstance) -> list[str]:
+    """The PUSH_REPLY options: the server's push list as the entry edits it, then ifconfig."""
+    cfg = server.cfg
+    options = client.entry.push_options(cfg.push)
+    if client.vpn_ipv4 and client.prefix4 is not None:
+        mask = ipaddress.IPv4Network(f"0.0.0.0/{client.prefix4}").netmask
+        options.append(f"ifconfig {client.vpn_ipv4} {mask}")
+    if client.vpn_ipv6 and client.prefix6 is not None:
+        pushed = client.entry.ifconfig_ipv6_push
+        remote = pushed[1] if pushed and pushed[1] else (
+            cfg.ifconfig_ipv6[0].ip if cfg.ifconfig_ipv6 else None)
+        if remote is not None:
+            options.append(f"ifconfig-ipv6 {client.vpn_ipv6}/{client.prefix6} {remote}")
+    return options

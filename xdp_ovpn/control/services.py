@@ -1,0 +1,169 @@
+"""What an operator runs around a server: `status`, `management`, `--metrics`,
+`ifconfig-pool-persist`, systemd readiness, and `user`/`group` once all of it is open.
+
+Everything reads the server through `Server.snapshot()` (one ClientSnapshot per connected
+client, from the data plane's own counters), so the status file, the management
+interface and the metrics endpoint never disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from xdp_ovpn.config import Config
+from xdp_ovpn.control import poolpersist, sdnotify
+from xdp_ovpn.control.log import get_logger
+from xdp_ovpn.control.management import (
+    ManagementHooks,
+    ManagementInterface,
+    listen_args,
+    read_password_file,
+)
+from xdp_ovpn.control.metrics import MetricsServer, MetricsSources, WorkerHealth
+from xdp_ovpn.control.netconfig import in_netlink_thread
+from xdp_ovpn.control.privdrop import drop_privileges
+from xdp_ovpn.control.server import Server
+from xdp_ovpn.control.status import StatusFile
+from xdp_ovpn.dataplane.api import DataPlane
+
+
+def _alive(pid: int) -> bool:
+    """The worker process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def worker_health(dataplane: DataPlane) -> Callable[[], Sequence[WorkerHealth]]:
+    def health() -> list[WorkerHealth]:
+        pid = getattr(dataplane, "pid", 0)
+        return [WorkerHealth(dataplane.name, bool(pid) and _alive(pid),
+                             getattr(dataplane, "restarts", 0))]
+    return health
+
+
+def xdp_verdicts(dataplane: DataPlane) -> Callable[[], Mapping[str, int]] | None:
+    """Verdict counters summed over every interface the XDP classifier is attached to."""
+    if not hasattr(dataplane, "maps") or not hasattr(dataplane, "interfaces"):
+        return None
+
+    def verdicts() -> dict[str, int]:
+        total: dict[str, int] = {}
+        for ifname in dataplane.interfaces:  # type: ignore[attr-defined]
+            for verdict, n in dataplane.maps(ifname).verdict_counts().items():  # type: ignore[attr-defined]
+                name = verdict.name.lower()
+                total[name] = total.get(name, 0) + n
+        return total
+    return verdicts
+
+
+class ServerServices:
+    """Opened in `start` (as root), announced in `ready`, closed in `close`."""
+
+    def __init__(self, cfg: Config, server: Server, dataplane: DataPlane,
+                 metrics: tuple[str, int] | None, signal: Callable[[str], bool]) -> None:
+        self.cfg = cfg
+        self.server = server
+        self.dataplane = dataplane
+        self.metrics_listen = metrics
+        self.signal = signal
+        self.log = get_logger()
+        self.status: StatusFile | None = None
+        self.management: ManagementInterface | None = None
+        self.metrics: MetricsServer | None = None
+        self.pool_file: poolpersist.PersistFile | None = None
+        self._pool_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        cfg, server = self.cfg, self.server
+        if cfg.ifconfig_pool_persist is not None:
+            self._load_pool(cfg.ifconfig_pool_persist)
+        if cfg.status is not None:
+            self.status = StatusFile(cfg.status, cfg.status_version, cfg.status_seconds,
+                                     server.snapshot)
+            self.status.start()
+        if cfg.management is not None:
+            m = cfg.management
+            address, port = listen_args(m.address, m.port)
+            password = read_password_file(m.password_file) if m.password_file else None
+            hooks = ManagementHooks(
+                server.snapshot, server.kill_by_cn, server.kill_by_address,
+                server.kill_by_cid, self.signal, server.totals,
+                status_version=cfg.status_version)
+            self.management = ManagementInterface(hooks, password)
+            await self.management.start(address, port)
+            self.management.set_state("CONNECTING")
+        if self.metrics_listen is not None:
+            sources = MetricsSources(server.snapshot, counters=lambda: server.counts,
+                                     verdicts=xdp_verdicts(self.dataplane),
+                                     workers=worker_health(self.dataplane))
+            self.metrics = MetricsServer(sources)
+            await self.metrics.start(*self.metrics_listen)
+
+    def _load_pool(self, path: Path) -> None:
+        leases, notes = poolpersist.load(path)
+        for note in notes:
+            self.log.info("%s", note)
+        if not self.cfg.duplicate_cn:  # with duplicate-cn names do not own addresses
+            self.server.remember_leases({cn: (le.ipv4, le.ipv6) for cn, le in leases.items()})
+        seconds = self.cfg.ifconfig_pool_persist_seconds
+        if seconds > 0:  # 0: read the file, never write it (openvpn's meaning)
+            self.pool_file = poolpersist.PersistFile(path)
+            self._pool_task = asyncio.get_running_loop().create_task(self._save_pool_every(
+                seconds))
+
+    async def _save_pool_every(self, seconds: int) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.save_pool()
+
+    def save_pool(self) -> None:
+        if self.pool_file is None:
+            return
+        leases = {cn: poolpersist.Lease(cn, v4, v6)
+                  for cn, (v4, v6) in self.server.leases().items()}
+        try:
+            self.pool_file.save(leases)
+        except OSError as exc:
+            self.log.warning("ifconfig-pool-persist: cannot write %s: %s",
+                             self.pool_file.path, exc.strerror)
+
+    async def drop_privileges(self) -> None:
+        """`user`/`group`, keeping CAP_NET_ADMIN for iroute routes and the TUN's removal.
+
+        Only the netlink thread needs it, so the switch happens there: setuid applies to
+        every thread, the capability stays only in the thread that asked to keep it.
+        """
+        cfg = self.cfg
+        if cfg.user is None and cfg.group is None:
+            return
+        await in_netlink_thread(drop_privileges, cfg.user, cfg.group, True)
+        self.log.info("UID set to %s, GID set to %s", cfg.user or "-", cfg.group or "-")
+
+    def ready(self, local4: str, local6: str) -> None:
+        """The server is up: management state, systemd."""
+        if self.management is not None:
+            self.management.set_state("ASSIGN_IP", "", local4, local6)
+            self.management.set_state("CONNECTED", "SUCCESS", local4, local6)
+        sdnotify.notify("READY=1", "STATUS=Initialization Sequence Completed")
+
+    async def close(self) -> None:
+        if self.management is not None:
+            self.management.set_state("EXITING", "SIGTERM")
+            await self.management.close()
+        if self.metrics is not None:
+            await self.metrics.close()
+        if self._pool_task is not None:
+            self._pool_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pool_task
+        self.save_pool()
+        if self.pool_file is not None:
+            self.pool_file.close()
+        if self.status is not None:
+            self.status.close()
