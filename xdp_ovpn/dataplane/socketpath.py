@@ -321,12 +321,16 @@ class _Worker:
             peer.drop("no tun")
             return
         try:
-            os.write(self.tun_fd, plain)
+            self._tun_write(plain)
         except OSError:
             peer.drop("tun write")
             return
         stats.rx_packets += 1
         stats.rx_bytes += n
+
+    def _tun_write(self, plain: memoryview) -> None:
+        """One decrypted packet to the TUN (the XDP path's worker frames it for vnet_hdr)."""
+        os.write(self.tun_fd, plain)
 
     def _send(self, peer: Peer, plaintext: bytes | memoryview, now: float) -> bool:
         crypto = peer.keys[KeySlot.PRIMARY]
