@@ -166,6 +166,7 @@ def world():
         w.__dict__.update(lab=lab, hub=hub, a_ns=a_ns, b_ns=b_ns, x_ns=x_ns, x_addr=x_addr,
                           server=server, alice=alice, bob=bob, hooks=hooks, status=status,
                           sock=str(sock), pool=pool, collector=collector)
+        code = None
         try:
             server.start()
             alice.start(wait=False)
@@ -174,9 +175,11 @@ def world():
             bob.wait_for_ready()
             yield w
         finally:
-            for ep in (bob, alice, server):
+            for ep in (bob, alice):
                 ep.stop()
+            code = server.stop()
             print(server.log_tail(60))  # shown when a test failed
+        assert code == 0  # a clean exit as nobody: TUN, worker and sockets closed
 
 
 def test_ccd_ifconfig_push_and_persisted_pool_address(world) -> None:
@@ -373,3 +376,19 @@ def test_same_name_again_replaces_the_older_session_without_duplicate_cn(world) 
                            .get("bob", {}).get("remote_ip") == "10.1.2.2", timeout=5)
         sessions = parse_status(world.collector, world.status.read_text())
         assert list(sessions) == ["bob"]  # one bob, the new one (alice halted)
+
+
+@pytest.mark.parametrize(("args", "extra", "message"), [
+    (["--metrics", "nope"], [], "xdp-ovpn: --metrics: expected ADDR:PORT, got 'nope'"),
+    ([], ["user no-such-user-xo"], "xdp-ovpn: user: no such user 'no-such-user-xo'"),
+    ([], ["management 127.0.0.1 99999"],
+     "xdp-ovpn: management: bad port '99999' (a number, or 'unix')"),
+])
+def test_bad_operator_settings_are_one_line_errors(lab, args, extra, message) -> None:
+    ns = lab.add_namespace("s")
+    server = xdp_server(ns, TunnelSpec(PKI()), extra, shared_dir())
+    server.config_path.write_text(server.config_text())
+    out = ns.run([*server.command(), *args], check=False)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [message]
+    assert not [n for n in ns.run(["ip", "-br", "link"]).stdout.split() if n.startswith("tun")]

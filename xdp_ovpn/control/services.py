@@ -39,6 +39,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _forwarding() -> bool:
+    try:
+        return Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
+    except OSError:
+        return True  # unknown: say nothing
+
+
 def worker_health(dataplane: DataPlane) -> Callable[[], Sequence[WorkerHealth]]:
     def health() -> list[WorkerHealth]:
         pid = getattr(dataplane, "pid", 0)
@@ -81,6 +88,9 @@ class ServerServices:
 
     async def start(self) -> None:
         cfg, server = self.cfg, self.server
+        if cfg.client_to_client and not _forwarding():
+            self.log.info("Note: client-to-client traffic is routed by the kernel (as with "
+                          "DCO) and net.ipv4.ip_forward is 0: clients cannot reach each other")
         if cfg.ifconfig_pool_persist is not None:
             self._load_pool(cfg.ifconfig_pool_persist)
         if cfg.status is not None:
