@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -54,3 +56,23 @@ def test_demo_carries_the_tunnel_over_xdp():
     assert found and int(found[1].replace(",", "")) > 0, out
     assert re.search(r"per opcode\s+.*DATA_V2 [\d,]+", out), out
     assert "the tunnel worked over XDP" in out
+
+
+@pytest.mark.root
+@pytest.mark.openvpn
+def test_ctrl_c_tears_the_demo_down():
+    from xdp_ovpn.lab.netns import NETNS_DIR
+
+    cmd = [sys.executable, "-m", "xdp_ovpn.cli", "lab", "demo", "--data-path", "socket",
+           "--seconds", "30"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # interrupt in the middle of the iperf3 run
+        if "iperf3" in line:
+            break
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out[-2000:]
+    assert "interrupted" in out
+    assert list(NETNS_DIR.glob(f"xo{proc.pid}-*")) == []

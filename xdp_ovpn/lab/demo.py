@@ -276,7 +276,6 @@ def run_demo(data_path: str = "auto", seconds: int = 5, wrapping: str = "tls-cry
         server = OpenVPNServer(srv, spec, program="xdp-ovpn")
         base = server.command()
         server.command = lambda: [*base, "--data-path", path]  # type: ignore[method-assign]
-        client = OpenVPNClient(cli, server, remote=UNDERLAY[0])
         began = time.monotonic()
         with server:
             out.server_ready_s = time.monotonic() - began
@@ -286,26 +285,32 @@ def run_demo(data_path: str = "auto", seconds: int = 5, wrapping: str = "tls-cry
                 out.data_path_line = found.removeprefix("Data path: ")
                 step(f"server says: {found}")
             feed = CounterFeed(srv) if path == "xdp" else None
-            began = time.monotonic()
             try:
-                with client:
-                    out.handshake_s = time.monotonic() - began
-                    step(f"client: {_openvpn_version()} connected in {out.handshake_s:.2f} s "
-                         f"(TLS handshake, push, TUN; client {client.tun_ipv4()}, "
-                         f"server {server.tunnel_ipv4})")
-                    out.ping = _ping(cli, server.tunnel_ipv4, 5)
-                    step(f"ping {server.tunnel_ipv4}: {_ping_text(out.ping)}")
-                    step(f"iperf3 {seconds} s, client → server through the tunnel:")
-                    out.iperf = _iperf(cli, srv, server.tunnel_ipv4, seconds, feed)
-                    if feed:
-                        time.sleep(INTERVAL * 2)  # one more snapshot after the last packet
-                        out.counters = feed.latest
-                        out.counters_error = out.counters.get("error") if out.counters else \
-                            "no counters were read"
+                _exercise(out, server, OpenVPNClient(cli, server, remote=UNDERLAY[0]), feed,
+                          seconds)
             finally:
                 if feed:
                     feed.stop()
     return out
+
+
+def _exercise(out: Outcome, server: OpenVPNServer, client: OpenVPNClient,
+              feed: CounterFeed | None, seconds: int) -> None:
+    """Connect the client, then ping and iperf3 through the tunnel, watching the counters."""
+    began = time.monotonic()
+    with client:
+        out.handshake_s = time.monotonic() - began
+        step(f"client: {_openvpn_version()} connected in {out.handshake_s:.2f} s (TLS "
+             f"handshake, push, TUN; client {client.tun_ipv4()}, server {server.tunnel_ipv4})")
+        out.ping = _ping(client.ns, server.tunnel_ipv4, 5)
+        step(f"ping {server.tunnel_ipv4}: {_ping_text(out.ping)}")
+        step(f"iperf3 {seconds} s, client → server through the tunnel:")
+        out.iperf = _iperf(client.ns, server.ns, server.tunnel_ipv4, seconds, feed)
+        if feed:
+            time.sleep(INTERVAL * 2)  # one more snapshot after the last packet
+            out.counters = feed.latest
+            out.counters_error = (out.counters.get("error") if out.counters
+                                  else "no counters were read")
 
 
 def _log_line(endpoint, pattern: str) -> str | None:
