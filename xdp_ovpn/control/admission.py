@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from xdp_ovpn.control import ccd
-from xdp_ovpn.control.pool import PoolExhausted
+from xdp_ovpn.control.pool import AddressPool, PoolExhausted
 from xdp_ovpn.control.scripts import Peer
 from xdp_ovpn.proto.events import AuthRequest
 
@@ -119,28 +119,27 @@ def allocate(server: Server, client: ClientInstance) -> None:
     """The addresses from ifconfig-push / ifconfig-ipv6-push, else from the pools."""
     entry = client.entry
     owner = None if server.cfg.duplicate_cn else client.common_name
+    push4, push6 = entry.ifconfig_push, entry.ifconfig_ipv6_push
+    fixed4 = (str(push4[0]), ipaddress.IPv4Network(f"0.0.0.0/{push4[1]}").prefixlen) \
+        if push4 else None
+    fixed6 = (str(push6[0].ip), push6[0].network.prefixlen) if push6 else None
     try:
-        if entry.ifconfig_push is not None:
-            address, mask = entry.ifconfig_push
-            client.vpn_ipv4 = str(address)
-            client.prefix4 = ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
-            client.fixed4 = True
-            if server.pool4 is not None:
-                server.pool4.reserve(client.vpn_ipv4)
-        elif server.pool4 is not None:
-            client.vpn_ipv4 = server.pool4.allocate(owner)
-            client.prefix4 = server.pool4.prefixlen
-        if entry.ifconfig_ipv6_push is not None:
-            iface, _ = entry.ifconfig_ipv6_push
-            client.vpn_ipv6, client.prefix6 = str(iface.ip), iface.network.prefixlen
-            client.fixed6 = True
-            if server.pool6 is not None:
-                server.pool6.reserve(client.vpn_ipv6)
-        elif server.pool6 is not None:
-            client.vpn_ipv6 = server.pool6.allocate(owner)
-            client.prefix6 = server.pool6.prefixlen
+        client.vpn_ipv4, client.prefix4, client.fixed4 = _address(server.pool4, fixed4, owner)
+        client.vpn_ipv6, client.prefix6, client.fixed6 = _address(server.pool6, fixed6, owner)
     except PoolExhausted as exc:
         raise Refused(str(exc)) from None
+
+
+def _address(pool: AddressPool | None, fixed: tuple[str, int] | None,
+             owner: str | None) -> tuple[str | None, int | None, bool]:
+    """(address, prefix length, fixed?): the pushed one (kept out of the pool) or a pool's."""
+    if fixed is not None:
+        if pool is not None:
+            pool.reserve(fixed[0])
+        return fixed[0], fixed[1], True
+    if pool is not None:
+        return pool.allocate(owner), pool.prefixlen, False
+    return None, None, False
 
 
 def release(server: Server, client: ClientInstance) -> None:
