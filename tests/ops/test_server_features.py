@@ -140,7 +140,8 @@ def world():
         ccd = base / "ccd"
         ccd.mkdir()
         (ccd / "alice").write_text("ifconfig-push 10.8.0.50 255.255.255.0\n"
-                                   "iroute 192.168.77.0 255.255.255.0\niroute-ipv6 fd77::/64\n")
+                                   "iroute 192.168.77.0 255.255.255.0\niroute-ipv6 fd77::/64\n"
+                                   'push "route 198.51.100.0 255.255.255.0"\n')
         (ccd / "mallory").write_text("disable\n")
         for f in ccd.iterdir():
             f.chmod(0o644)
@@ -182,9 +183,11 @@ def world():
         assert code == 0  # a clean exit as nobody: TUN, worker and sockets closed
 
 
-def test_ccd_ifconfig_push_and_persisted_pool_address(world) -> None:
+def test_ccd_ifconfig_push_push_and_persisted_pool_address(world) -> None:
     assert str(world.alice.tun_ipv4()) == "10.8.0.50/24"  # CCD ifconfig-push
     assert str(world.bob.tun_ipv4()) == "10.8.0.77/24"  # ifconfig-pool-persist
+    assert "198.51.100.0/24" in world.a_ns.run(["ip", "route"]).stdout  # CCD push
+    assert "198.51.100.0/24" not in world.b_ns.run(["ip", "route"]).stdout
 
 
 def test_iroute_is_a_kernel_route_reachable_from_server_and_other_clients(world) -> None:
