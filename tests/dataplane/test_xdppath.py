@@ -31,12 +31,18 @@ from xdp_ovpn.lab.pki import PKI
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.openvpn]
 
 
-def _xdp_server(lab, extra=(), client_extra=()):
-    net = underlay(lab, 4)
+VNET_RUN = str(Path(__file__).with_name("vnet_run.py"))
+
+
+def _xdp_server(lab, extra=(), client_extra=(), vnet_hdr: bool = False, family: int = 4):
+    net = underlay(lab, family)
     spec = TunnelSpec(PKI(), wrapping="tls-crypt", proto=net.proto)
     server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn", extra=extra)
     base = server.command
-    server.command = lambda: [*base(), "--data-path", "xdp"]  # type: ignore[method-assign]
+    if vnet_hdr:  # python vnet_run.py run --config ...
+        server.command = lambda: [base()[0], VNET_RUN, *base()[3:], "--data-path", "xdp"]
+    else:
+        server.command = lambda: [*base(), "--data-path", "xdp"]
     client = OpenVPNClient(net.client_ns, server, remote=net.server_addr, extra=client_extra)
     return net, server, client
 
@@ -83,6 +89,22 @@ def test_killed_worker_is_replaced_and_the_transfer_goes_on(lab) -> None:
         assert int(restarted.group(1)) != worker
     after = [iv["sum"]["bytes"] for iv in result["intervals"][5:]]
     assert all(after), f"the transfer stalled after the worker was replaced: {after}"
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_vnet_hdr_tun_takes_tcp_runs_as_super_packets(lab, family: int) -> None:
+    net, server, client = _xdp_server(lab, vnet_hdr=True, family=family)
+    with started(server), started(client):
+        net.client_ns.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", server.tunnel_ipv6])
+        result = _finish(_iperf3(net, server, 2))
+        status = _status(server)
+        tun_rx = int(net.server_ns.run(["cat", "/sys/class/net/tun0/statistics/rx_packets"],
+                                       check=False).stdout or 0)
+    rx = int(re.search(r" rx_packets=(\d+)", status).group(1))
+    print(f"{rx} packets decrypted, {tun_rx} TUN writes")
+    assert result["end"]["sum_received"]["bytes"] > 0
+    assert "drops={}" in status, status
+    assert 0 < tun_rx < rx // 4  # several segments per write
 
 
 def test_renegotiation_under_tcp_costs_no_data_plane_drops(lab) -> None:

@@ -38,6 +38,7 @@ from xdp_ovpn.dataplane.api import (
     PeerFloated,
 )
 from xdp_ovpn.dataplane.mss import SYN_MAX_LEN, clamp_mss
+from xdp_ovpn.dataplane.offload import VNET_HDR_LEN, TcpCoalescer
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
 from xdp_ovpn.dataplane.xsk import XskSocket
 from xdp_ovpn.proto.constants import (
@@ -96,6 +97,7 @@ class Ingress:
         # An IPv6 socket sends to IPv4 peers by their IPv4-mapped address: report those.
         self.mapped_v4 = mapped_v4
         self.mss = mss  # clamp SYNs to this IPv4 MSS (mss.py); 0: leave them alone
+        self.coalescer: TcpCoalescer | None = None
         # peer-id -> (packed source address, port) of the peer's remote, for float checks.
         self._remote_keys: dict[int, tuple[bytes, int]] = {}
 
@@ -108,6 +110,8 @@ class Ingress:
         receive = self._receive
         for addr, length in zip(addrs, lens, strict=True):
             receive(addr, length, now)
+        if self.coalescer is not None:
+            self.coalescer.flush()  # before the frames go back to the kernel
         self.xsk.fill(addrs)
         return len(addrs)
 
@@ -183,6 +187,8 @@ class Ingress:
             return None
         if n < SYN_MAX_LEN and self.mss:
             clamp_mss(frame, DATA_V2_HEADER_LEN, n, self.mss)
+        if self.coalescer is not None:  # counts rx (or the drop) when it writes
+            return self.coalescer.add(frame, DATA_V2_HEADER_LEN, n, peer)
         try:
             os.write(self.tun_fd, plain)
         except OSError:
@@ -214,6 +220,11 @@ class Ingress:
             return socket.inet_ntop(socket.AF_INET6, packed)
         text = socket.inet_ntop(socket.AF_INET, packed)
         return "::ffff:" + text if self.mapped_v4 else text
+
+    def set_tun(self, tun_fd: int, vnet_hdr: bool) -> None:
+        """Write to this TUN; with vnet_hdr, TCP runs of a batch go as GSO super-packets."""
+        self.tun_fd = tun_fd
+        self.coalescer = TcpCoalescer(tun_fd) if vnet_hdr else None
 
     def forget_peer(self, peer_id: int) -> None:
         """Drop cached state of a peer the control plane removed or moved."""
@@ -252,9 +263,12 @@ class Egress:
         batch: int = GSO_MAX_SEGMENTS,
         clock: Callable[[], float] = time.monotonic,
         mss: int = 0,
+        vnet_hdr: bool = False,
     ) -> None:
         self.tun_fd = tun_fd
         self.sock = sock
+        # vnet_hdr TUN with offloads off: each read is a zero header, then the packet.
+        self._vnet = bytearray(VNET_HDR_LEN) if vnet_hdr else None
         self.mss = mss  # clamp SYNs to this IPv4 MSS (mss.py); 0: leave them alone
         self.peers = peers
         self.notify = notify
@@ -279,9 +293,11 @@ class Egress:
         plain = memoryview(inbuf)
         now = self.clock()
         count = 0
+        bufs = (inbuf,) if self._vnet is None else (self._vnet, inbuf)
+        skip = VNET_HDR_LEN if self._vnet is not None else 0
         while count < self.batch:
             try:
-                n = os.readv(self.tun_fd, (inbuf,))
+                n = os.readv(self.tun_fd, bufs) - skip
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:

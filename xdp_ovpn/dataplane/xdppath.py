@@ -57,6 +57,12 @@ from xdp_ovpn.dataplane.api import (
 )
 from xdp_ovpn.dataplane.io import Egress, Ingress
 from xdp_ovpn.dataplane.mss import max_mss
+from xdp_ovpn.dataplane.offload import (
+    VNET_HDR_LEN,
+    plain_reads,
+    raise_txqueuelen,
+    tun_has_vnet_hdr,
+)
 from xdp_ovpn.dataplane.socketpath import (
     _BUF,
     _CALL_TIMEOUT,
@@ -76,7 +82,9 @@ PID_BLOCK = 1 << 16  # packet-ids reserved per ledger write; a restart skips at 
 RX_BATCH = 64
 RX_ROUNDS = 4  # batches taken from one AF_XDP socket before looking at the other fds
 FRAME_COUNT = 4096  # UMEM frames per AF_XDP socket (8 MiB), fixed at startup
+TUN_TXQUEUELEN = 1000  # offload.raise_txqueuelen: fewer tail drops of TCP bursts
 _IFF_LOOPBACK = 0x8
+ZERO_VNET_HDR = bytes(VNET_HDR_LEN)
 
 
 # -- packet-id ledger ------------------------------------------------------------------
@@ -219,6 +227,7 @@ class _XdpWorker(_Worker):
         self.underlays = underlays
         self.ids = ledger.ids
         self.egress: Egress | None = None
+        self.vnet_hdr = False
         self.ingress: list[Ingress] = []
         self.xsks: list[XskSocket] = []
         mapped = sock.family == socket.AF_INET6
@@ -281,9 +290,21 @@ class _XdpWorker(_Worker):
 
     def attach_tun(self, fd: int, mtu: int) -> None:
         super().attach_tun(fd, mtu)
+        self.vnet_hdr = tun_has_vnet_hdr(fd)
+        if self.vnet_hdr:
+            plain_reads(fd)
+        with contextlib.suppress(OSError):
+            raise_txqueuelen(fd, TUN_TXQUEUELEN)
         for ingress in self.ingress:
-            ingress.tun_fd = fd
-        self.egress = Egress(fd, self.sock, self.peers, self._notify, mss=self.mss)
+            ingress.set_tun(fd, self.vnet_hdr)
+        self.egress = Egress(fd, self.sock, self.peers, self._notify, mss=self.mss,
+                             vnet_hdr=self.vnet_hdr)
+
+    def _tun_write(self, plain: memoryview) -> None:
+        if self.vnet_hdr:
+            os.writev(self.tun_fd, (ZERO_VNET_HDR, plain))
+        else:
+            os.write(self.tun_fd, plain)
 
     def _on_tun(self) -> None:
         self.egress.poll()
@@ -323,6 +344,9 @@ class XdpDataPlane:
     """Control-plane handle of the XDP data path (implements api.DataPlane)."""
 
     name = "xdp"
+    # The TUN should be opened with IFF_VNET_HDR: ingress then writes TCP runs as GSO
+    # super-packets (offload.TcpCoalescer). Without it every packet is one write.
+    tun_vnet_hdr = True
 
     def __init__(
         self,
