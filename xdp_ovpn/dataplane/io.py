@@ -50,6 +50,7 @@ from xdp_ovpn.proto.constants import (
     PING_PAYLOAD,
     Opcode,
 )
+from xdp_ovpn.proto.datachannel import DataChannelCrypto
 from xdp_ovpn.proto.errors import ProtocolError
 
 ETH_HLEN = 14
@@ -295,6 +296,8 @@ class Egress:
         count = 0
         bufs = (inbuf,) if self._vnet is None else (self._vnet, inbuf)
         skip = VNET_HDR_LEN if self._vnet is not None else 0
+        # Client and p2p: the one peer takes everything (verbs run between polls only).
+        only = next(iter(self.peers), None) if self.peers.single else None
         while count < self.batch:
             try:
                 n = os.readv(self.tun_fd, bufs) - skip
@@ -306,6 +309,9 @@ class Egress:
             count += 1
             if n < SYN_MAX_LEN and self.mss:
                 clamp_mss(inbuf, 0, n, self.mss)
+            if only is not None and inbuf[0] >> 4 in (4, 6):
+                self._append(only, plain[:n], now)
+                continue
             peer = self._route(inbuf, n)
             if peer is not None:
                 self._append(peer, plain[:n], now)
@@ -351,12 +357,15 @@ class Egress:
             return
         if not run_len:
             self._run_peer, self._run_seg = peer, wire
+            self._check_renewal(peer, crypto)  # once a run is plenty: 2^32 ids, 64 a run
         self._run_len = run_len + wire
         peer.stats.tx_packets += 1
         peer.stats.tx_bytes += len(plaintext)
         peer.last_tx = now
         if wire < self._run_seg:
             self.flush()  # a short segment can only be the last one of a run
+
+    def _check_renewal(self, peer: Peer, crypto: DataChannelCrypto) -> None:
         if crypto.needs_renegotiation and (peer.peer_id, crypto.key_id) not in self._renewing:
             self._renewing.add((peer.peer_id, crypto.key_id))
             self.notify(KeyNeedsRenewal(peer.peer_id, crypto.key_id))
