@@ -505,3 +505,9 @@ def test_any_text_parses_or_fails_with_one_line(tmp_path, text):
         parse_text(text, "fuzz.conf", tmp_path)
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_status_version_is_parsed_and_bounded(conf_dir):
+    cfg = load(write(conf_dir, SERVER + "status s.log 5\nstatus-version 3\n"))
+    assert cfg.status_version == 3 and cfg.status_seconds == 5
+    assert "status-version" in error_of(conf_dir, SERVER + "status-version 4\n")

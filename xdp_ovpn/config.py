@@ -409,7 +409,6 @@ IGNORED_OPTIONS = frozenset(
         "connect-retry-max",
         "ecdh-curve",
         "tls-timeout",
-        "status-version",
         "setenv",
         "setenv-safe",
         "tls-exit",
@@ -605,6 +604,7 @@ def _register_simple() -> None:
         ("rcvbuf", "rcvbuf", 0, 2**31 - 1),
         ("txqueuelen", "txqueuelen", 0, 2**31 - 1),
         ("script-security", "script_security", 0, 3),
+        ("status-version", "status_version", 1, 3),
         ("tls-mtu", "tls_mtu", 512, 1500),
     ):
         _int_option(name, attr, lo, hi)
