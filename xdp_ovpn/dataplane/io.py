@@ -62,6 +62,14 @@ UDP_HLEN = 8
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _UDP = struct.Struct("!H2xH")  # source port, (destination port), length
+_UDP_P = socket.IPPROTO_UDP
+# From the ethertype (frame offset 12) to the first DATA_V2 word, IPv4 without options:
+# ethertype, version/IHL, fragment word, protocol, source, source port, UDP length, word.
+_FAST4 = struct.Struct("!HBxxxxxHxBxx4s4xHxxHxxI")
+_FAST4_PAYLOAD = ETH_HLEN + 20 + UDP_HLEN
+# The same for IPv6: ethertype, next header, source, source port, UDP length, word.
+_FAST6 = struct.Struct("!H6xBx16s16xHxxHxxI")
+_FAST6_PAYLOAD = ETH_HLEN + IPV6_HLEN + UDP_HLEN
 _DATA_V2 = int(Opcode.DATA_V2)
 _PING_LEN = len(PING_PAYLOAD)
 _EXIT_LEN = len(OCC_EXIT_PAYLOAD)
@@ -121,36 +129,28 @@ class Ingress:
 
     def _receive(self, addr: int, length: int, now: float) -> None:
         umem = self.umem
-        end = addr + length
-        # -- Ethernet, IP, UDP: find the payload and its source ------------------
-        if length < ETH_HLEN + 20 + UDP_HLEN:
-            return self._count("short frame")
-        ethertype = _U16.unpack_from(umem, addr + 12)[0]
-        l3 = addr + ETH_HLEN
-        if ethertype == ETH_P_IP:
-            vihl = umem[l3]
-            l4 = l3 + (vihl & 0x0F) * 4
-            if vihl >> 4 != 4 or l4 - l3 < 20 or umem[l3 + 9] != socket.IPPROTO_UDP:
-                return self._count("not UDP")
-            if _U16.unpack_from(umem, l3 + 6)[0] & 0x3FFF:
-                return self._count("IP fragment")
-            src = l3 + 12, l3 + 16
-        elif ethertype == ETH_P_IPV6:
-            l4 = l3 + IPV6_HLEN
-            if umem[l3 + 6] != socket.IPPROTO_UDP:  # extension headers: XDP passes those up
-                return self._count("not UDP")
-            src = l3 + 8, l3 + 24
+        # -- Ethernet, IP, UDP, the DATA_V2 word: one unpack for the usual frame --------
+        if length >= _FAST6.size + 12:
+            ethertype, vihl, frag, proto, src, sport, ulen, word = _FAST4.unpack_from(
+                umem, addr + 12)  # fmt: skip
+            if ethertype == ETH_P_IP and vihl == 0x45 and proto == _UDP_P and not frag & 0x3FFF:
+                payload = addr + _FAST4_PAYLOAD
+            elif ethertype == ETH_P_IPV6:
+                _, proto, src, sport, ulen, word = _FAST6.unpack_from(umem, addr + 12)
+                payload = addr + _FAST6_PAYLOAD if proto == _UDP_P else 0
+            else:
+                payload = 0
         else:
-            return self._count("not IP")
-        if l4 + UDP_HLEN > end:
-            return self._count("short frame")
-        sport, ulen = _UDP.unpack_from(umem, l4)
-        payload = l4 + UDP_HLEN
+            payload = 0
+        if not payload:  # IP options, a short frame, or not UDP: the careful way
+            parsed = self._parse(addr, length)
+            if parsed is None:
+                return None
+            payload, src, sport, ulen, word = parsed
         plen = ulen - UDP_HLEN
-        if plen < 4 or payload + plen > end:  # ulen also trims Ethernet padding
+        if plen < 4 or payload + plen > addr + length:  # ulen also trims Ethernet padding
             return self._count("bad UDP length")
         # -- DATA_V2: peer and key --------------------------------------------------
-        word = _U32.unpack_from(umem, payload)[0]
         if word >> (24 + OPCODE_SHIFT) != _DATA_V2:
             return self._hand_up(payload, plen, src, sport)
         peer = self.peers.by_id(word & 0xFFFFFF)
@@ -175,23 +175,24 @@ class Ingress:
         stats.link_rx_bytes += plen
         peer.last_rx = now
         key = self._remote_keys.get(peer.peer_id)
-        if key is None or umem[src[0] : src[1]] != key[0] or sport != key[1]:
-            self._check_float(peer, bytes(umem[src[0] : src[1]]), sport)
+        if key is None or src != key[0] or sport != key[1]:
+            self._check_float(peer, src, sport)
         # -- deliver ---------------------------------------------------------------
-        plain = frame[DATA_V2_HEADER_LEN : DATA_V2_HEADER_LEN + n]
-        if n == _PING_LEN and plain == PING_PAYLOAD:
-            return None
-        if n == _EXIT_LEN and plain == OCC_EXIT_PAYLOAD:
-            self.peers.remove(peer.peer_id)
-            self._remote_keys.pop(peer.peer_id, None)
-            self.notify(PeerExpired(peer.peer_id, "exit"))
-            return None
-        if n < SYN_MAX_LEN and self.mss:
-            clamp_mss(frame, DATA_V2_HEADER_LEN, n, self.mss)
+        if n < SYN_MAX_LEN:  # pings, OCC exit and SYNs are short
+            plain = frame[DATA_V2_HEADER_LEN : DATA_V2_HEADER_LEN + n]
+            if n == _PING_LEN and plain == PING_PAYLOAD:
+                return None
+            if n == _EXIT_LEN and plain == OCC_EXIT_PAYLOAD:
+                self.peers.remove(peer.peer_id)
+                self._remote_keys.pop(peer.peer_id, None)
+                self.notify(PeerExpired(peer.peer_id, "exit"))
+                return None
+            if self.mss:
+                clamp_mss(frame, DATA_V2_HEADER_LEN, n, self.mss)
         if self.coalescer is not None:  # counts rx (or the drop) when it writes
             return self.coalescer.add(frame, DATA_V2_HEADER_LEN, n, peer)
         try:
-            os.write(self.tun_fd, plain)
+            os.write(self.tun_fd, frame[DATA_V2_HEADER_LEN : DATA_V2_HEADER_LEN + n])
         except OSError:
             return peer.drop("tun write")
         stats.rx_packets += 1
@@ -207,13 +208,41 @@ class Ingress:
             self.notify(PeerFloated(peer.peer_id, new_remote))
         self._remote_keys[peer.peer_id] = (src, sport)
 
-    def _hand_up(self, payload: int, plen: int, src: tuple[int, int], sport: int) -> None:
+    def _parse(self, addr: int, length: int) -> tuple[int, bytes, int, int, int] | None:
+        """(payload offset, source address, source port, UDP length, first payload word) of
+        any Ethernet/IP/UDP frame, or None (counted)."""
+        umem = self.umem
+        end = addr + length
+        if length < ETH_HLEN + 20 + UDP_HLEN:
+            return self._count("short frame")
+        ethertype = _U16.unpack_from(umem, addr + 12)[0]
+        l3 = addr + ETH_HLEN
+        if ethertype == ETH_P_IP:
+            vihl = umem[l3]
+            l4 = l3 + (vihl & 0x0F) * 4
+            if vihl >> 4 != 4 or l4 - l3 < 20 or umem[l3 + 9] != _UDP_P:
+                return self._count("not UDP")
+            if _U16.unpack_from(umem, l3 + 6)[0] & 0x3FFF:
+                return self._count("IP fragment")
+            src = bytes(umem[l3 + 12 : l3 + 16])
+        elif ethertype == ETH_P_IPV6:
+            l4 = l3 + IPV6_HLEN
+            if umem[l3 + 6] != _UDP_P:  # extension headers: XDP passes those up
+                return self._count("not UDP")
+            src = bytes(umem[l3 + 8 : l3 + 24])
+        else:
+            return self._count("not IP")
+        if l4 + UDP_HLEN + 4 > end:
+            return self._count("short frame")
+        sport, ulen = _UDP.unpack_from(umem, l4)
+        return l4 + UDP_HLEN, src, sport, ulen, _U32.unpack_from(umem, l4 + UDP_HLEN)[0]
+
+    def _hand_up(self, payload: int, plen: int, src: bytes, sport: int) -> None:
         """Not DATA_V2 (the classifier should not send these): give it to the control plane."""
         if self.on_control is None:
             return self._count("not DATA_V2")
-        raw = bytes(self.umem[src[0] : src[1]])
         with contextlib.suppress(Exception):  # a broken handler must not stop the data path
-            self.on_control(bytes(self.umem[payload : payload + plen]), (self._address(raw), sport))
+            self.on_control(bytes(self.umem[payload : payload + plen]), (self._address(src), sport))
         return None
 
     def _address(self, packed: bytes) -> str:
