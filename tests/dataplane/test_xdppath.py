@@ -107,6 +107,27 @@ def test_vnet_hdr_tun_takes_tcp_runs_as_super_packets(lab, family: int) -> None:
     assert 0 < tun_rx < rx // 4  # several segments per write
 
 
+def test_every_rx_queue_of_the_underlay_gets_an_af_xdp_socket(lab) -> None:
+    a, b = lab.add_namespace("s"), lab.add_namespace("c")
+    lab.link(a, b, addrs=("10.1.0.1/24", "10.1.0.2/24"), rx_queues=4)
+    spec = TunnelSpec(PKI(), wrapping="tls-crypt", proto="udp4")
+    server = OpenVPNServer(a, spec, program="xdp-ovpn")
+    base = server.command
+    server.command = lambda: [*base(), "--data-path", "xdp"]  # type: ignore[method-assign]
+    client = OpenVPNClient(b, server, remote="10.1.0.1")
+    with started(server), started(client):
+        server.wait_for_log(r"XDP classifier attached to veth0 \(\w+, 4 RX queues\)")
+        b.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", server.tunnel_ipv4])
+        listener = a.popen(["iperf3", "-s", "-1", "-B", server.tunnel_ipv4],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        out = b.run(["iperf3", "-c", server.tunnel_ipv4, "-t", "2", "-P", "4", "-J"]).stdout
+        listener.wait(timeout=10)
+        status = _status(server)
+    assert json.loads(out)["end"]["sum_received"]["bytes"] > 1 << 20
+    assert "drops={}" in status, status
+
+
 def test_renegotiation_under_tcp_costs_no_data_plane_drops(lab) -> None:
     net, server, client = _xdp_server(lab, extra=["reneg-sec 3"], client_extra=["reneg-sec 3"])
     with started(server), started(client):

@@ -30,6 +30,7 @@ black hole. What it owns beyond that:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import mmap
@@ -272,6 +273,18 @@ class _XdpWorker(_Worker):
         if isinstance(event, PeerExpired):
             self._mirror(event.peer_id, ())  # it is gone from the table already
         super()._notify(event)
+
+    def cmd_drops(self) -> dict[str, int]:
+        """Drops no peer can be blamed for: socket, AF_XDP rings (kernel counters), loops."""
+        drops = dict(self.drops)
+        for part in (*self.ingress, self.egress):
+            for reason, count in (part.drops if part else {}).items():
+                drops[reason] = drops.get(reason, 0) + count
+        for xsk in self.xsks:
+            for name, count in dataclasses.asdict(xsk.statistics()).items():
+                if count:
+                    drops[f"AF_XDP {name}"] = drops.get(f"AF_XDP {name}", 0) + count
+        return drops
 
     # -- the BPF peers mirror -----------------------------------------------------------
 
