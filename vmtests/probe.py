@@ -26,6 +26,8 @@ from xdp_ovpn.vm.matrix import RESULT_PREFIX  # noqa: E402
 # Cells taken as they are from `xdp-ovpn doctor`'s probes.
 DOCTOR_CELLS = ("BTF", "kernel headers", "bcc compile", "XDP native", "XDP generic",
                 "AF_XDP bind", "TUN")
+COMPILE_CELL = "bcc compiles classifier.c"
+VERIFIER_CELL = "verifier accepts classifier.c"
 # The tests that exercise the XDP fast path; they run unchanged in every kernel.
 FAST_PATH_TESTS = ("tests/loader", "tests/dataplane")
 
@@ -49,15 +51,23 @@ def doctor_cells() -> dict[str, dict[str, str]]:
     return out
 
 
-def verifier_cell() -> dict[str, str]:
-    """The project's real XDP program, through clang and the kernel verifier."""
+def classifier_cells() -> dict[str, dict[str, str]]:
+    """The project's real XDP program: through clang, then through the kernel verifier."""
     try:
-        from loader.classifier import Classifier
+        from loader.classifier import SOURCE, classifier_cflags
+        from loader.compile import compile_bpf, load_xdp
 
-        Classifier()
+        bpf = compile_bpf(SOURCE, classifier_cflags())
     except Exception as exc:  # any failure is the cell's verdict
-        return cell("FAIL", _one_line(exc))
-    return cell("ok", "bpf/classifier.c compiled and accepted by the verifier")
+        why = _one_line(exc)
+        return {COMPILE_CELL: cell("FAIL", why),
+                VERIFIER_CELL: cell("FAIL", f"not compiled: {why}")}
+    compiled = cell("ok", f"{SOURCE.name} compiled against this kernel's headers")
+    try:
+        load_xdp(bpf, "xdp_classify")
+    except Exception as exc:
+        return {COMPILE_CELL: compiled, VERIFIER_CELL: cell("FAIL", _one_line(exc))}
+    return {COMPILE_CELL: compiled, VERIFIER_CELL: cell("ok", "xdp_classify loaded")}
 
 
 def dco_cell() -> dict[str, str]:
@@ -85,16 +95,25 @@ def fast_path_tests_cell() -> dict[str, str]:
     if proc.returncode == 0:
         return cell("ok", summary)
     failed = [m.group(1) for ln in lines if (m := re.match(r"^(?:FAILED|ERROR) (\S+)", ln))]
-    # Group by test function: parametrised cases of one test usually fail for one reason.
-    names = list(dict.fromkeys(f.split("[")[0].removeprefix("tests/") for f in failed))
-    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-    return cell("FAIL", f"{summary}; failing: {shown}" if names else summary)
+    return cell("FAIL", f"{summary}; failing: {group_failures(failed)}" if failed else summary)
+
+
+def group_failures(node_ids: list[str]) -> str:
+    """Per test file: the failing test functions (parametrised cases folded), or a count."""
+    by_file: dict[str, list[str]] = {}
+    for node in node_ids:
+        path, _, name = node.removeprefix("tests/").partition("::")
+        names = by_file.setdefault(path, [])
+        if (base := name.split("[")[0]) not in names:
+            names.append(base)
+    return "; ".join(f"{path} ({', '.join(names) if len(names) <= 2 else f'{len(names)} tests'})"
+                     for path, names in by_file.items())
 
 
 def probe(quick: bool) -> dict:
     cells = doctor_cells()
     if not quick:
-        cells["verifier (classifier.c)"] = verifier_cell()
+        cells |= classifier_cells()
         cells["ovpn-dco loads"] = dco_cell()
         cells["fast-path tests"] = fast_path_tests_cell()
     return {"release": platform.release(), "cells": cells}

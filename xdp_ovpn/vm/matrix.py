@@ -23,7 +23,8 @@ GUEST_TIMEOUT = 3600.0
 DOCS = PROJECT / "docs"
 DCO_BUILD = "ovpn-dco builds (dkms)"
 # The cells the XDP data path cannot do without: a failure here fails the command.
-REQUIRED = ("bcc compile", "verifier (classifier.c)", "AF_XDP bind", "fast-path tests")
+REQUIRED = ("bcc compile", "bcc compiles classifier.c", "verifier accepts classifier.c",
+            "AF_XDP bind", "fast-path tests")
 
 
 def run_matrix(echo: TextIO | None = None, kernels: tuple[str, ...] = GUEST_KERNELS) -> int:
@@ -106,8 +107,9 @@ with a caveat; the reason follows the verdict. Machine-readable: `kernel-matrix.
 
 {table}
 
-Probe wall time: {times} (guests under TCG software emulation are slow; no figure here is
-a performance measurement).
+Probe wall time: {times}. Guests run under TCG (software emulation) unless a column says
+kvm: slow, and no figure here is a performance measurement. A fast-path test that fails in
+a TCG guest only may be a timeout of the emulated CPU; the failing tests are named.
 """
 
 
