@@ -19,12 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vmtests.tunnel import SERVER_IP, namespaces, tunnel
 from xdp_ovpn.lab import Lab
-from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec
-from xdp_ovpn.lab.pki import PKI
 from xdp_ovpn.vm.matrix import RESULT_PREFIX
 
-UNDERLAY = ("10.78.0.1/24", "10.78.0.2/24")
 SECONDS = 5
 # name -> (program, extra config lines): both ends run the same implementation.
 SCENARIOS = {
@@ -45,18 +43,12 @@ def iperf_mbps(lab: Lab, server_ns, client_ns, target: str) -> float:
 
 def measure(name: str | None) -> tuple[float, str]:
     """One iperf3 run: over the bare veth (name None) or through the scenario's tunnel."""
-    with Lab() as lab:
-        a, b = lab.add_namespace("srv"), lab.add_namespace("cli")
-        lab.link(a, b, addrs=UNDERLAY)
+    with namespaces() as (lab, a, b):
         if name is None:
-            return iperf_mbps(lab, a, b, UNDERLAY[0].split("/")[0]), "veth"
+            return iperf_mbps(lab, a, b, SERVER_IP), "veth"
         program, extra = SCENARIOS[name]
-        spec = TunnelSpec(PKI(), network6=None)
-        with OpenVPNServer(a, spec, program=program, extra=extra) as server, \
-             OpenVPNClient(b, server, remote=UNDERLAY[0].split("/")[0], program=program,
-                           extra=extra) as client:  # fmt: skip
-            mbps = iperf_mbps(lab, a, b, server.tunnel_ipv4)
-            return mbps, _mode(client.log(), program)
+        with tunnel(a, b, program, program, extra) as (server, client):
+            return iperf_mbps(lab, a, b, server.tunnel_ipv4), _mode(client.log(), program)
 
 
 def _mode(log: str, program: str) -> str:

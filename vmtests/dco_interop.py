@@ -23,15 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xdp_ovpn.lab import Lab
-from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNClient, OpenVPNServer, TunnelSpec
-from xdp_ovpn.lab.pki import PKI
+from vmtests.tunnel import namespaces, tunnel
+from xdp_ovpn.lab.openvpn import Endpoint
 from xdp_ovpn.vm.matrix import RESULT_PREFIX
 
 DCO_LINE = "DCO device tun0 opened"
 HANDSHAKE = r"Control Channel: TLSv1\.\d"
 RENEG_SEC = 10
-UNDERLAY = ("10.77.0.1/24", "10.77.0.2/24")
 PAIRS = (("openvpn", "openvpn"), ("xdp-ovpn", "openvpn"), ("openvpn", "xdp-ovpn"))
 
 
@@ -60,13 +58,9 @@ def data_path(end: Endpoint) -> str:
 def run_pair(server_prog: str, client_prog: str) -> list[dict]:
     checks: list[dict] = []
     extra = [f"reneg-sec {RENEG_SEC}"]
-    with Lab() as lab:
-        a, b = lab.add_namespace("srv"), lab.add_namespace("cli")
-        lab.link(a, b, addrs=UNDERLAY)
-        spec = TunnelSpec(PKI(), network6=None)
-        with OpenVPNServer(a, spec, program=server_prog, extra=extra) as server, \
-             OpenVPNClient(b, server, remote=UNDERLAY[0].split("/")[0], program=client_prog,
-                           extra=extra) as client:  # fmt: skip
+    with namespaces() as (lab, a, b), tunnel(a, b, server_prog, client_prog, extra) as (
+        server, client
+    ):
             for end in (server, client):
                 side = "server" if end is server else "client"
                 if end.program == "openvpn":

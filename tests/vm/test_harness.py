@@ -12,7 +12,7 @@ from xdp_ovpn.vm.cache import building
 from xdp_ovpn.vm.errors import BuildError, KernelNotFound
 from xdp_ovpn.vm.initramfs import _Cpio, module_load_order
 from xdp_ovpn.vm.kernels import pick_release
-from xdp_ovpn.vm.matrix import render_markdown
+from xdp_ovpn.vm.report import render_markdown
 
 NAMES = [
     "linux-image-6.1.0-9-amd64", "linux-image-6.1.0-56-amd64", "linux-image-6.1.0-56-rt-amd64",
