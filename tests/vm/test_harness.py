@@ -6,9 +6,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from xdp_ovpn.vm.accel import ENV_ACCEL, choose_accel
 from xdp_ovpn.vm.cache import building
+from xdp_ovpn.vm.command import vmtest
 from xdp_ovpn.vm.errors import BuildError, KernelNotFound
 from xdp_ovpn.vm.initramfs import _Cpio, module_load_order
 from xdp_ovpn.vm.kernels import pick_release
@@ -123,3 +125,15 @@ def test_markdown_table_has_a_column_per_kernel_and_escapes_pipes() -> None:
     assert "6.18 (host)" in header and "6.1.0-56-amd64" in header
     assert "| XDP native | **ok**: a\\|b | **FAIL**: no |" in lines
     assert "| ovpn-dco loads | – | **ok**: yes |" in lines
+
+
+def test_cli_needs_exactly_one_of_kernel_or_matrix() -> None:
+    result = CliRunner().invoke(vmtest, [])
+    assert result.exit_code == 2
+    assert "exactly one of --kernel VERSION or --matrix" in result.output
+
+
+def test_cli_refuses_a_malformed_version_in_one_line_before_building() -> None:
+    result = CliRunner().invoke(vmtest, ["--kernel", "../../etc"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: not a kernel version: '../../etc' (try 6.1 or 6.12)"

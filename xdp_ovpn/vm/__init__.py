@@ -15,7 +15,7 @@ from xdp_ovpn.vm.accel import choose_accel
 from xdp_ovpn.vm.cache import cache_dir
 from xdp_ovpn.vm.errors import GuestTimeout, VMError
 from xdp_ovpn.vm.host import ensure_host_tools
-from xdp_ovpn.vm.kernels import Kernel, ensure_kernel
+from xdp_ovpn.vm.kernels import Kernel, check_version, ensure_kernel
 from xdp_ovpn.vm.qemu import GuestRun, boot
 from xdp_ovpn.vm.rootfs import ensure_root
 
@@ -27,6 +27,7 @@ __all__ = ["PROJECT", "GuestRun", "GuestTimeout", "Kernel", "VMError", "prepare"
 
 def prepare(version: str, log: Path | None = None) -> tuple[Path, Kernel]:
     """Make sure the host tools, the guest root and kernel `version` exist; cached."""
+    check_version(version)
     ensure_host_tools()
     cache = cache_dir()
     root = ensure_root(cache, log or cache / "build.log")

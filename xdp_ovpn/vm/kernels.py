@@ -35,10 +35,15 @@ class Kernel:
         return f"Debian {self.release}"
 
 
-def ensure_kernel(cache: Path, root: Path, version: str, log: Path | None = None) -> Kernel:
-    """Install (once) and return the newest Debian kernel matching `version`."""
+def check_version(version: str) -> None:
+    """Refuse a malformed version before anything slow happens."""
     if not VERSION_RE.match(version):
         raise KernelNotFound(f"not a kernel version: {version!r} (try 6.1 or 6.12)")
+
+
+def ensure_kernel(cache: Path, root: Path, version: str, log: Path | None = None) -> Kernel:
+    """Install (once) and return the newest Debian kernel matching `version`."""
+    check_version(version)
     final = cache / "kernels" / version
     with locked(cache):
         if not (final / "kernel.json").exists():
