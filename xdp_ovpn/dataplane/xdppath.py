@@ -487,8 +487,9 @@ class XdpDataPlane:
         try:
             ready, _, _ = select.select([pidfd, self._wake_r], [], [])
             if pidfd in ready and not self._closed:
-                with contextlib.suppress(OSError):
-                    self._worker_ntf.send(pickle.dumps(_WorkerDied(pid)))
+                self._worker_ntf.send(pickle.dumps(_WorkerDied(pid)))
+        except (OSError, ValueError):  # closed under us: the handle is shutting down
+            pass
         finally:
             os.close(pidfd)
 
