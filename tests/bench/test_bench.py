@@ -193,6 +193,8 @@ def test_tiny_run_writes_json_markdown_and_charts(tmp_path):
     assert {"kernel", "cpus", "versions"} <= doc["environment"].keys()
     assert doc["environment"]["versions"]["openvpn"].startswith("OpenVPN 2.6")
     assert doc["config"]["repetitions"] == 1 and doc["config"]["peer_counts"] == [1, 3]
+    assert "data-ciphers AES-256-GCM" in doc["tunnel"]["server_config"]
+    assert "BEGIN" not in json.dumps(doc["tunnel"])  # no private key or certificate kept
     listed = {s["name"]: s for s in doc["scenarios"]}
     assert set(listed) == {"bare", "openvpn", "xdp-xdp"}
     ran = [name for name, s in listed.items() if s["available"]]

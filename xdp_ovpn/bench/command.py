@@ -68,7 +68,7 @@ def bench(quick: bool, out_dir: Path | None, compare: tuple[Path, Path] | None,
             a, b = (report.load(p) for p in compare)
         except report.ReportError as exc:
             _fail(str(exc))
-        click.echo(report.compare(a, b, compare[0].name, compare[1].name), nl=False)
+        click.echo(report.compare(a, b, str(compare[0]), str(compare[1])), nl=False)
         return
     if os.geteuid() != 0:
         _fail("needs root (network namespaces)")

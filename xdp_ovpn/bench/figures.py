@@ -48,7 +48,7 @@ BY_KEY = {f.key: f for f in FIGURES}
 QUESTIONS = {
     "tcp": "TCP throughput through the tunnel",
     "udp": "UDP packets per second at a fixed offered load",
-    "latency": "Ping latency",
+    "latency": "Ping latency added by the tunnel (round trip)",
     "cpu": "CPU seconds per GB moved (TCP tests)",
     "setup": "Tunnel setup",
 }

@@ -42,8 +42,10 @@ def write_json(doc: dict, path: Path) -> None:
 def load(path: Path) -> dict:
     try:
         doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ReportError(f"{path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: not JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise ReportError(f"{path}: not an xdp-ovpn bench result ({SCHEMA})")
     return doc

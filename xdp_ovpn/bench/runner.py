@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 import subprocess
 import tempfile
 import time
@@ -111,6 +112,12 @@ def scale_targets(scenarios: list[Scenario]) -> list[ScaleTarget]:
     return list(seen)
 
 
+def _redact(config: str) -> str:
+    """A config text with its inline keys and certificates replaced by a placeholder."""
+    return re.sub(r"<([\w-]+)>\n.*?\n</\1>", r"<\1>[throwaway, not kept]</\1>", config,
+                  flags=re.S)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
@@ -126,7 +133,6 @@ class Runner:
 
     def run(self) -> dict:
         cfg = self.config
-        scenarios = [BY_NAME[n] for n in cfg.scenarios]
         began = time.time()
         self.doc = {
             "schema": SCHEMA,
@@ -138,18 +144,14 @@ class Runner:
             "scale": [],
             "interrupted": False,
         }
-        runnable = []
-        for s in scenarios:
-            reason = s.unavailable()
-            entry = dataclasses.asdict(s) | {"available": reason is None}
-            if reason:
-                entry["unavailable"] = reason
-                self.progress(f"{s.name}: unavailable: {reason}")
-            else:
-                runnable.append(s)
-            self.doc["scenarios"].append(entry)
+        runnable = self._available([BY_NAME[n] for n in cfg.scenarios])
         spec = TunnelSpec(PKI(), wrapping=cfg.wrapping, cipher=cfg.cipher,
                           network=SCALE_NETWORK, network6=None)
+        self.doc["tunnel"] = {
+            "server_config": _redact(spec.server_config()),
+            "client_config": _redact(spec.client_config(UNDERLAY[0])),
+            "scale_server_extra": {k: list(v) for k, v in SERVER_EXTRA.items()},
+        }
         try:
             self._throughput(runnable, spec)
             self._scale(scale_targets(runnable), spec)
@@ -160,6 +162,20 @@ class Runner:
             self.doc["seconds"] = round(time.time() - began, 1)
             self.doc |= summarize_run(self.doc)
         return self.doc
+
+    def _available(self, scenarios: list[Scenario]) -> list[Scenario]:
+        """List every scenario in the document; return those that can run here."""
+        runnable = []
+        for s in scenarios:
+            reason = s.unavailable()
+            entry = dataclasses.asdict(s) | {"available": reason is None}
+            if reason:
+                entry["unavailable"] = reason
+                self.progress(f"{s.name}: unavailable: {reason}")
+            else:
+                runnable.append(s)
+            self.doc["scenarios"].append(entry)
+        return runnable
 
     def _throughput(self, runnable: list[Scenario], spec: TunnelSpec) -> None:
         total = len(runnable) * self.config.repetitions
