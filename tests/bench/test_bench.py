@@ -233,3 +233,18 @@ def test_sigterm_tears_everything_down_and_keeps_partial_results(tmp_path):
     assert proc.returncode == 130, out[-2000:]
     assert _lab_namespaces(proc.pid) == []
     assert json.loads((tmp_path / "bench.json").read_text())["interrupted"] is True
+
+
+@pytest.mark.root
+@pytest.mark.openvpn
+def test_a_scenario_that_fails_records_its_error_and_the_run_goes_on():
+    from xdp_ovpn.lab.openvpn import TunnelSpec
+    from xdp_ovpn.lab.pki import PKI
+
+    broken = scenarios.Scenario("broken", "server refuses its data path", "xdp-ovpn", "openvpn",
+                                "no-such-path")
+    bench = runner.Runner(runner.BenchConfig.quick(timeout=10), progress=lambda _: None)
+    record = bench.run_scenario(broken, 0, TunnelSpec(PKI(), network6=None))
+    assert "exited" in record["error"]
+    assert record["tests"] == {} and record["figures"] == {}
+    assert _lab_namespaces(os.getpid()) == []
