@@ -65,8 +65,10 @@ class Namespace:
         self.lab = lab
         self.tag = tag
         self.name = f"{_PREFIX}{os.getpid()}-{tag}"
-        netns.create(self.name)
         self._ipr: NetNS | None = None
+
+    def create(self) -> None:
+        netns.create(self.name)
         self.run(["ip", "link", "set", "lo", "up"])
 
     @property
@@ -151,7 +153,9 @@ class Lab:
 
     def add_namespace(self, tag: str) -> Namespace:
         ns = Namespace(self, f"{self._id}{tag}")
+        # Recorded before it exists, so a signal during creation cannot leak it.
         self.namespaces.append(ns)
+        ns.create()
         return ns
 
     def link(
