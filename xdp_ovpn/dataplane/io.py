@@ -11,11 +11,12 @@ is Ethernet + IPv4/IPv6 + UDP + DATA_V2. Everything is re-checked here anyway (a
 BPF map can lag the peer table by a command): a frame that is not what it should
 be is a counted drop, never an exception out of the loop.
 
-Per batch: one `rx_batch`, one clock read, one `fill`. Per packet: a few
-`unpack_from` calls on the UMEM, one `decrypt_frame` in place (the plaintext
-lands 24 bytes into the payload; the frame's spare tail holds the moved tag),
-one TUN write. Nothing is copied out of the UMEM except the packet's source
-address, and only when it differs from the peer's known remote (float).
+Per batch: one `rx_batch`, one clock read, one `fill`. Per packet: one
+`unpack_from` of the headers, one `decrypt_frame` in place (the plaintext lands 24
+bytes into the payload; the frame's spare tail holds the moved tag), and one TUN
+write, or, with a vnet_hdr TUN, a share of one `writev` per TCP run (offload.py).
+Nothing is copied out of the UMEM but the source address (4 or 16 bytes, to spot
+a float). Short packets are looked at for pings, OCC exit and SYNs (mss.py).
 """
 
 from __future__ import annotations

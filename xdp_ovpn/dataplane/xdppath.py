@@ -57,7 +57,7 @@ from xdp_ovpn.dataplane.api import (
     PeerStats,
 )
 from xdp_ovpn.dataplane.io import Egress, Ingress
-from xdp_ovpn.dataplane.mss import max_mss
+from xdp_ovpn.dataplane.mss import SYN_MAX_LEN, clamp_mss, max_mss
 from xdp_ovpn.dataplane.offload import (
     VNET_HDR_LEN,
     plain_reads,
@@ -314,6 +314,9 @@ class _XdpWorker(_Worker):
                              vnet_hdr=self.vnet_hdr)
 
     def _tun_write(self, plain: memoryview) -> None:
+        """DATA_V2 that came by the socket (XDP passed it): clamp, frame, write."""
+        if len(plain) < SYN_MAX_LEN:
+            clamp_mss(plain, 0, len(plain), self.mss)
         if self.vnet_hdr:
             os.writev(self.tun_fd, (ZERO_VNET_HDR, plain))
         else:
