@@ -82,3 +82,4 @@ def test_tls_p2p_with_openvpn_over_xdp(lab, xdp_is_tls_server: bool) -> None:
         ping(net.server_ns, client.tunnel_ipv4)
         out = iperf3(net.server_ns, net.client_ns, server.tunnel_ipv4, lab)
         assert re.search(r"receiver", out)
+        assert redirected(net.server_ns if xdp_is_tls_server else net.client_ns) > 200
