@@ -35,10 +35,14 @@ MAX_RUN = 64  # segments per super-packet (UDP_MAX_SEGMENTS-like bound, far belo
 _IFREQ = struct.Struct("16sH22x")
 _ZERO_HDR = bytes(VNET_HDR_LEN)
 _TCP_ACK, _TCP_PSH = 0x10, 0x08
-# IPv4 (no options) + TCP up to the urgent pointer.
-_V4 = struct.Struct("!BBHHHBBH8s4sIIBBHHH")
-# IPv6 (TCP right after the fixed header) + TCP up to the urgent pointer.
-_V6 = struct.Struct("!IHBB32s4sIIBBHHH")
+# IPv4 (no options) + TCP: TOS, fragment word, protocol, addresses, ports, seq, ack,
+# data offset, flags; the second form also takes the 12 option bytes of timestamps.
+_V4 = struct.Struct("!xBxxxxHxBxx8s4sIIBB6x")
+_V4TS = struct.Struct("!xBxxxxHxBxx8s4sIIxB6x12s")
+_DOFF_TS = 8 << 4  # a 32-byte TCP header: NOP, NOP, timestamps
+# IPv6 (TCP right after the fixed header) + TCP: version/class/flow, next header,
+# addresses, ports, seq, ack, data offset, flags.
+_V6 = struct.Struct("!I2xBx32s4sIIBB6x")
 _U16 = struct.Struct("!H")
 _IPV4_WORDS = struct.Struct("!10H")
 _ADDR4 = struct.Struct("!4H")
@@ -91,14 +95,19 @@ class TcpCoalescer:
         version = frame[start] >> 4
         key = None
         if version == 4 and frame[start] == 0x45 and n >= 40:
-            (_, tos, _, _, frag, _, proto, _, addrs, ports, seq, ack, doff, flags, _, _,
-             _) = _V4.unpack_from(frame, start)  # fmt: skip
-            if proto == 6 and not frag & 0x3FFF:
+            if n >= _V4TS.size and frame[start + 32] == _DOFF_TS:  # Linux's usual segment
+                tos, frag, proto, addrs, ports, seq, ack, flags, opts = _V4TS.unpack_from(
+                    frame, start)  # fmt: skip
+                hlen = 52
+            else:
+                tos, frag, proto, addrs, ports, seq, ack, doff, flags = _V4.unpack_from(
+                    frame, start)  # fmt: skip
                 hlen = 20 + (doff >> 4) * 4
-                key = (tos, addrs, ports, ack, bytes(frame[start + 40 : start + hlen]))
+                opts = bytes(frame[start + 40 : start + hlen])
+            if proto == 6 and not frag & 0x3FFF:
+                key = (tos, addrs, ports, ack, opts)
         elif version == 6 and n >= 60:
-            (vtc, _, nh, _, addrs, ports, seq, ack, doff, flags, _, _,
-             _) = _V6.unpack_from(frame, start)  # fmt: skip
+            vtc, nh, addrs, ports, seq, ack, doff, flags = _V6.unpack_from(frame, start)
             if nh == 6:
                 hlen = 40 + (doff >> 4) * 4
                 key = (vtc, addrs, ports, ack, bytes(frame[start + 60 : start + hlen]))
@@ -122,7 +131,7 @@ class TcpCoalescer:
             self._last = plen
             self._len += plen
             if flags & _TCP_PSH:  # the super-packet carries the last segment's PSH
-                tcp_flags = VNET_HDR_LEN + (hlen - (doff >> 4) * 4) + 13
+                tcp_flags = VNET_HDR_LEN + (40 if version == 6 else 20) + 13
                 self._first[tcp_flags] |= _TCP_PSH
         else:
             self.flush()
