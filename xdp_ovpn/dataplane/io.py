@@ -33,7 +33,6 @@ from collections.abc import Callable
 from xdp_ovpn.dataplane.api import (
     Address,
     KeyNeedsRenewal,
-    KeySlot,
     Notification,
     PeerExpired,
     PeerFloated,
@@ -366,11 +365,12 @@ class Egress:
 
     def _append(self, peer: Peer, plaintext: memoryview, now: float) -> None:
         """Encrypt into the GSO buffer, flushing first when the run cannot take this packet."""
-        crypto = peer.keys[KeySlot.PRIMARY]
+        crypto = peer.keys[0]  # KeySlot.PRIMARY, without the enum lookup a packet
         if crypto is None:
             peer.drop("no key")
             return
-        wire = len(plaintext) + DATA_V2_HEADER_LEN
+        n = len(plaintext)
+        wire = n + DATA_V2_HEADER_LEN
         run_len = self._run_len
         if run_len and (
             peer is not self._run_peer
@@ -389,8 +389,9 @@ class Egress:
             self._run_peer, self._run_seg = peer, wire
             self._check_renewal(peer, crypto)  # once a run is plenty: 2^32 ids, 64 a run
         self._run_len = run_len + wire
-        peer.stats.tx_packets += 1
-        peer.stats.tx_bytes += len(plaintext)
+        stats = peer.stats
+        stats.tx_packets += 1
+        stats.tx_bytes += n
         peer.last_tx = now
         if wire < self._run_seg:
             self.flush()  # a short segment can only be the last one of a run
