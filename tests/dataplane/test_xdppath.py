@@ -194,3 +194,56 @@ def test_an_idle_peer_costs_the_worker_at_most_16_kib(lab) -> None:
     per_peer = (rss[1000] - rss[1]) / 999
     print(f"worker RSS {rss[1]} KiB with 1 peer, {rss[1000]} KiB with 1000: {per_peer:.1f} KiB")
     assert per_peer <= 16
+
+
+def _fallback_case(b_name: str) -> dict:
+    import select
+
+    from nsfork import Sender
+    from packets import udp4
+
+    from xdp_ovpn.dataplane.api import KeySlot
+    from xdp_ovpn.dataplane.tun import Tun
+    from xdp_ovpn.dataplane.xdppath import XdpDataPlane
+    from xdp_ovpn.dataplane.xsk import XskSocket
+    from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
+
+    c2s = DataKey("AES-256-GCM", bytes(range(32)), bytes(range(100, 108)))
+    s2c = DataKey("AES-256-GCM", bytes(range(32, 64)), bytes(range(200, 208)))
+    peer = DataChannelCrypto(0, 7, encrypt=c2s, decrypt=s2c)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("10.1.0.1", 1194))
+    with Tun(mtu=1400) as tun, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as inner:
+        tun.add_address("10.8.0.1/24")
+        tun.up()
+        inner.bind(("10.8.0.1", 6000))
+        dp = XdpDataPlane(sock)
+        try:
+            dp.new_peer(7, ("10.1.0.2", 40000), vpn_ipv4="10.8.0.2")
+            dp.new_key(7, KeySlot.PRIMARY, 0, "AES-256-GCM", s2c.key, s2c.nonce_tail,
+                       c2s.key, c2s.nonce_tail)
+            dp.attach_tun(tun.fileno(), 1400)
+            first = dp.pid
+            os.kill(first, signal.SIGKILL)
+            # Someone else takes the RX queue: the new worker cannot have AF_XDP.
+            with XskSocket("veth0", 0, tx_size=0) as squatter:
+                while dp.pid == first:
+                    select.select([dp.notification_fd()], [], [], 5)
+                    dp.notifications()
+                with Sender(b_name, "10.1.0.1", 1194, 40000) as sender:
+                    sender.send(peer.encrypt(udp4("10.8.0.2", "10.8.0.1", 5000, 6000, b"hi"), 0))
+                    got = inner.recv(100) if select.select([inner], [], [], 5)[0] else None
+                squatter.close()
+            return {"got": got, "restarts": dp.restarts, "peers": dp.peers(),
+                    "rx": dp.get_peer(7).rx_packets}
+        finally:
+            dp.close()
+            sock.close()
+
+
+def test_a_worker_that_cannot_get_af_xdp_back_keeps_the_tunnel_on_the_socket(lab) -> None:
+    a, b = lab.add_namespace("a"), lab.add_namespace("b")
+    lab.link(a, b, addrs=("10.1.0.1/24", "10.1.0.2/24"))
+    r = in_netns(a.name, _fallback_case, b.name, timeout=60)
+    assert r["restarts"] == 1 and r["peers"] == [7]
+    assert r["got"] == b"hi" and r["rx"] == 1

@@ -223,7 +223,8 @@ class _XdpWorker(_Worker):
 
     def __init__(self, sock: socket.socket, cmd: socket.socket, ctl: socket.socket,
                  ntf: socket.socket, single_peer: bool, replay_window: int,
-                 replay_time: float, underlays: Sequence[_Underlay], ledger: Ledger) -> None:
+                 replay_time: float, underlays: Sequence[_Underlay], ledger: Ledger,
+                 mss: int) -> None:
         super().__init__(sock, cmd, ctl, ntf, single_peer, replay_window, replay_time)
         self.underlays = underlays
         self.ids = ledger.ids
@@ -232,8 +233,7 @@ class _XdpWorker(_Worker):
         self.ingress: list[Ingress] = []
         self.xsks: list[XskSocket] = []
         mapped = sock.family == socket.AF_INET6
-        # mssfix: TCP through the tunnel never needs fragments on the smallest underlay.
-        self.mss = max_mss(min(u.mtu for u in underlays), outer_ipv6=mapped)
+        self.mss = mss
         for under in underlays:
             for queue in range(under.queues):
                 xsk = XskSocket(under.ifname, queue, tx_size=0, comp_size=64,
@@ -395,6 +395,9 @@ class XdpDataPlane:
         self._wake_r, self._wake_w = os.pipe()
         try:
             self._attach(interfaces, xdp_mode)
+            # mssfix: TCP through the tunnel never needs fragments on the smallest underlay.
+            self._mss = max_mss(min(u.mtu for u in self._underlays),
+                                outer_ipv6=sock.family == socket.AF_INET6)
             self._spawn()
         except BaseException:
             self.close()
@@ -440,8 +443,11 @@ class XdpDataPlane:
 
     # -- worker lifecycle ---------------------------------------------------------------
 
-    def _spawn(self) -> None:
+    def _spawn(self, xdp: bool = True) -> None:
+        """Fork a worker holding every recorded peer; without `xdp` it only uses the socket
+        (no AF_XDP sockets, nothing mirrored: the classifier passes all up)."""
         cmd, worker_cmd = _seqpacket_pair()
+        underlays = self._underlays if xdp else []
         records = list(self._peers.values())
         pid = os.fork()
         if pid == 0:  # the worker: never returns
@@ -454,11 +460,11 @@ class XdpDataPlane:
                 try:
                     worker = _XdpWorker(self._sock, worker_cmd, self._worker_ctl,
                                         self._worker_ntf, self._single, *self._replay,
-                                        self._underlays, self._ledger)
+                                        underlays, self._ledger, self._mss)
                     worker.restore(records, self._tun)
                 except (XskError, DataPlaneError, OSError, ValueError) as exc:
-                    worker_cmd.send(pickle.dumps((False, str(exc))))
-                    raise
+                    worker_cmd.send(pickle.dumps((False, str(exc))))  # the parent says it
+                    os._exit(1)
                 worker_cmd.send(pickle.dumps((True, os.getpid())))
                 worker.run()
             except BaseException:
@@ -516,7 +522,13 @@ class XdpDataPlane:
             for key in list(under.maps.peers.walk()):
                 under.maps.peers.delete(key)
         self.restarts += 1
-        self._spawn()
+        try:
+            self._spawn()
+        except DataPlaneError as exc:
+            # E.g. privileges dropped since startup (AF_XDP needs CAP_NET_RAW): keep the
+            # tunnel on the socket rather than lose it.
+            self._log.info("%s; the data plane goes on without AF_XDP", exc)
+            self._spawn(xdp=False)
         self._log.info("Data-plane worker %s: restarted as pid %d with %d peer(s)", why,
                        self._pid, len(self._peers))
 
