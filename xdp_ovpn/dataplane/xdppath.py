@@ -517,10 +517,15 @@ class XdpDataPlane:
 
     def _restart(self, why: str) -> None:
         """Replace a dead or stuck worker; the socket carries DATA_V2 meanwhile."""
+        from loader.errors import MapError
+
         self._reap(kill=True)
         for under in self._underlays:  # nothing steered until the new worker holds keys
-            for key in list(under.maps.peers.walk()):
-                under.maps.peers.delete(key)
+            # Without CAP_BPF any more the entries stay; with the AF_XDP socket gone the
+            # classifier passes their packets up to the socket anyway.
+            with contextlib.suppress(MapError, OSError):
+                for key in list(under.maps.peers.walk()):
+                    under.maps.peers.delete(key)
         self.restarts += 1
         try:
             self._spawn()
