@@ -167,6 +167,10 @@ int xdp_classify(struct xdp_md *ctx)
 
     /* UDP length, not data_end: short frames carry Ethernet padding. */
     u32 len = ntohs(udp->len);
+    /* Older verifiers (6.1 and 6.12 seen) lose the bound of a byte-swapped value: hide it
+     * from the optimiser, then mask, so the pointer arithmetic below stays provably bounded. */
+    asm volatile("" : "+r"(len));
+    len &= 0xffff;
     u8 *p = (u8 *)(udp + 1);
     if (len < sizeof(*udp) || (void *)udp + len > end)
         return verdict(V_PASS_OTHER, XDP_PASS, cfg); /* malformed UDP: the stack's call */

@@ -13,6 +13,7 @@ network namespace the device was created in.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import ipaddress
 import os
@@ -38,6 +39,7 @@ TUN_F_TSO6 = 0x04
 TUN_F_TSO_ECN = 0x08
 TUN_F_USO4 = 0x20
 TUN_F_USO6 = 0x40
+_USO = TUN_F_USO4 | TUN_F_USO6
 # What the data plane asks for with vnet_hdr: checksum offload plus TCP and UDP segmentation.
 OFFLOAD_GSO = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6
 
@@ -114,7 +116,14 @@ class Tun:
             if self.vnet_hdr:
                 fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
                 # Always set, even to 0: a re-attached queue keeps stale offloads otherwise.
-                fcntl.ioctl(fd, TUNSETOFFLOAD, self.offload)
+                try:
+                    fcntl.ioctl(fd, TUNSETOFFLOAD, self.offload)
+                except OSError as exc:
+                    # Kernels before 6.2 know no UDP segmentation offload (USO): without it.
+                    if exc.errno != errno.EINVAL or not self.offload & _USO:
+                        raise
+                    self.offload &= ~_USO
+                    fcntl.ioctl(fd, TUNSETOFFLOAD, self.offload)
         except OSError as exc:
             os.close(fd)
             raise TunError(f"cannot create TUN {name}: {_reason(exc)}") from None
