@@ -10,12 +10,11 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import signal
 import subprocess
 
 import pytest
 
-from xdp_ovpn.lab import Lab, cleanup_stale
+from xdp_ovpn.lab import Lab, cleanup_stale, interrupt_on_sigterm
 
 
 @functools.cache
@@ -78,13 +77,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.skip(reason)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def pytest_sessionstart(session: pytest.Session) -> None:
     # SIGTERM (a CI timeout, a kill) unwinds like Ctrl-C, so lab fixtures still tear down.
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_sigterm()
     if os.geteuid() == 0:
         cleanup_stale()
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from xdp_ovpn.bench.interrupt import sigterm_as_interrupt, sweep_own_namespaces
 from xdp_ovpn.bench.scenarios import BY_NAME, select
+from xdp_ovpn.lab import interrupt_on_sigterm, sweep_own_namespaces
 
 
 def _fail(message: str) -> None:
@@ -100,7 +100,7 @@ def bench(quick: bool, out_dir: Path | None, compare: tuple[Path, Path] | None,
         overrides["udp_pps"] = udp_pps
     config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)  # type: ignore[arg-type]
     out = out_dir or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
-    sigterm_as_interrupt()
+    interrupt_on_sigterm()
     runner = Runner(config, progress=click.echo)
     try:
         doc = runner.run()

@@ -399,13 +399,13 @@ def demo(data_path: str, seconds: int, wrapping: str) -> None:
     """xdp-ovpn server (XDP data path) and a real openvpn client in fresh namespaces."""
     import os
 
-    from xdp_ovpn.bench.interrupt import sigterm_as_interrupt, sweep_own_namespaces
+    from xdp_ovpn.lab import interrupt_on_sigterm, sweep_own_namespaces
 
     if os.geteuid() != 0:
         raise click.ClickException("needs root (network namespaces, TUN, XDP)")
     if missing := missing_tools():
         raise click.ClickException(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
-    sigterm_as_interrupt()
+    interrupt_on_sigterm()
     try:
         out = run_demo(data_path, seconds, wrapping)
     except KeyboardInterrupt:

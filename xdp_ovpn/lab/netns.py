@@ -36,6 +36,34 @@ def _owner_alive(pid: int) -> bool:
     return True
 
 
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C in this process, so labs tear down.
+
+    Forked children (pyroute2's netns helpers among them) inherit the handler; for
+    them SIGTERM keeps its default meaning, or they could never be stopped.
+    """
+    owner = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def sweep_own_namespaces() -> None:
+    """Remove every namespace of this process, tracked by a Lab or not (after an interrupt)."""
+    prefix = f"{_PREFIX}{os.getpid()}-"
+    for name in netns.listnetns():
+        if name.startswith(prefix):
+            _kill_namespace_pids(name)
+            with contextlib.suppress(OSError):
+                netns.remove(name)
+
+
 def cleanup_stale() -> list[str]:
     """Remove lab namespaces whose owning process is gone; return their names."""
     removed = []
