@@ -9,8 +9,12 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
+. /xo/env
+# The overlay root is already writable tmpfs; a fresh tmpfs on /run or /tmp would hide the
+# project tree when it lives there (a CI clone under /tmp).
+for dir in /run /tmp; do
+    case "$XO_PROJECT/" in "$dir"/*) ;; *) mount -t tmpfs tmpfs "$dir" ;; esac
+done
 mount -t bpf bpf /sys/fs/bpf
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
@@ -26,7 +30,6 @@ done
 hostname xo-vm
 ip link set lo up
 
-. /xo/env
 cd "$XO_PROJECT" || exit 1
 echo "XO-VMTEST-BEGIN $(uname -r)"
 # The output file is authoritative; the console copy is for watching live and may lose its
