@@ -125,7 +125,7 @@ async def _main(cfg: Config, scfg, sock: socket.socket, dataplane: DataPlane,
         if isinstance(role, Server):
             name = cfg.dev if cfg.dev_name_fixed else "tun%d"
             tun, _ = await in_netlink_thread(open_tun, name, settings_from_config(cfg),
-                                             cfg.tun_mtu)
+                                             cfg.tun_mtu, None, dataplane.tun_vnet_hdr)
             dataplane.attach_tun(tun.fileno(), cfg.tun_mtu)
             role.attach_tun(tun)
             log.info("TUN/TAP device %s opened", tun.name)

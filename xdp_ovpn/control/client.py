@@ -297,7 +297,8 @@ class SinglePeer:
         name = self.cfg.dev if self.cfg.dev_name_fixed else "tun%d"
         mtu = settings.tun_mtu or self.cfg.tun_mtu
         generation = self._tun_generation
-        future = in_netlink_thread(open_tun, name, settings, mtu, server_ip)
+        future = in_netlink_thread(open_tun, name, settings, mtu, server_ip,
+                                   self.dataplane.tun_vnet_hdr)
         self._net_pending = future
 
         def ready(done: asyncio.Future) -> None:

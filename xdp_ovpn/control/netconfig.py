@@ -156,10 +156,14 @@ class AppliedNetwork:
         self.host_routes.clear()
 
 
-def open_tun(name: str, s: TunnelSettings, mtu: int,
-             server_ip: str | None = None) -> tuple[Tun, AppliedNetwork]:
-    """Create and configure a TUN (on the netlink thread); delete it again if that fails."""
-    tun = Tun(name, mtu=s.tun_mtu or mtu)
+def open_tun(name: str, s: TunnelSettings, mtu: int, server_ip: str | None = None,
+             vnet_hdr: bool = False) -> tuple[Tun, AppliedNetwork]:
+    """Create and configure a TUN (on the netlink thread); delete it again if that fails.
+
+    vnet_hdr: the data path writes coalesced GSO super-packets; reads stay plain packets
+    (no offloads asked for), so egress never has to segment.
+    """
+    tun = Tun(name, mtu=s.tun_mtu or mtu, vnet_hdr=vnet_hdr, offload=0)
     try:
         return tun, apply_settings(tun, s, server_ip)
     except BaseException:

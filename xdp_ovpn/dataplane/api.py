@@ -92,6 +92,8 @@ class DataPlane(Protocol):
     """What the control plane needs from a data path (socket or XDP)."""
 
     name: str  # "socket" or "xdp", for the log
+    # True when the data path writes GSO super-packets: the TUN must be opened IFF_VNET_HDR.
+    tun_vnet_hdr: bool
 
     def new_peer(
         self,

@@ -83,6 +83,7 @@ class SocketDataPlane:
     """Control-plane handle of the socket data path (implements api.DataPlane)."""
 
     name = "socket"
+    tun_vnet_hdr = False
 
     def __init__(
         self,
