@@ -16,10 +16,10 @@ from loader.compile import compile_bpf
 
 SOURCE = r"""
 #include <uapi/linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/ip.h>
-#include <linux/in.h>
-#include <linux/udp.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/udp.h>
 
 BPF_XSKMAP(xsks, 8);
 
