@@ -31,7 +31,7 @@ GUEST_PACKAGES = (
     "python3", "python3-bpfcc", "python3-cryptography", "python3-openssl",
     "python3-pyroute2", "python3-click", "python3-pytest",
     "openvpn", "openvpn-dco-dkms", "iproute2", "iperf3", "iputils-ping", "ethtool",
-    "kmod", "procps", "busybox-static", "tcpdump",
+    "kmod", "procps", "busybox-static", "tcpdump", "strace",
 )
 STAMP = "etc/xdp-ovpn-vm-packages"
 
