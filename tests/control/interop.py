@@ -8,7 +8,8 @@ import subprocess
 from dataclasses import dataclass
 
 from xdp_ovpn.lab.netns import Namespace
-from xdp_ovpn.lab.openvpn import Endpoint
+from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNPeer, TunnelSpec
+from xdp_ovpn.lab.pki import PKI
 
 IPV4_UNDERLAY = ("10.1.0.1", "10.1.0.2")
 IPV6_UNDERLAY = ("fd00:1::1", "fd00:1::2")
@@ -30,6 +31,17 @@ def underlay(lab, family: int = 4) -> Underlay:
         return Underlay(a, b, IPV6_UNDERLAY[0], "udp6")
     lab.link(a, b, addrs=(f"{IPV4_UNDERLAY[0]}/24", f"{IPV4_UNDERLAY[1]}/24"))
     return Underlay(a, b, IPV4_UNDERLAY[0], "udp4")
+
+
+def p2p_with_openvpn(lab, xdp_is_tls_server: bool) -> tuple[Underlay, Endpoint, Endpoint]:
+    """A TLS p2p pair over an IPv4 underlay: xdp-ovpn on one side, openvpn on the other."""
+    net = underlay(lab, 4)
+    spec = TunnelSpec(PKI(), wrapping="tls-crypt", proto=net.proto)
+    server = OpenVPNPeer(net.server_ns, spec, tls_server=True,
+                         program="xdp-ovpn" if xdp_is_tls_server else "openvpn")
+    client = OpenVPNPeer(net.client_ns, spec, tls_server=False, remote=net.server_addr,
+                         program="openvpn" if xdp_is_tls_server else "xdp-ovpn")
+    return net, server, client
 
 
 def use_prf(endpoint: Endpoint) -> Endpoint:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from interop import iperf3, ping, underlay, use_prf
+from interop import iperf3, p2p_with_openvpn, ping, underlay, use_prf
 
-from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNPeer, OpenVPNServer, TunnelSpec, started
+from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 
 pytestmark = [pytest.mark.root, pytest.mark.openvpn]
@@ -76,12 +76,7 @@ def test_xdp_ovpn_client_to_openvpn_server(lab, wrapping, cipher, derivation, fa
 
 @pytest.mark.parametrize("xdp_is_tls_server", [True, False], ids=["xdp-server", "xdp-client"])
 def test_tls_p2p_with_openvpn(lab, xdp_is_tls_server: bool) -> None:
-    net = underlay(lab, 4)
-    spec = TunnelSpec(PKI(), wrapping="tls-crypt", proto=net.proto)
-    server = OpenVPNPeer(net.server_ns, spec, tls_server=True,
-                         program="xdp-ovpn" if xdp_is_tls_server else "openvpn")
-    client = OpenVPNPeer(net.client_ns, spec, tls_server=False, remote=net.server_addr,
-                         program="openvpn" if xdp_is_tls_server else "xdp-ovpn")
+    net, server, client = p2p_with_openvpn(lab, xdp_is_tls_server)
     with started(server, client):
         ping(net.client_ns, server.tunnel_ipv4)
         ping(net.server_ns, client.tunnel_ipv4)

@@ -11,11 +11,10 @@ import re
 import sys
 
 import pytest
-from interop import iperf3, ping, underlay
+from interop import iperf3, p2p_with_openvpn, ping
 from test_interop import MATRIX, _tunnel
 
-from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNPeer, TunnelSpec, started
-from xdp_ovpn.lab.pki import PKI
+from xdp_ovpn.lab.openvpn import Endpoint, started
 
 pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.bpf]
 
@@ -68,12 +67,7 @@ def test_xdp_client_to_openvpn_server(lab, wrapping, cipher, derivation, family)
 
 @pytest.mark.parametrize("xdp_is_tls_server", [True, False], ids=["xdp-server", "xdp-client"])
 def test_tls_p2p_with_openvpn_over_xdp(lab, xdp_is_tls_server: bool) -> None:
-    net = underlay(lab, 4)
-    spec = TunnelSpec(PKI(), wrapping="tls-crypt", proto=net.proto)
-    server = OpenVPNPeer(net.server_ns, spec, tls_server=True,
-                         program="xdp-ovpn" if xdp_is_tls_server else "openvpn")
-    client = OpenVPNPeer(net.client_ns, spec, tls_server=False, remote=net.server_addr,
-                         program="openvpn" if xdp_is_tls_server else "xdp-ovpn")
+    net, server, client = p2p_with_openvpn(lab, xdp_is_tls_server)
     ours = server if xdp_is_tls_server else client
     use_xdp(ours)
     with started(server, client):
