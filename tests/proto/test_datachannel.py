@@ -280,3 +280,35 @@ def test_truncated_packets_only_raise_protocol_errors(cut: int) -> None:
     with pytest.raises(ProtocolError):
         server.decrypt(pkt[:cut], 0.0)
     assert server.replay.highest == 0
+
+
+@pytest.mark.parametrize("cipher", CIPHERS)
+@pytest.mark.parametrize("last", [1, 700, 1400])
+def test_seal_run_equals_packet_by_packet(cipher: str, last: int) -> None:
+    """A GSO run sealed in place: each segment is the packet encrypt() makes for that id."""
+    client, server = pair(cipher)
+    reference, _ = pair(cipher)
+    stride, count = 24 + 1400, 5
+    buf = memoryview(bytearray(count * stride + FRAME_SLACK))
+    payloads = [bytes([i]) * (1400 if i < count - 1 else last) for i in range(count)]
+    for i, p in enumerate(payloads):
+        buf[i * stride + 24 : i * stride + 24 + len(p)] = p
+    client.seal_run(buf, stride, count, last, 0.0)
+    for i, p in enumerate(payloads):
+        packet = bytes(buf[i * stride : i * stride + 24 + len(p)])
+        assert packet == reference.encrypt(p, 0.0)
+        assert server.decrypt(packet, 0.0) == p
+    assert client.tx_packets == count and client.tx_bytes == sum(map(len, payloads))
+    assert client.sender.last == count
+
+
+def test_seal_run_refuses_what_does_not_fit_and_exhausted_ids() -> None:
+    client, _ = pair()
+    with pytest.raises(ValueError):
+        client.seal_run(memoryview(bytearray(2 * 124)), 124, 2, 100, 0.0)  # no FRAME_SLACK
+    with pytest.raises(ValueError):
+        client.seal_run(memoryview(bytearray(1000)), 124, 2, 101, 0.0)  # last > stride - 24
+    client.sender.last = PACKET_ID_MAX - 1
+    with pytest.raises(KeyError_):
+        client.seal_run(memoryview(bytearray(1000)), 124, 2, 100, 0.0)
+    assert client.sender.last == PACKET_ID_MAX - 1  # nothing taken

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import ipaddress
 import os
 import socket
@@ -281,7 +282,12 @@ _MAX_IP = 65535
 
 
 class Egress:
-    """Drains one TUN into DATA_V2 datagrams on the UDP socket, GSO-batched per peer."""
+    """Drains one TUN into DATA_V2 datagrams on the UDP socket, GSO-batched per peer.
+
+    Each packet is read straight into the GSO buffer, 24 bytes after the end of the
+    pending run, so it is never copied: when the run is sent, one `seal_run` encrypts
+    every packet of it in place and one `sendmsg` hands it to the kernel.
+    """
 
     def __init__(
         self,
@@ -297,8 +303,10 @@ class Egress:
     ) -> None:
         self.tun_fd = tun_fd
         self.sock = sock
-        # vnet_hdr TUN with offloads off: each read is a zero header, then the packet.
-        self._vnet = bytearray(VNET_HDR_LEN) if vnet_hdr else None
+        # vnet_hdr TUN with offloads off: each read is a zero header, then the packet; the
+        # header is read into the packet's own DATA_V2 header slot and overwritten there.
+        self._skip = VNET_HDR_LEN if vnet_hdr else 0
+        self._readinto = io.FileIO(tun_fd, "r", closefd=False).readinto
         self.mss = mss  # clamp SYNs to this IPv4 MSS (mss.py); 0: leave them alone
         self.peers = peers
         self.notify = notify
@@ -306,56 +314,63 @@ class Egress:
         self.clock = clock
         self.gso = True  # cleared for good when the route refuses UDP_SEGMENT
         self.gso_max_seg = _MAX_IP  # lowered when segments exceed the path MTU
-        self._inbuf = bytearray(_MAX_IP)  # never truncate, whatever the TUN's MTU
+        # A full run, then room for a whole read (never truncate, whatever the TUN's MTU).
         self._out = memoryview(
             bytearray(GSO_MAX_BYTES + DATA_V2_HEADER_LEN + _MAX_IP + AEAD_TAG_LEN)
         )
         self._run_peer: Peer | None = None
+        self._run_crypto: DataChannelCrypto | None = None
         self._run_seg = 0  # wire size of every segment but the last
         self._run_len = 0  # bytes in _out
+        self._run_count = 0
         self._renewing: set[tuple[int, int]] = set()
         self.drops: dict[str, int] = {}  # drops not attributable to a peer
         self.sends = 0  # sendmsg calls, to see the batching work
 
     def poll(self) -> int:
         """Read up to `batch` packets from the TUN and send them; return how many were read."""
-        inbuf = self._inbuf
-        plain = memoryview(inbuf)
+        out, readinto, skip, mss = self._out, self._readinto, self._skip, self.mss
         now = self.clock()
         count = 0
-        bufs = (inbuf,) if self._vnet is None else (self._vnet, inbuf)
-        skip = VNET_HDR_LEN if self._vnet is not None else 0
         # Client and p2p: the one peer takes everything (verbs run between polls only).
         only = next(iter(self.peers), None) if self.peers.single else None
         while count < self.batch:
+            pos = self._run_len + DATA_V2_HEADER_LEN  # where the plaintext lands
             try:
-                n = os.readv(self.tun_fd, bufs) - skip
-            except (BlockingIOError, InterruptedError):
+                n = readinto(out[pos - skip : pos + _MAX_IP])
+            except InterruptedError:
                 break
             except OSError:
                 self._count("tun read")
                 break
+            if n is None:  # EAGAIN
+                break
+            n -= skip
             count += 1
-            if n < SYN_MAX_LEN and self.mss:
-                clamp_mss(inbuf, 0, n, self.mss)
-            if only is not None and inbuf[0] >> 4 in (4, 6):
-                self._append(only, plain[:n], now)
+            if n < SYN_MAX_LEN:
+                if n <= 0:
+                    self._count("not IP")
+                    continue
+                if mss:
+                    clamp_mss(out, pos, n, mss)
+            version = out[pos] >> 4
+            if only is not None and version in (4, 6):
+                self._add(only, pos, n, now)
                 continue
-            peer = self._route(inbuf, n)
+            peer = self._route(out, pos, n, version)
             if peer is not None:
-                self._append(peer, plain[:n], now)
-        self.flush()
+                self._add(peer, pos, n, now)
+        self.flush(now)
         return count
 
     def _count(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
-    def _route(self, packet: bytearray, n: int) -> Peer | None:
-        version = packet[0] >> 4
+    def _route(self, buf: memoryview, pos: int, n: int, version: int) -> Peer | None:
         if version == 4 and n >= 20:
-            peer = self.peers.by_destination(bytes(packet[16:20]))
+            peer = self.peers.by_destination(bytes(buf[pos + 16 : pos + 20]))
         elif version == 6 and n >= 40:
-            peer = self.peers.by_destination(bytes(packet[24:40]))
+            peer = self.peers.by_destination(bytes(buf[pos + 24 : pos + 40]))
         else:
             self._count("not IP")
             return None
@@ -363,52 +378,63 @@ class Egress:
             self._count("no route to peer")
         return peer
 
-    def _append(self, peer: Peer, plaintext: memoryview, now: float) -> None:
-        """Encrypt into the GSO buffer, flushing first when the run cannot take this packet."""
+    def _add(self, peer: Peer, pos: int, n: int, now: float) -> None:
+        """Make the packet read at `pos` part of the run, sending the run first if it
+        cannot take it (the packet then moves to the front of the buffer)."""
         crypto = peer.keys[0]  # KeySlot.PRIMARY, without the enum lookup a packet
         if crypto is None:
             peer.drop("no key")
             return
-        n = len(plaintext)
         wire = n + DATA_V2_HEADER_LEN
         run_len = self._run_len
         if run_len and (
-            peer is not self._run_peer
+            crypto is not self._run_crypto
             or wire > self._run_seg
             or run_len + wire > GSO_MAX_BYTES
-            or run_len // self._run_seg >= GSO_MAX_SEGMENTS
+            or self._run_count >= GSO_MAX_SEGMENTS
         ):
-            self.flush()
+            self.flush(now)  # its last tag spills into this packet's header slot only
+            self._out[DATA_V2_HEADER_LEN:wire] = self._out[pos : pos + n]
             run_len = 0
-        try:
-            crypto.encrypt_into(self._out[run_len:], plaintext, now)
-        except ProtocolError as exc:
-            peer.drop(type(exc).__name__)
-            return
         if not run_len:
-            self._run_peer, self._run_seg = peer, wire
+            self._run_peer, self._run_crypto, self._run_seg = peer, crypto, wire
             self._check_renewal(peer, crypto)  # once a run is plenty: 2^32 ids, 64 a run
         self._run_len = run_len + wire
-        stats = peer.stats
-        stats.tx_packets += 1
-        stats.tx_bytes += n
-        peer.last_tx = now
+        self._run_count += 1
         if wire < self._run_seg:
-            self.flush()  # a short segment can only be the last one of a run
+            self.flush(now)  # a short segment can only be the last one of a run
 
     def _check_renewal(self, peer: Peer, crypto: DataChannelCrypto) -> None:
         if crypto.needs_renegotiation and (peer.peer_id, crypto.key_id) not in self._renewing:
             self._renewing.add((peer.peer_id, crypto.key_id))
             self.notify(KeyNeedsRenewal(peer.peer_id, crypto.key_id))
 
-    def flush(self) -> None:
-        """Send the pending run: one sendmsg with UDP_SEGMENT, or one datagram."""
-        length, seg, peer = self._run_len, self._run_seg, self._run_peer
-        if not length:
+    def flush(self, now: float | None = None) -> None:
+        """Encrypt the pending run in place and send it: one sendmsg with UDP_SEGMENT, or
+        one datagram."""
+        length, seg, count = self._run_len, self._run_seg, self._run_count
+        peer, crypto = self._run_peer, self._run_crypto
+        if not length or peer is None or crypto is None:
             return
-        self._run_len = 0
-        self._run_peer = None
-        data = self._out[:length]
+        self._run_len = self._run_count = 0
+        self._run_peer = self._run_crypto = None
+        if now is None:
+            now = self.clock()
+        try:
+            crypto.seal_run(self._out, seg, count, length - (count - 1) * seg
+                            - DATA_V2_HEADER_LEN, now)
+        except ProtocolError as exc:
+            for _ in range(count):
+                peer.drop(type(exc).__name__)
+            return
+        stats = peer.stats
+        stats.tx_packets += count
+        stats.tx_bytes += length - count * DATA_V2_HEADER_LEN
+        peer.last_tx = now
+        self._send(self._out[:length], seg, peer)
+
+    def _send(self, data: memoryview, seg: int, peer: Peer) -> None:
+        length = len(data)
         try:
             if length == seg:
                 self.sock.sendto(data, peer.remote)
@@ -424,8 +450,7 @@ class Egress:
                     self.gso_max_seg = seg - 1  # get fragmented by the kernel
                 else:  # EIO/EINVAL: no checksum offload on this route, for good
                     self.gso = False
-                self._run_len, self._run_seg, self._run_peer = length, seg, peer
-                return self.flush()
+                return self._send(data, seg, peer)
             peer.drop(f"send {errno.errorcode.get(exc.errno, exc.errno)}")
             return None
         self.sends += 1

@@ -134,6 +134,16 @@ class LedgerSender(PacketIdSender):
         self.last = pid
         return pid
 
+    def take(self, count: int) -> int:
+        last = self.last + count
+        if last > self.reserved:
+            if last > PACKET_ID_MAX:
+                raise KeyError_("packet-id space exhausted: the key must be renegotiated")
+            self.reserved = min(last + PID_BLOCK, PACKET_ID_MAX)
+            self.ids[self.index] = self.reserved
+        first, self.last = self.last + 1, last
+        return first
+
 
 # -- underlay discovery ------------------------------------------------------------------
 

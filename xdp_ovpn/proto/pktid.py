@@ -44,6 +44,14 @@ class PacketIdSender:
         self.last = pid
         return pid
 
+    def take(self, count: int) -> int:
+        """The first of `count` consecutive ids (a batch); KeyError_ if they do not all fit."""
+        first = self.last + 1
+        if first + count - 1 > PACKET_ID_MAX:
+            raise KeyError_("packet-id space exhausted: the key must be renegotiated")
+        self.last = first + count - 1
+        return first
+
     @property
     def needs_renegotiation(self) -> bool:
         """True once the ids are close to running out (packet_id_close_to_wrapping)."""
