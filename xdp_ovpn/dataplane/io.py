@@ -112,15 +112,80 @@ class Ingress:
         self._remote_keys: dict[int, tuple[bytes, int]] = {}
 
     def poll(self, max_n: int = 64) -> int:
-        """Handle one batch from the RX ring; return how many frames it held."""
+        """Handle one batch from the RX ring; return how many frames it held.
+
+        One loop over the batch. What a packet resolves to (peer and key from the
+        DATA_V2 word, the peer's cached source) is kept for the next packet, which in a
+        batch is nearly always from the same peer with the same key.
+        """
         addrs, lens = self.xsk.rx_batch(max_n)
         if not addrs:
             return 0
         now = self.clock()
-        receive = self._receive
+        umem, chunk_mask, chunk_size = self.umem, self._chunk_mask, self._chunk_size
+        unpack4, unpack6 = _FAST4.unpack_from, _FAST6.unpack_from
+        coalesce = self.coalescer.add if self.coalescer is not None else None
+        last_word = -1  # the DATA_V2 word the cached peer and crypto belong to
+        peer = crypto = stats = None
+        remote: tuple[bytes, int] | None = None
         for addr, length in zip(addrs, lens, strict=True):
-            receive(addr, length, now)
-        if self.coalescer is not None:
+            # -- Ethernet, IP, UDP, the DATA_V2 word: one unpack for the usual frame ----
+            payload = 0
+            if length >= _FAST6.size + 12:
+                ethertype, vihl, frag, proto, src, sport, ulen, word = unpack4(umem, addr + 12)
+                if ethertype == ETH_P_IP and vihl == 0x45 and proto == _UDP_P and not frag & 0x3FFF:
+                    payload = addr + _FAST4_PAYLOAD
+                elif ethertype == ETH_P_IPV6:
+                    _, proto, src, sport, ulen, word = unpack6(umem, addr + 12)
+                    if proto == _UDP_P:
+                        payload = addr + _FAST6_PAYLOAD
+            if not payload:  # IP options, a short frame, or not UDP: the careful way
+                parsed = self._parse(addr, length)
+                if parsed is None:
+                    continue
+                payload, src, sport, ulen, word = parsed
+            plen = ulen - UDP_HLEN
+            if plen < 4 or payload + plen > addr + length:  # ulen also trims Ethernet padding
+                self._count("bad UDP length")
+                continue
+            # -- DATA_V2: peer and key ------------------------------------------------
+            if word != last_word:
+                if word >> (24 + OPCODE_SHIFT) != _DATA_V2:
+                    self._hand_up(payload, plen, src, sport)
+                    continue
+                peer, crypto = self._resolve(word)
+                if crypto is None:
+                    last_word = -1
+                    continue
+                last_word, stats = word, peer.stats
+                remote = self._remote_keys.get(peer.peer_id)
+            # -- decrypt in place (replay window inside), up to the end of the chunk --
+            frame = umem[payload : (addr & chunk_mask) + chunk_size]
+            try:
+                n = crypto.decrypt_frame(frame, plen, now)
+            except ProtocolError as exc:
+                peer.drop(type(exc).__name__)
+                continue
+            stats.link_rx_packets += 1
+            stats.link_rx_bytes += plen
+            peer.last_rx = now
+            if remote is None or src != remote[0] or sport != remote[1]:
+                remote = self._check_float(peer, src, sport)
+            # -- deliver ---------------------------------------------------------------
+            if n < SYN_MAX_LEN and self._short(peer, frame, n):
+                last_word = -1  # the peer is gone
+                continue
+            if coalesce is not None:  # counts rx (or the drop) when it writes
+                coalesce(frame, DATA_V2_HEADER_LEN, n, peer)
+                continue
+            try:
+                os.write(self.tun_fd, frame[DATA_V2_HEADER_LEN : DATA_V2_HEADER_LEN + n])
+            except OSError:
+                peer.drop("tun write")
+                continue
+            stats.rx_packets += 1
+            stats.rx_bytes += n
+        if coalesce is not None:
             self.coalescer.flush()  # before the frames go back to the kernel
         self.xsk.fill(addrs)
         return len(addrs)
@@ -128,86 +193,44 @@ class Ingress:
     def _count(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
-    def _receive(self, addr: int, length: int, now: float) -> None:
-        umem = self.umem
-        # -- Ethernet, IP, UDP, the DATA_V2 word: one unpack for the usual frame --------
-        if length >= _FAST6.size + 12:
-            ethertype, vihl, frag, proto, src, sport, ulen, word = _FAST4.unpack_from(
-                umem, addr + 12)  # fmt: skip
-            if ethertype == ETH_P_IP and vihl == 0x45 and proto == _UDP_P and not frag & 0x3FFF:
-                payload = addr + _FAST4_PAYLOAD
-            elif ethertype == ETH_P_IPV6:
-                _, proto, src, sport, ulen, word = _FAST6.unpack_from(umem, addr + 12)
-                payload = addr + _FAST6_PAYLOAD if proto == _UDP_P else 0
-            else:
-                payload = 0
-        else:
-            payload = 0
-        if not payload:  # IP options, a short frame, or not UDP: the careful way
-            parsed = self._parse(addr, length)
-            if parsed is None:
-                return None
-            payload, src, sport, ulen, word = parsed
-        plen = ulen - UDP_HLEN
-        if plen < 4 or payload + plen > addr + length:  # ulen also trims Ethernet padding
-            return self._count("bad UDP length")
-        # -- DATA_V2: peer and key --------------------------------------------------
-        if word >> (24 + OPCODE_SHIFT) != _DATA_V2:
-            return self._hand_up(payload, plen, src, sport)
+    def _resolve(self, word: int) -> tuple[Peer | None, DataChannelCrypto | None]:
+        """The peer and key slot a DATA_V2 word names; (peer or None, None) is counted."""
         peer = self.peers.by_id(word & 0xFFFFFF)
         if peer is None and self.peers.single:
             peer = next(iter(self.peers), None)
         if peer is None:
-            return self._count("unknown peer-id")
+            self._count("unknown peer-id")
+            return None, None
         key_id = (word >> 24) & KEY_ID_MASK
         for crypto in peer.keys:
             if crypto is not None and crypto.key_id == key_id:
-                break
-        else:
-            return peer.drop("no key")
-        # -- decrypt in place (replay window inside), up to the end of the chunk --
-        frame = umem[payload : (addr & self._chunk_mask) + self._chunk_size]
-        try:
-            n = crypto.decrypt_frame(frame, plen, now)
-        except ProtocolError as exc:
-            return peer.drop(type(exc).__name__)
-        stats = peer.stats
-        stats.link_rx_packets += 1
-        stats.link_rx_bytes += plen
-        peer.last_rx = now
-        key = self._remote_keys.get(peer.peer_id)
-        if key is None or src != key[0] or sport != key[1]:
-            self._check_float(peer, src, sport)
-        # -- deliver ---------------------------------------------------------------
-        if n < SYN_MAX_LEN:  # pings, OCC exit and SYNs are short
-            plain = frame[DATA_V2_HEADER_LEN : DATA_V2_HEADER_LEN + n]
-            if n == _PING_LEN and plain == PING_PAYLOAD:
-                return None
-            if n == _EXIT_LEN and plain == OCC_EXIT_PAYLOAD:
-                self.peers.remove(peer.peer_id)
-                self._remote_keys.pop(peer.peer_id, None)
-                self.notify(PeerExpired(peer.peer_id, "exit"))
-                return None
-            if self.mss:
-                clamp_mss(frame, DATA_V2_HEADER_LEN, n, self.mss)
-        if self.coalescer is not None:  # counts rx (or the drop) when it writes
-            return self.coalescer.add(frame, DATA_V2_HEADER_LEN, n, peer)
-        try:
-            os.write(self.tun_fd, frame[DATA_V2_HEADER_LEN : DATA_V2_HEADER_LEN + n])
-        except OSError:
-            return peer.drop("tun write")
-        stats.rx_packets += 1
-        stats.rx_bytes += n
-        return None
+                return peer, crypto
+        peer.drop("no key")
+        return peer, None
 
-    def _check_float(self, peer: Peer, src: bytes, sport: int) -> None:
+    def _short(self, peer: Peer, frame: memoryview, n: int) -> bool:
+        """Pings, OCC exit and SYNs are short: consume the first two (True), clamp SYNs."""
+        plain = frame[DATA_V2_HEADER_LEN : DATA_V2_HEADER_LEN + n]
+        if n == _PING_LEN and plain == PING_PAYLOAD:
+            return True
+        if n == _EXIT_LEN and plain == OCC_EXIT_PAYLOAD:
+            self.peers.remove(peer.peer_id)
+            self._remote_keys.pop(peer.peer_id, None)
+            self.notify(PeerExpired(peer.peer_id, "exit"))
+            return True
+        if self.mss:
+            clamp_mss(frame, DATA_V2_HEADER_LEN, n, self.mss)
+        return False
+
+    def _check_float(self, peer: Peer, src: bytes, sport: int) -> tuple[bytes, int]:
         """An authenticated packet from a source other than the cached one."""
         known = _remote_key(peer.remote)
         if known != (src, sport):
             new_remote = (self._address(src), sport)
             self.peers.update(peer.peer_id, remote=new_remote)
             self.notify(PeerFloated(peer.peer_id, new_remote))
-        self._remote_keys[peer.peer_id] = (src, sport)
+        self._remote_keys[peer.peer_id] = remote = (src, sport)
+        return remote
 
     def _parse(self, addr: int, length: int) -> tuple[int, bytes, int, int, int] | None:
         """(payload offset, source address, source port, UDP length, first payload word) of

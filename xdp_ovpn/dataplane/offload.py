@@ -38,7 +38,7 @@ _TCP_ACK, _TCP_PSH = 0x10, 0x08
 # IPv4 (no options) + TCP: TOS, fragment word, protocol, addresses, ports, seq, ack,
 # data offset, flags; the second form also takes the 12 option bytes of timestamps.
 _V4 = struct.Struct("!xBxxxxHxBxx8s4sIIBB6x")
-_V4TS = struct.Struct("!xBxxxxHxBxx8s4sIIxB6x12s")
+_V4TS = struct.Struct("!xBxxxxHxBxx12sIIxB6x12s")  # addresses and ports as one flow
 _DOFF_TS = 8 << 4  # a 32-byte TCP header: NOP, NOP, timestamps
 # IPv6 (TCP right after the fixed header) + TCP: version/class/flow, next header,
 # addresses, ports, seq, ack, data offset, flags.
@@ -92,57 +92,60 @@ class TcpCoalescer:
         self._len = 0  # IP packet length of the run
 
     def add(self, frame: memoryview, start: int, n: int, peer: Any) -> None:
-        version = frame[start] >> 4
-        key = None
-        if version == 4 and frame[start] == 0x45 and n >= 40:
-            if n >= _V4TS.size and frame[start + 32] == _DOFF_TS:  # Linux's usual segment
-                tos, frag, proto, addrs, ports, seq, ack, flags, opts = _V4TS.unpack_from(
-                    frame, start)  # fmt: skip
-                hlen = 52
-            else:
-                tos, frag, proto, addrs, ports, seq, ack, doff, flags = _V4.unpack_from(
-                    frame, start)  # fmt: skip
-                hlen = 20 + (doff >> 4) * 4
-                opts = bytes(frame[start + 40 : start + hlen])
-            if proto == 6 and not frag & 0x3FFF:
-                key = (tos, addrs, ports, ack, opts)
-        elif version == 6 and n >= 60:
-            vtc, nh, addrs, ports, seq, ack, doff, flags = _V6.unpack_from(frame, start)
-            if nh == 6:
-                hlen = 40 + (doff >> 4) * 4
-                key = (vtc, addrs, ports, ack, bytes(frame[start + 60 : start + hlen]))
-        if key is None or flags & ~_TCP_PSH != _TCP_ACK or n <= hlen:
+        first_byte = frame[start]
+        if first_byte == 0x45 and n > _V4TS.size and frame[start + 32] == _DOFF_TS:
+            # Linux's usual segment: IPv4 without options, TCP with NOP, NOP, timestamps.
+            tos, frag, proto, flow, seq, ack, flags, opts = _V4TS.unpack_from(frame, start)
+            hlen = _V4TS.size if proto == 6 and not frag & 0x3FFF else 0
+        else:
+            tos, flow, seq, ack, flags, opts, hlen = self._headers(frame, start, n)
+        if not hlen or flags & ~_TCP_PSH != _TCP_ACK or n <= hlen:
             self.flush()
             self._single(frame, start, n, peer)
             return
         plen = n - hlen
+        key = (tos, flow, ack, opts, hlen, peer)
+        iov = self._iov
         if (
-            self._first is not None
+            seq == self._next_seq
             and key == self._key
-            and peer is self._peer
-            and seq == self._next_seq
-            and self._last == self._mss
-            and plen <= self._mss
-            and hlen == self._hlen
+            and self._last == self._mss >= plen
             and self._len + plen <= 0xFFFF
-            and len(self._iov) < MAX_RUN
+            and len(iov) < MAX_RUN
         ):
-            self._iov.append(frame[start + hlen : start + n])
+            iov.append(frame[start + hlen : start + n])
             self._last = plen
             self._len += plen
             if flags & _TCP_PSH:  # the super-packet carries the last segment's PSH
-                tcp_flags = VNET_HDR_LEN + (40 if version == 6 else 20) + 13
-                self._first[tcp_flags] |= _TCP_PSH
+                self._first[VNET_HDR_LEN + (40 if self._v6 else 20) + 13] |= _TCP_PSH
         else:
             self.flush()
             self._first = frame[start - VNET_HDR_LEN : start + n]
             self._iov = [self._first]
-            self._key, self._peer, self._v6, self._hlen = key, peer, version == 6, hlen
+            self._key, self._peer, self._v6, self._hlen = key, peer, first_byte >> 4 == 6, hlen
             self._mss = self._last = plen
             self._len = n
         self._next_seq = (seq + plen) & 0xFFFFFFFF
         if flags & _TCP_PSH:
             self.flush()
+
+    @staticmethod
+    def _headers(frame: memoryview, start: int, n: int) -> tuple:
+        """(TOS, flow, seq, ack, flags, options, IP + TCP header length) of any IPv4/IPv6
+        TCP segment; header length 0 when it is something else."""
+        if frame[start] == 0x45 and n >= 40:
+            tos, frag, proto, addrs, ports, seq, ack, doff, flags = _V4.unpack_from(frame, start)
+            if proto == 6 and not frag & 0x3FFF:
+                hlen = 20 + (doff >> 4) * 4
+                opts = bytes(frame[start + 40 : start + hlen])
+                return tos, addrs + ports, seq, ack, flags, opts, hlen
+        elif frame[start] >> 4 == 6 and n >= 60:
+            vtc, nh, addrs, ports, seq, ack, doff, flags = _V6.unpack_from(frame, start)
+            if nh == 6:
+                hlen = 40 + (doff >> 4) * 4
+                opts = bytes(frame[start + 60 : start + hlen])
+                return vtc, addrs + ports, seq, ack, flags, opts, hlen
+        return 0, b"", 0, 0, 0, b"", 0
 
     def _single(self, frame: memoryview, start: int, n: int, peer: Any) -> None:
         frame[start - VNET_HDR_LEN : start] = _ZERO_HDR
@@ -160,7 +163,7 @@ class TcpCoalescer:
         first = self._first
         if first is None:
             return
-        self._first = None
+        self._first = self._key = None
         iov, peer, count = self._iov, self._peer, len(self._iov)
         if count == 1:
             first[:VNET_HDR_LEN] = _ZERO_HDR
