@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+from tests.dataplane.packets import checksum
 from xdp_ovpn.proto.constants import OPCODE_SHIFT, Opcode
 
 ETH_P_IP, ETH_P_IPV6, ETH_P_8021Q = 0x0800, 0x86DD, 0x8100
@@ -12,15 +13,6 @@ IP_MF = 0x2000
 UDP, FRAGMENT = 17, 44
 BROADCAST = b"\xff" * 6
 SRC_MAC = bytes.fromhex("02000000aa01")
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:

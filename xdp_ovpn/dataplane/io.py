@@ -432,17 +432,15 @@ class Egress:
             self._renewing.add((peer.peer_id, crypto.key_id))
             self.notify(KeyNeedsRenewal(peer.peer_id, crypto.key_id))
 
-    def flush(self, now: float | None = None) -> None:
+    def flush(self, now: float) -> None:
         """Encrypt the pending run in place and send it: one sendmsg with UDP_SEGMENT, or
         one datagram."""
         length, seg, count = self._run_len, self._run_seg, self._run_count
         peer, crypto = self._run_peer, self._run_crypto
-        if not length or peer is None or crypto is None:
+        if not length or peer is None or crypto is None:  # nothing pending
             return
         self._run_len = self._run_count = 0
         self._run_peer = self._run_crypto = None
-        if now is None:
-            now = self.clock()
         try:
             crypto.seal_run(self._out, seg, count, length - (count - 1) * seg
                             - DATA_V2_HEADER_LEN, now)

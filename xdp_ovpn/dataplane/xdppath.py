@@ -125,14 +125,7 @@ class LedgerSender(PacketIdSender):
         self.last = self.reserved = ids[index]  # a restarted worker goes on above it
 
     def next(self) -> int:
-        pid = self.last + 1
-        if pid > self.reserved:
-            if pid > PACKET_ID_MAX:
-                raise KeyError_("packet-id space exhausted: the key must be renegotiated")
-            self.reserved = min(pid + PID_BLOCK, PACKET_ID_MAX)
-            self.ids[self.index] = self.reserved
-        self.last = pid
-        return pid
+        return self.take(1)
 
     def take(self, count: int) -> int:
         last = self.last + count

@@ -182,20 +182,10 @@ class DataChannelCrypto:
 
         `frame` needs FRAME_SLACK bytes after the packet. Returns the packet length.
         """
-        end = DATA_V2_HEADER_LEN + length
-        if not 0 < length <= MAX_PAYLOAD or len(frame) < end + AEAD_TAG_LEN:
+        if not 0 < length <= MAX_PAYLOAD or len(frame) < DATA_V2_HEADER_LEN + length + AEAD_TAG_LEN:
             raise ValueError("frame too small for the packet and the tag")
-        self._next_tx(frame)
-        self._enc.encrypt_into(
-            self._enc_nonce,
-            frame[DATA_V2_HEADER_LEN:end],
-            frame[:DATA_V2_AAD_LEN],
-            frame[DATA_V2_HEADER_LEN : end + AEAD_TAG_LEN],
-        )
-        _TAG.pack_into(frame, DATA_V2_AAD_LEN, _TAG.unpack_from(frame, end)[0])
-        self.tx_packets += 1
-        self.tx_bytes += length
-        return end
+        self.seal_run(frame, DATA_V2_HEADER_LEN + length, 1, length, now)
+        return DATA_V2_HEADER_LEN + length
 
     def seal_run(self, buf: memoryview, stride: int, count: int, last: int, now: float) -> None:
         """In place, a GSO run: `count` packets at buf[i*stride:], each with its plaintext
