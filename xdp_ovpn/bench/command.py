@@ -56,13 +56,20 @@ def write_outputs(doc: dict, out: Path, charts: bool) -> list[Path]:
 @click.option("--handshake-clients", type=click.IntRange(1), help="Clients connecting at once.")
 @click.option("--udp-pps", type=click.IntRange(1), help="Offered UDP load, packets/s.")
 @click.option("--no-charts", is_flag=True, help="Skip the PNG charts (no matplotlib needed).")
+@click.option("--per-packet", is_flag=True,
+              help="Only time the data path's own code a packet, in-process (no root), then exit.")
 def bench(quick: bool, out_dir: Path | None, compare: tuple[Path, Path] | None,
           scenarios: str | None, repetitions: int | None, seconds: int | None,
           peer_counts: str | None, handshake_clients: int | None, udp_pps: int | None,
-          no_charts: bool) -> None:
+          no_charts: bool, per_packet: bool) -> None:
     """Compare the data paths on one namespace topology, within one run."""
     from xdp_ovpn.bench import report
 
+    if per_packet:
+        from xdp_ovpn.bench import perpacket
+
+        click.echo(perpacket.report(perpacket.measure()), nl=False)
+        return
     if compare:
         try:
             a, b = (report.load(p) for p in compare)

@@ -323,13 +323,15 @@ class Egress:
         clock: Callable[[], float] = time.monotonic,
         mss: int = 0,
         vnet_hdr: bool = False,
+        reader: Callable[[memoryview], int | None] | None = None,
     ) -> None:
         self.tun_fd = tun_fd
         self.sock = sock
         # vnet_hdr TUN with offloads off: each read is a zero header, then the packet; the
         # header is read into the packet's own DATA_V2 header slot and overwritten there.
         self._skip = VNET_HDR_LEN if vnet_hdr else 0
-        self._readinto = io.FileIO(tun_fd, "r", closefd=False).readinto
+        # `reader` stands in for the TUN read in benchmarks (bench/perpacket.py).
+        self._readinto = reader or io.FileIO(tun_fd, "r", closefd=False).readinto
         self.mss = mss  # clamp SYNs to this IPv4 MSS (mss.py); 0: leave them alone
         self.peers = peers
         self.notify = notify

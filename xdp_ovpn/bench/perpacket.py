@@ -1,0 +1,268 @@
+"""`xdp-ovpn bench --per-packet`: the data path's userspace cost a packet, in-process.
+
+The real `Ingress` and `Egress` loops and the real AEAD run, but the I/O around them is
+replaced: the RX ring is a bytearray laid out as the kernel fills a UMEM (Ethernet, IPv4,
+UDP, a DATA_V2 TCP segment sealed by a real sender), the TUN is /dev/null (ingress) or a
+read that copies a ready packet (egress), the socket counts calls. The figures are the
+CPU a packet costs in the worker's own code, without the kernel's share; the live share
+is what `perf` and the bench's CPU figures add. No root, no namespaces.
+
+Besides both loops it times two floors: the AEAD call alone, and the least any Python
+sender has to do a packet (a read call, header and nonce, the AEAD call, the tag move).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from xdp_ovpn.dataplane.io import Egress, Ingress
+from xdp_ovpn.dataplane.offload import VNET_HDR_LEN
+from xdp_ovpn.dataplane.peers import Peer, PeerTable
+from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
+
+BATCH = 64  # packets per RX batch and per TUN drain, as the worker runs them
+TCP_PAYLOAD = 1448  # a full segment at the tunnel's default MTU, with timestamps
+FRAME_SIZE = 2048
+_KEY = DataKey("AES-256-GCM", bytes(range(32)), bytes(range(8)))
+_PEER_ID = 7
+_REMOTE = ("10.1.0.2", 1194)
+_IP_TCP_TS = struct.Struct("!BBHHHBBH4s4sHHIIBBHHHBBBBII")
+_NOTHING: Callable[[object], None] = lambda _event: None  # noqa: E731
+
+
+@dataclass(frozen=True)
+class PerPacket:
+    """Microseconds a packet (medians of `rounds` batches of BATCH packets)."""
+
+    receive: float  # RX descriptors -> parse -> peer, key, replay -> decrypt -> TUN writev
+    send: float  # TUN read -> GSO run -> seal_run -> sendmsg
+    send_floor: float  # read call, header, nonce, AEAD call, tag move: nothing else
+    aead_encrypt: float  # AESGCM.encrypt_into alone, TCP_PAYLOAD + 52 bytes
+    aead_decrypt: float
+    python: str
+    cryptography: str
+
+
+def _ip_checksum(header: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _tcp_segment(seq: int) -> bytes:
+    """IPv4 + TCP (NOP, NOP, timestamps) + TCP_PAYLOAD bytes: Linux's usual segment."""
+    header = _IP_TCP_TS.pack(0x45, 0, 52 + TCP_PAYLOAD, 0, 0x4000, 64, 6, 0,
+                             bytes((10, 8, 0, 1)), bytes((10, 8, 0, 2)), 5201, 40000, seq, 1,
+                             8 << 4, 0x10, 502, 0, 0, 1, 1, 8, 10, 1, 1)
+    return header + bytes(TCP_PAYLOAD)
+
+
+def _frame(wire: bytes) -> bytes:
+    """Ethernet + IPv4 + UDP around a DATA_V2 packet, as XDP hands it to AF_XDP."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + len(wire), 0, 0x4000, 64, 17, 0,
+                     bytes((10, 1, 0, 2)), bytes((10, 1, 0, 1)))
+    ip = ip[:10] + _ip_checksum(ip).to_bytes(2, "big") + ip[12:]
+    udp = struct.pack("!HHHH", 1194, 1194, 8 + len(wire), 0)
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + udp + wire
+
+
+class _Umem:
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(BATCH * FRAME_SIZE))
+        self.frame_size = FRAME_SIZE
+
+
+class _RxRing:
+    """Stands in for an AF_XDP socket: hands out one batch of frames each time it is given one."""
+
+    def __init__(self) -> None:
+        self.umem = _Umem()
+        self.addrs = [i * FRAME_SIZE for i in range(BATCH)]
+        self.lens: list[int] = []
+        self.refilled = 0
+
+    def load(self, frames: list[bytes]) -> None:
+        for addr, frame in zip(self.addrs, frames, strict=True):
+            self.umem.view[addr : addr + len(frame)] = frame
+        self.lens = [len(f) for f in frames]
+
+    def rx_batch(self, max_n: int) -> tuple[list[int], list[int]]:
+        lens, self.lens = self.lens, []
+        return (self.addrs[: len(lens)], lens) if lens else ([], [])
+
+    def fill(self, addrs: list[int]) -> int:
+        self.refilled += len(addrs)
+        return len(addrs)
+
+
+class _CountingSocket:
+    """Stands in for the UDP socket: keeps the last datagram run, counts the calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.last = b""
+        self.segment = 0
+
+    def sendmsg(self, buffers: list, ancdata: list, flags: int, address: object) -> int:
+        self.calls += 1
+        self.last = bytes(buffers[0])
+        self.segment = struct.unpack("=H", ancdata[0][2])[0]
+        return len(self.last)
+
+    def sendto(self, data: memoryview, address: object) -> int:
+        self.calls += 1
+        self.last = bytes(data)
+        self.segment = len(data)
+        return len(data)
+
+
+def _median(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2] * 1e6 / BATCH
+
+
+def receive_cost(rounds: int) -> tuple[float, Peer]:
+    """Ingress.poll over rounds of BATCH sealed TCP segments; (µs a packet, the peer)."""
+    sender = DataChannelCrypto(0, _PEER_ID, _KEY, _KEY)
+    peer = Peer(_PEER_ID, _REMOTE)
+    peer.keys[0] = DataChannelCrypto(0, _PEER_ID, _KEY, _KEY)
+    peers = PeerTable()
+    peers.add(peer)
+    ring = _RxRing()
+    ingress = Ingress(ring, -1, peers, _NOTHING)  # type: ignore[arg-type]
+    null = os.open(os.devnull, os.O_WRONLY)
+    samples = []
+    try:
+        ingress.set_tun(null, vnet_hdr=True)
+        seq = 1
+        for _ in range(rounds):
+            frames = []
+            for _ in range(BATCH):
+                frames.append(_frame(sender.encrypt(_tcp_segment(seq), 0.0)))
+                seq += TCP_PAYLOAD
+            ring.load(frames)
+            start = time.perf_counter()
+            ingress.poll(BATCH)
+            samples.append(time.perf_counter() - start)
+    finally:
+        os.close(null)
+    return _median(samples), peer
+
+
+def send_cost(rounds: int) -> tuple[float, _CountingSocket, DataChannelCrypto]:
+    """Egress.poll draining BATCH packets a round; (µs a packet, the socket, the key)."""
+    read_out = bytes(VNET_HDR_LEN) + _tcp_segment(1)  # what a vnet_hdr TUN read returns
+    budget = [0]
+
+    def read(view: memoryview) -> int | None:
+        if not budget[0]:
+            return None  # EAGAIN: the TUN is drained
+        budget[0] -= 1
+        view[: len(read_out)] = read_out
+        return len(read_out)
+
+    crypto = DataChannelCrypto(0, _PEER_ID, _KEY, _KEY)
+    peer = Peer(_PEER_ID, _REMOTE)
+    peer.keys[0] = crypto
+    peers = PeerTable(single=True)
+    peers.add(peer)
+    sock = _CountingSocket()
+    egress = Egress(-1, sock, peers, _NOTHING, vnet_hdr=True, reader=read)  # type: ignore[arg-type]
+    samples = []
+    for _ in range(rounds):
+        budget[0] = BATCH
+        start = time.perf_counter()
+        egress.poll()
+        samples.append(time.perf_counter() - start)
+    return _median(samples), sock, crypto
+
+
+def send_floor(rounds: int) -> float:
+    """The least a Python sender does a packet: read call, header, nonce, AEAD, tag move."""
+    aead = _KEY.aead()
+    nonce = bytearray(4) + _KEY.nonce_tail
+    packet = _tcp_segment(1)
+    size = len(packet)
+    stride = size + 24
+    buf = memoryview(bytearray(BATCH * stride + 16))
+    head, pid_into = struct.Struct("!II").pack_into, struct.Struct("!I").pack_into
+
+    def read(view: memoryview) -> int:
+        view[:size] = packet
+        return size
+
+    samples = []
+    pid = 1
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for at in range(0, BATCH * stride, stride):
+            body = at + 24
+            read(buf[body : body + size])
+            head(buf, at, 0x48000000 | _PEER_ID, pid)
+            pid_into(nonce, 0, pid)
+            aead.encrypt_into(nonce, buf[body : body + size], buf[at : at + 8],
+                              buf[body : body + size + 16])
+            buf[at + 8 : at + 24] = buf[body + size : body + size + 16]
+            pid += 1
+        samples.append(time.perf_counter() - start)
+    return _median(samples)
+
+
+def aead_cost(rounds: int) -> tuple[float, float]:
+    """(encrypt_into, decrypt_into) alone on one DATA_V2 payload, µs a call."""
+    aead = _KEY.aead()
+    nonce = bytes(12)
+    size = len(_tcp_segment(1))
+    plain = memoryview(bytearray(size))
+    sealed = memoryview(bytearray(size + 16))
+    aad = bytes(8)
+    aead.encrypt_into(nonce, plain, aad, sealed)
+    results = []
+    for call, args in ((aead.encrypt_into, (nonce, plain, aad, sealed)),
+                       (aead.decrypt_into, (nonce, sealed, aad, plain))):
+        samples = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(BATCH):
+                call(*args)
+            samples.append(time.perf_counter() - start)
+        results.append(_median(samples))
+    return results[0], results[1]
+
+
+def measure(rounds: int = 2000) -> PerPacket:
+    import cryptography
+
+    encrypt, decrypt = aead_cost(rounds)
+    return PerPacket(
+        receive=receive_cost(rounds)[0],
+        send=send_cost(rounds)[0],
+        send_floor=send_floor(rounds),
+        aead_encrypt=encrypt,
+        aead_decrypt=decrypt,
+        python=sys.version.split()[0],
+        cryptography=cryptography.__version__,
+    )
+
+
+def report(result: PerPacket) -> str:
+    lines = [
+        f"Data path cost a packet, in-process (Python {result.python}, cryptography "
+        f"{result.cryptography}, AES-256-GCM, {BATCH}-packet batches, "
+        f"{TCP_PAYLOAD}-byte TCP segments, median batch):",
+        f"  receive   RX descriptors -> decrypt -> coalesced TUN writev  {result.receive:6.2f} µs",
+        f"  send      TUN read -> GSO run sealed in place -> sendmsg     {result.send:6.2f} µs",
+        f"  send floor: read call, header, nonce, AEAD, tag move       {result.send_floor:6.2f} µs",
+        f"  AEAD call alone: encrypt_into {result.aead_encrypt:.2f} µs, "
+        f"decrypt_into {result.aead_decrypt:.2f} µs",
+        "The kernel's share (TUN and socket syscalls, XDP, copies) comes on top: see "
+        "docs/benchmarks.md.",
+    ]
+    return "\n".join(lines) + "\n"
+
