@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 
 from xdp_ovpn.lab.netns import Namespace
@@ -96,3 +97,16 @@ def pids(ns: Namespace) -> list[str]:
     """Processes still running inside the namespace."""
     out = subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True, text=True)
     return out.stdout.split()
+
+
+_REDIRECTED = """
+import sys
+from loader.classifier import open_attached
+from loader.maps import Verdict
+print(open_attached(sys.argv[1]).verdict_counts()[Verdict.REDIRECT])
+"""
+
+
+def redirected(ns, ifname: str = "veth0") -> int:
+    """DATA_V2 packets the classifier on ifname sent to AF_XDP, read from its maps."""
+    return int(ns.run([sys.executable, "-c", _REDIRECTED, ifname]).stdout)

@@ -8,10 +8,9 @@ slow), plus TLS p2p both ways.
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
-from interop import iperf3, p2p_with_openvpn, ping
+from interop import iperf3, p2p_with_openvpn, ping, redirected
 from test_interop import MATRIX, _tunnel
 
 from xdp_ovpn.lab.openvpn import Endpoint, started
@@ -23,19 +22,6 @@ def use_xdp(endpoint: Endpoint) -> Endpoint:
     base = endpoint.command
     endpoint.command = lambda: [*base(), "--data-path", "xdp"]  # type: ignore[method-assign]
     return endpoint
-
-
-_REDIRECTED = """
-import sys
-from loader.classifier import open_attached
-from loader.maps import Verdict
-print(open_attached(sys.argv[1]).verdict_counts()[Verdict.REDIRECT])
-"""
-
-
-def redirected(ns, ifname: str = "veth0") -> int:
-    """DATA_V2 packets the classifier on ifname sent to AF_XDP, read from its maps."""
-    return int(ns.run([sys.executable, "-c", _REDIRECTED, ifname]).stdout)
 
 
 def _check(lab, net, server, client, ours) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import signal
 import socket
@@ -22,9 +23,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "control"))
-from interop import underlay
+from interop import redirected, underlay
 from nsfork import in_netns
 
+from xdp_ovpn.capabilities import CAP_BPF
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 
@@ -89,6 +91,35 @@ def test_killed_worker_is_replaced_and_the_transfer_goes_on(lab) -> None:
         assert int(restarted.group(1)) != worker
     after = [iv["sum"]["bytes"] for iv in result["intervals"][5:]]
     assert all(after), f"the transfer stalled after the worker was replaced: {after}"
+
+
+def _credentials(pid: int) -> tuple[int, int, int]:
+    """A process's effective uid, permitted and effective capability masks."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    uid = int(re.search(r"^Uid:\s+\d+\s+(\d+)", status, re.M).group(1))
+    caps = [int(re.search(rf"^{name}:\s+(\w+)", status, re.M).group(1), 16)
+            for name in ("CapPrm", "CapEff")]
+    return uid, caps[0], caps[1]
+
+
+def test_with_user_nobody_the_worker_drops_root_and_its_replacement_keeps_af_xdp(lab) -> None:
+    net, server, client = _xdp_server(lab, extra=["user nobody", "group nogroup"])
+    # Nobody, with CAP_BPF alone (the peers map mirror): it parses every packet off the wire.
+    unprivileged = (pwd.getpwnam("nobody").pw_uid, 1 << CAP_BPF, 1 << CAP_BPF)
+    with started(server), started(client):
+        worker = int(server.wait_for_log(r"worker pid (\d+)").group(1))
+        server.wait_for_log(r"Initialization Sequence Completed")
+        assert _credentials(worker) == unprivileged
+        os.kill(worker, signal.SIGKILL)
+        new = int(server.wait_for_log(r"worker died: restarted as pid (\d+)").group(1))
+        before = redirected(net.server_ns)
+        result = _finish(_iperf3(net, server, 2))
+        steered = redirected(net.server_ns) - before
+        assert _credentials(new) == unprivileged
+        log = server.log()
+    assert "without AF_XDP" not in log, log
+    assert result["end"]["sum_received"]["bytes"] > 0
+    assert steered > 200, f"the replacement worker is not on AF_XDP: {steered} redirected"
 
 
 @pytest.mark.parametrize("family", [4, 6])

@@ -56,7 +56,7 @@ def test_keep_net_admin_survives_the_switch_and_can_add_routes():
             ["ip", "netns", "exec", ns, sys.executable, "-c",
              "import os, subprocess\n"
              "from xdp_ovpn.control.privdrop import drop_privileges, has_net_admin\n"
-             "drop_privileges('nobody', None, keep_net_admin=True)\n"
+             "drop_privileges('nobody', None, keep={12})\n"
              "assert os.getuid() == 65534 and has_net_admin()\n"
              "from pyroute2 import IPRoute\n"
              "with IPRoute() as ipr:\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +39,14 @@ _NETLINK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
 def in_netlink_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
     """Run fn(*args) on the netlink thread; await the result from the event loop."""
     return asyncio.wrap_future(_NETLINK.submit(fn, *args))
+
+
+def run_in_netlink_thread(fn: Callable[[], T]) -> T:
+    """Run fn on the netlink thread and wait for it (inline when already there). After
+    `user` that thread alone kept capabilities: what needs them goes through here."""
+    if threading.current_thread().name.startswith("netlink"):
+        return fn()
+    return _NETLINK.submit(fn).result()
 
 
 class NetConfigError(Exception):

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from xdp_ovpn.capabilities import CAP_NET_ADMIN
 from xdp_ovpn.config import Config
 from xdp_ovpn.control import poolpersist, sdnotify
 from xdp_ovpn.control.log import get_logger
@@ -23,11 +24,11 @@ from xdp_ovpn.control.management import (
     read_password_file,
 )
 from xdp_ovpn.control.metrics import MetricsServer, MetricsSources, WorkerHealth
-from xdp_ovpn.control.netconfig import in_netlink_thread
-from xdp_ovpn.control.privdrop import drop_privileges
+from xdp_ovpn.control.netconfig import in_netlink_thread, run_in_netlink_thread
+from xdp_ovpn.control.privdrop import PrivilegeError, drop_privileges
 from xdp_ovpn.control.server import Server
 from xdp_ovpn.control.status import StatusFile
-from xdp_ovpn.dataplane.api import DataPlane
+from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
 
 
 def _alive(pid: int) -> bool:
@@ -144,15 +145,22 @@ class ServerServices:
                              self.pool_file.path, exc.strerror)
 
     async def drop_privileges(self) -> None:
-        """`user`/`group`, keeping CAP_NET_ADMIN for iroute routes and the TUN's removal.
+        """`user`/`group`, keeping CAP_NET_ADMIN for iroute routes and the TUN's removal,
+        and what the data plane needs to start a replacement worker.
 
-        Only the netlink thread needs it, so the switch happens there: setuid applies to
-        every thread, the capability stays only in the thread that asked to keep it.
+        Only the netlink thread needs them, so the switch happens there: setuid applies
+        to every thread, capabilities stay only in the thread that asked to keep them. The
+        worker switches too: it handles every packet off the wire.
         """
         cfg = self.cfg
         if cfg.user is None and cfg.group is None:
             return
-        await in_netlink_thread(drop_privileges, cfg.user, cfg.group, True)
+        keep = {CAP_NET_ADMIN} | self.dataplane.restart_capabilities
+        ident = await in_netlink_thread(drop_privileges, cfg.user, cfg.group, keep)
+        try:
+            self.dataplane.drop_privileges(ident.uid, ident.gid, run_in_netlink_thread)
+        except DataPlaneError as exc:
+            raise PrivilegeError(str(exc)) from None
         self.log.info("UID set to %s, GID set to %s", cfg.user or "-", cfg.group or "-")
 
     def ready(self, local4: str, local6: str) -> None:

@@ -20,7 +20,7 @@ the socket: sending from two processes on one UDP socket is safe.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -88,12 +88,19 @@ class KeyNeedsRenewal:
 Notification = PeerExpired | PeerFloated | KeyNeedsRenewal
 
 
+# Runs a call where the capabilities to set a worker up are still held; returns its result.
+Privileged = Callable[[Callable[[], None]], None]
+
+
 class DataPlane(Protocol):
     """What the control plane needs from a data path (socket or XDP)."""
 
     name: str  # "socket" or "xdp", for the log
     # True when the data path writes GSO super-packets: the TUN must be opened IFF_VNET_HDR.
     tun_vnet_hdr: bool
+    # Capabilities (capabilities.py) the thread that starts a replacement worker has to
+    # keep when the process gives up root.
+    restart_capabilities: frozenset[int]
 
     def new_peer(
         self,
@@ -138,6 +145,12 @@ class DataPlane(Protocol):
 
     def attach_tun(self, tun_fd: int, mtu: int) -> None:
         """Give the data plane the (configured) TUN device to read and write."""
+        ...
+
+    def drop_privileges(self, uid: int, gid: int, privileged: Privileged) -> None:
+        """The worker becomes uid/gid, keeping only what its loop needs; a replacement
+        worker is started through `privileged`, which runs a call in the thread that
+        kept restart_capabilities."""
         ...
 
     def notifications(self) -> list[Notification]: ...

@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from xdp_ovpn.capabilities import CapabilityError, become
 from xdp_ovpn.dataplane.api import (
     Address,
     DataPlaneError,
@@ -39,6 +40,7 @@ from xdp_ovpn.dataplane.api import (
     PeerExpired,
     PeerFloated,
     PeerStats,
+    Privileged,
 )
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
 from xdp_ovpn.proto.constants import (
@@ -84,6 +86,7 @@ class SocketDataPlane:
 
     name = "socket"
     tun_vnet_hdr = False
+    restart_capabilities: frozenset[int] = frozenset()  # its worker is never replaced
 
     def __init__(
         self,
@@ -171,6 +174,10 @@ class SocketDataPlane:
     def attach_tun(self, tun_fd: int, mtu: int) -> None:
         self._call("attach_tun", mtu, fds=[tun_fd])
 
+
+    def drop_privileges(self, uid: int, gid: int, privileged: Privileged) -> None:
+        self._call("drop_privileges", uid, gid)
+
     def send_exit(self, peer_id: int) -> None:
         """Send an OCC exit on the data channel (for peers without control-channel EXIT)."""
         self._call("send_exit", peer_id)
@@ -237,6 +244,7 @@ class _Worker:
         self.drops: dict[str, int] = {}
         self.renewing: dict[Peer, set[int]] = {}  # key-ids already reported as exhausted
         self.running = True
+        self.keep_caps: tuple[int, ...] = ()  # capabilities kept after drop_privileges
         self.sel = selectors.DefaultSelector()
         self.sel.register(sock, selectors.EVENT_READ, self._on_udp)
         self.sel.register(cmd, selectors.EVENT_READ, self._on_command)
@@ -483,6 +491,13 @@ class _Worker:
 
     def cmd_send_exit(self, peer_id: int) -> None:
         self._send(self.peers.get(peer_id), OCC_EXIT_PAYLOAD, time.monotonic())
+
+    def cmd_drop_privileges(self, uid: int, gid: int) -> None:
+        """Become uid/gid; keep `keep_caps` (none here: socket and TUN are open)."""
+        try:
+            become(uid, gid, self.keep_caps)
+        except (OSError, CapabilityError) as exc:
+            raise DataPlaneError(f"worker cannot switch to {uid}:{gid}: {exc}") from None
 
     @staticmethod
     def _slot_ids(peer: Peer) -> None:

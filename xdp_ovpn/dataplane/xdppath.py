@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from xdp_ovpn.capabilities import CAP_BPF, CAP_IPC_LOCK, CAP_NET_ADMIN, CAP_NET_RAW
 from xdp_ovpn.dataplane.api import (
     Address,
     DataPlaneError,
@@ -55,6 +56,7 @@ from xdp_ovpn.dataplane.api import (
     PeerExpired,
     PeerFloated,
     PeerStats,
+    Privileged,
 )
 from xdp_ovpn.dataplane.io import Egress, Ingress
 from xdp_ovpn.dataplane.mss import SYN_MAX_LEN, clamp_mss, max_mss
@@ -230,6 +232,9 @@ class _XdpWorker(_Worker):
                  mss: int) -> None:
         super().__init__(sock, cmd, ctl, ntf, single_peer, replay_window, replay_time)
         self.underlays = underlays
+        # After `user`: the peers map mirror still needs bpf() (refused without CAP_BPF
+        # where unprivileged bpf is off, before Linux 6.5).
+        self.keep_caps = (CAP_BPF,) if underlays else ()
         self.ids = ledger.ids
         self.egress: Egress | None = None
         self.vnet_hdr = False
@@ -366,6 +371,9 @@ class XdpDataPlane:
     # The TUN should be opened with IFF_VNET_HDR: ingress then writes TCP runs as GSO
     # super-packets (offload.TcpCoalescer). Without it every packet is one write.
     tun_vnet_hdr = True
+    # A replacement worker opens AF_XDP sockets (NET_RAW), pins its UMEM (IPC_LOCK),
+    # binds them in the XSK map and mirrors peers (BPF), raises the TUN's queue (NET_ADMIN).
+    restart_capabilities = frozenset({CAP_NET_ADMIN, CAP_NET_RAW, CAP_IPC_LOCK, CAP_BPF})
 
     def __init__(
         self,
@@ -390,6 +398,8 @@ class XdpDataPlane:
         self._cmd: socket.socket | None = None
         self._pid = 0
         self.restarts = 0
+        self._identity: tuple[int, int] | None = None  # (uid, gid) after drop_privileges
+        self._privileged: Privileged | None = None
         self._ledger = Ledger()
         self._ctl, self._worker_ctl = _seqpacket_pair()
         self._ntf, self._worker_ntf = _seqpacket_pair()
@@ -465,6 +475,8 @@ class XdpDataPlane:
                                         self._worker_ntf, self._single, *self._replay,
                                         underlays, self._ledger, self._mss)
                     worker.restore(records, self._tun)
+                    if self._identity is not None:
+                        worker.cmd_drop_privileges(*self._identity)
                 except (XskError, DataPlaneError, OSError, ValueError) as exc:
                     worker_cmd.send(pickle.dumps((False, str(exc))))  # the parent says it
                     os._exit(1)
@@ -531,10 +543,12 @@ class XdpDataPlane:
                     under.maps.peers.delete(key)
         self.restarts += 1
         try:
-            self._spawn()
+            if self._privileged is None:
+                self._spawn()
+            else:  # after `user`: from the thread that kept what AF_XDP needs
+                self._privileged(self._spawn)
         except DataPlaneError as exc:
-            # E.g. privileges dropped since startup (AF_XDP needs CAP_NET_RAW): keep the
-            # tunnel on the socket rather than lose it.
+            # E.g. AF_XDP refused: keep the tunnel on the socket rather than lose it.
             self._log.info("%s; the data plane goes on without AF_XDP", exc)
             self._spawn(xdp=False)
         self._log.info("Data-plane worker %s: restarted as pid %d with %d peer(s)", why,
@@ -649,6 +663,11 @@ class XdpDataPlane:
         if self._tun is not None:
             os.close(self._tun[0])
         self._tun = (os.dup(tun_fd), mtu)  # for a restarted worker
+
+
+    def drop_privileges(self, uid: int, gid: int, privileged: Privileged) -> None:
+        self._call("drop_privileges", uid, gid)
+        self._identity, self._privileged = (uid, gid), privileged
 
     def send_exit(self, peer_id: int) -> None:
         self._call("send_exit", peer_id)
