@@ -3,8 +3,8 @@
 Ingress: AF_XDP RX ring → DATA_V2 decrypted in place in the UMEM → TUN.
 Egress: TUN → peer lookup → DATA_V2 encrypted straight into a GSO buffer → UDP
 socket, equal-size runs to one peer sent as one UDP_SEGMENT `sendmsg` (AF_XDP TX
-in copy mode is no faster than the socket on veth, and the socket needs no
-neighbour resolution).
+in copy mode costs the machine twice the CPU a packet on veth, docs/benchmarks.md,
+and the socket needs no neighbour resolution).
 
 XDP steers unfragmented UDP DATA_V2 for known peer-ids into the socket, so a frame
 is Ethernet + IPv4/IPv6 + UDP + DATA_V2. Everything is re-checked here anyway (a
