@@ -48,13 +48,18 @@ def restrict_to(caps: Collection[int]) -> None:
                               f"{os.strerror(ctypes.get_errno())}")
 
 
-def switch_user(uid: int, gid: int, keep: Collection[int] = ()) -> None:
-    """Become uid/gid for good (supplementary groups: gid only), keeping `keep` in the
-    calling thread. Raises PermissionError when not allowed, CapabilityError for `keep`."""
-    if keep:
-        keep_across_setuid()
+def switch_group(gid: int) -> None:
+    """Become gid, with gid as the only supplementary group (not root's)."""
     os.setgroups([gid])
     os.setgid(gid)
+
+
+def switch_user(uid: int, gid: int, keep: Collection[int] = ()) -> None:
+    """Become uid/gid for good, keeping `keep` in the calling thread. Raises
+    PermissionError when not allowed, CapabilityError for `keep`."""
+    if keep:
+        keep_across_setuid()
+    switch_group(gid)
     os.setuid(uid)
     if keep:
         restrict_to(keep)
@@ -67,16 +72,14 @@ def become(uid: int, gid: int, keep: Collection[int] = ()) -> None:
         switch_user(uid, gid, keep)
         return
     if os.getgid() != gid:
-        os.setgroups([gid])
-        os.setgid(gid)
+        switch_group(gid)
     if uid != 0:
         restrict_to(keep)
 
 
-def effective(thread: bool = True) -> int:
-    """The effective set as a bit mask, of the calling thread or of the process's leader."""
-    path = "/proc/thread-self/status" if thread else "/proc/self/status"
-    with open(path) as f:
+def effective() -> int:
+    """The calling thread's effective set as a bit mask."""
+    with open("/proc/thread-self/status") as f:
         for line in f:
             if line.startswith("CapEff:"):
                 return int(line.split()[1], 16)

@@ -21,8 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from xdp_ovpn.dataplane.io import Egress, Ingress
-from xdp_ovpn.dataplane.offload import VNET_HDR_LEN
+from xdp_ovpn.dataplane.offload import VNET_HDR_LEN, fold
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
+from xdp_ovpn.proto.constants import (
+    AEAD_TAG_LEN,
+    DATA_V2_AAD_LEN,
+    DATA_V2_HEADER_LEN,
+    OPCODE_SHIFT,
+    Opcode,
+)
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
 
 BATCH = 64  # packets per RX batch and per TUN drain, as the worker runs them
@@ -48,13 +55,6 @@ class PerPacket:
     cryptography: str
 
 
-def _ip_checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def _tcp_segment(seq: int) -> bytes:
     """IPv4 + TCP (NOP, NOP, timestamps) + TCP_PAYLOAD bytes: Linux's usual segment."""
     header = _IP_TCP_TS.pack(0x45, 0, 52 + TCP_PAYLOAD, 0, 0x4000, 64, 6, 0,
@@ -67,7 +67,8 @@ def _frame(wire: bytes) -> bytes:
     """Ethernet + IPv4 + UDP around a DATA_V2 packet, as XDP hands it to AF_XDP."""
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + len(wire), 0, 0x4000, 64, 17, 0,
                      bytes((10, 1, 0, 2)), bytes((10, 1, 0, 1)))
-    ip = ip[:10] + _ip_checksum(ip).to_bytes(2, "big") + ip[12:]
+    checksum = ~fold(sum(struct.unpack("!10H", ip))) & 0xFFFF
+    ip = ip[:10] + checksum.to_bytes(2, "big") + ip[12:]
     udp = struct.pack("!HHHH", 1194, 1194, 8 + len(wire), 0)
     return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + udp + wire
 
@@ -85,7 +86,6 @@ class _RxRing:
         self.umem = _Umem()
         self.addrs = [i * FRAME_SIZE for i in range(BATCH)]
         self.lens: list[int] = []
-        self.refilled = 0
 
     def load(self, frames: list[bytes]) -> None:
         for addr, frame in zip(self.addrs, frames, strict=True):
@@ -97,7 +97,6 @@ class _RxRing:
         return (self.addrs[: len(lens)], lens) if lens else ([], [])
 
     def fill(self, addrs: list[int]) -> int:
-        self.refilled += len(addrs)
         return len(addrs)
 
 
@@ -189,9 +188,10 @@ def send_floor(rounds: int) -> float:
     nonce = bytearray(4) + _KEY.nonce_tail
     packet = _tcp_segment(1)
     size = len(packet)
-    stride = size + 24
-    buf = memoryview(bytearray(BATCH * stride + 16))
+    stride = size + DATA_V2_HEADER_LEN
+    buf = memoryview(bytearray(BATCH * stride + AEAD_TAG_LEN))
     head, pid_into = struct.Struct("!II").pack_into, struct.Struct("!I").pack_into
+    word = (Opcode.DATA_V2 << OPCODE_SHIFT) << 24 | _PEER_ID  # key-id 0
 
     def read(view: memoryview) -> int:
         view[:size] = packet
@@ -202,13 +202,14 @@ def send_floor(rounds: int) -> float:
     for _ in range(rounds):
         start = time.perf_counter()
         for at in range(0, BATCH * stride, stride):
-            body = at + 24
-            read(buf[body : body + size])
-            head(buf, at, 0x48000000 | _PEER_ID, pid)
+            body = at + DATA_V2_HEADER_LEN
+            end = body + size
+            read(buf[body:end])
+            head(buf, at, word, pid)
             pid_into(nonce, 0, pid)
-            aead.encrypt_into(nonce, buf[body : body + size], buf[at : at + 8],
-                              buf[body : body + size + 16])
-            buf[at + 8 : at + 24] = buf[body + size : body + size + 16]
+            aead.encrypt_into(nonce, buf[body:end], buf[at : at + DATA_V2_AAD_LEN],
+                              buf[body : end + AEAD_TAG_LEN])
+            buf[at + DATA_V2_AAD_LEN : body] = buf[end : end + AEAD_TAG_LEN]
             pid += 1
         samples.append(time.perf_counter() - start)
     return _median(samples)
@@ -220,8 +221,8 @@ def aead_cost(rounds: int) -> tuple[float, float]:
     nonce = bytes(12)
     size = len(_tcp_segment(1))
     plain = memoryview(bytearray(size))
-    sealed = memoryview(bytearray(size + 16))
-    aad = bytes(8)
+    sealed = memoryview(bytearray(size + AEAD_TAG_LEN))
+    aad = bytes(DATA_V2_AAD_LEN)
     aead.encrypt_into(nonce, plain, aad, sealed)
     results = []
     for call, args in ((aead.encrypt_into, (nonce, plain, aad, sealed)),

@@ -16,7 +16,13 @@ import pwd
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from xdp_ovpn.capabilities import CAP_NET_ADMIN, CapabilityError, effective, switch_user
+from xdp_ovpn.capabilities import (
+    CAP_NET_ADMIN,
+    CapabilityError,
+    effective,
+    switch_group,
+    switch_user,
+)
 
 
 class PrivilegeError(Exception):
@@ -58,8 +64,7 @@ def drop_privileges(user: str | None, group: str | None,
         return ident
     try:
         if user is None:  # only the group changes: capabilities stay as they are
-            os.setgroups([ident.gid])
-            os.setgid(ident.gid)
+            switch_group(ident.gid)
         else:
             switch_user(ident.uid, ident.gid, keep)
     except PermissionError as exc:

@@ -88,7 +88,7 @@ class KeyNeedsRenewal:
 Notification = PeerExpired | PeerFloated | KeyNeedsRenewal
 
 
-# Runs a call where the capabilities to set a worker up are still held; returns its result.
+# Runs a call, and waits for it, where the capabilities to set a worker up are still held.
 Privileged = Callable[[Callable[[], None]], None]
 
 

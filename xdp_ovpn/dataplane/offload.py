@@ -63,7 +63,8 @@ def plain_reads(fd: int) -> None:
     fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
 
 
-def _fold(total: int) -> int:
+def fold(total: int) -> int:
+    """A sum of 16-bit words folded to 16 bits (ones' complement, before the inversion)."""
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return total
@@ -196,10 +197,10 @@ class TcpCoalescer:
             tcp = ip + 20
             _U16.pack_into(first, ip + 2, length)
             _U16.pack_into(first, ip + 10, 0)
-            _U16.pack_into(first, ip + 10, ~_fold(sum(_IPV4_WORDS.unpack_from(first, ip))) & 0xFFFF)
+            _U16.pack_into(first, ip + 10, ~fold(sum(_IPV4_WORDS.unpack_from(first, ip))) & 0xFFFF)
             pseudo = sum(_ADDR4.unpack_from(first, ip + 12)) + (length - 20) + 6
             gso = GSO_TCPV4
-        _U16.pack_into(first, tcp + 16, _fold(pseudo))
+        _U16.pack_into(first, tcp + 16, fold(pseudo))
         VNET_HDR.pack_into(first, 0, NEEDS_CSUM, gso, hlen, self._mss, tcp - ip, 16)
 
 

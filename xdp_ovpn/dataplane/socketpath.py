@@ -174,7 +174,6 @@ class SocketDataPlane:
     def attach_tun(self, tun_fd: int, mtu: int) -> None:
         self._call("attach_tun", mtu, fds=[tun_fd])
 
-
     def drop_privileges(self, uid: int, gid: int, privileged: Privileged) -> None:
         self._call("drop_privileges", uid, gid)
 

@@ -43,7 +43,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +141,10 @@ class LedgerSender(PacketIdSender):
 
 
 # -- underlay discovery ------------------------------------------------------------------
+
+
+def _inline(fn: Callable[[], None]) -> None:
+    fn()
 
 
 def _unmapped(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -399,7 +403,8 @@ class XdpDataPlane:
         self._pid = 0
         self.restarts = 0
         self._identity: tuple[int, int] | None = None  # (uid, gid) after drop_privileges
-        self._privileged: Privileged | None = None
+        # Where workers are forked: here until `user`, then where capabilities were kept.
+        self._privileged: Privileged = _inline
         self._ledger = Ledger()
         self._ctl, self._worker_ctl = _seqpacket_pair()
         self._ntf, self._worker_ntf = _seqpacket_pair()
@@ -543,10 +548,7 @@ class XdpDataPlane:
                     under.maps.peers.delete(key)
         self.restarts += 1
         try:
-            if self._privileged is None:
-                self._spawn()
-            else:  # after `user`: from the thread that kept what AF_XDP needs
-                self._privileged(self._spawn)
+            self._privileged(self._spawn)
         except DataPlaneError as exc:
             # E.g. AF_XDP refused: keep the tunnel on the socket rather than lose it.
             self._log.info("%s; the data plane goes on without AF_XDP", exc)
@@ -663,7 +665,6 @@ class XdpDataPlane:
         if self._tun is not None:
             os.close(self._tun[0])
         self._tun = (os.dup(tun_fd), mtu)  # for a restarted worker
-
 
     def drop_privileges(self, uid: int, gid: int, privileged: Privileged) -> None:
         self._call("drop_privileges", uid, gid)
