@@ -1,0 +1,167 @@
+"""The engine seam: the per-packet loops behind one small interface.
+
+A data-plane worker keeps everything that is not per packet: its select loop, the DCO
+verbs from the control plane, keepalive and expiry timers, notifications, the BPF peers
+mirror, the packet-id ledger, restart and fallback. Per batch it calls an *engine*:
+
+    peers and keys in      add_peer / update_peer / remove_peer, new_key / swap_keys / del_key
+    packets                rx_xsk(i, budget, now)   AF_XDP RX ring -> decrypt -> TUN
+                           rx_socket(budget, now)   UDP socket -> DATA_V2 decrypt -> TUN,
+                                                    anything else handed up
+                           tx(budget, now)          TUN -> peer lookup -> seal -> UDP socket
+                           send(peer_id, payload)   keepalive ping, OCC exit
+    out                    events(), peer_stats(), activity(), drops()
+
+Two engines implement it: `python` (pyengine.py: io.py's loops, the reference) and
+`native` (the C extension, nativeengine.py). Both give the same bytes to the TUN and the
+socket, the same events, counters and drop reasons for the same input: a differential
+suite holds them to it.
+
+Drop reasons are part of the contract (both engines count the same strings). Per peer:
+"ReplayError", "AuthError", "ParseError", "KeyError_" (the packet could not be opened),
+"no key", "no tun", "tun write", "bad source address" (a server's anti-spoofing check),
+"send <errno name>"; engine-wide: "unknown peer-id", "short frame", "not UDP",
+"IP fragment", "not IP", "bad UDP length", "not DATA_V2", "short data packet",
+"DATA_V1 unsupported", "socket error", "tun read", "no route to peer".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from xdp_ovpn.dataplane.api import (
+    Address,
+    DataPlaneError,
+    KeyNeedsRenewal,
+    PeerExpired,
+    PeerFloated,
+    PeerStats,
+)
+
+ENGINES = ("auto", "native", "python")
+
+
+@dataclass(frozen=True)
+class ControlDatagram:
+    """A datagram the engine does not handle (control channel): hand it up as it is."""
+
+    data: bytes
+    source: Address
+
+
+EngineEvent = ControlDatagram | PeerFloated | PeerExpired | KeyNeedsRenewal
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What an engine is built with; the same for both engines."""
+
+    single_peer: bool  # client / p2p: the one peer takes every packet, any inner source
+    replay_window: int
+    replay_time: float
+    mss: int = 0  # clamp TCP SYNs to this IPv4 MSS; 0: leave them alone
+    gso: bool = False  # egress in UDP_SEGMENT runs (XDP path) or a datagram a packet
+    check_source: bool = False  # server: the inner source must belong to the peer
+
+
+class Engine(Protocol):
+    """The per-packet work of one worker (see the module docstring)."""
+
+    name: str  # "python" or "native"
+
+    # -- peers and keys: the data of the DCO verbs -------------------------------------
+    def add_peer(self, peer_id: int, remote: Address, vpn_ipv4: str | None,
+                 vpn_ipv6: str | None, iroutes: Sequence[str], now: float) -> None: ...
+
+    def update_peer(self, peer_id: int, *, remote: Address | None = None,
+                    vpn_ipv4: str | None = None, vpn_ipv6: str | None = None,
+                    iroutes: Sequence[str] | None = None) -> None: ...
+
+    def remove_peer(self, peer_id: int) -> None: ...
+
+    def peer_ids(self) -> list[int]: ...
+
+    def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str,
+                encrypt_key: bytes, encrypt_nonce_tail: bytes, decrypt_key: bytes,
+                decrypt_nonce_tail: bytes, ledger: memoryview | None = None,
+                ledger_index: int = 0) -> None:
+        """Install a key in slot 0 (primary) or 1; with `ledger` (a shared "I" array) the
+        sender reserves packet-ids in ledger[ledger_index] before using them."""
+        ...
+
+    def swap_keys(self, peer_id: int) -> None: ...
+
+    def del_key(self, peer_id: int, slot: int) -> None: ...
+
+    def key_ids(self, peer_id: int) -> tuple[int | None, int | None]: ...
+
+    # -- I/O ---------------------------------------------------------------------------
+    def add_xsk(self, xsk: object) -> int:
+        """Take an AF_XDP socket (xsk.XskSocket) for rx_xsk; returns its index."""
+        ...
+
+    def set_tun(self, fd: int, vnet_hdr: bool) -> None: ...
+
+    def rx_xsk(self, index: int, budget: int, now: float) -> int:
+        """Handle up to `budget` frames of AF_XDP socket `index`; returns how many."""
+        ...
+
+    def rx_socket(self, budget: int, now: float) -> int:
+        """Handle up to `budget` datagrams waiting on the UDP socket; returns how many."""
+        ...
+
+    def tx(self, budget: int, now: float) -> int:
+        """Read up to `budget` packets from the TUN and send them; returns how many."""
+        ...
+
+    def send(self, peer_id: int, payload: bytes, now: float) -> bool:
+        """Encrypt one payload (ping, OCC exit) with the primary key and send it."""
+        ...
+
+    # -- out ---------------------------------------------------------------------------
+    def events(self) -> list[EngineEvent]:
+        """What happened since the last call, in order."""
+        ...
+
+    def peer_stats(self, peer_id: int) -> PeerStats: ...
+
+    def activity(self) -> list[tuple[int, float, float]]:
+        """(peer-id, last rx, last tx) of every peer, for the keepalive timers."""
+        ...
+
+    def drops(self) -> dict[str, int]:
+        """Drops no peer can be blamed for."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def native_available() -> bool:
+    """Whether the native engine's extension is built and importable."""
+    return importlib.util.find_spec("xdp_ovpn._native") is not None
+
+
+def resolve(name: str) -> str:
+    """The engine `name` ("auto", "native", "python") stands for here."""
+    if name not in ENGINES:
+        raise DataPlaneError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")
+    if name == "auto":
+        return "native" if native_available() else "python"
+    if name == "native" and not native_available():
+        raise DataPlaneError("the native engine is not built (xdp_ovpn._native missing)")
+    return name
+
+
+def make_engine(name: str, sock: socket.socket, config: EngineConfig) -> Engine:
+    """An engine by name (after `resolve`) for one worker."""
+    if resolve(name) == "native":
+        from xdp_ovpn.dataplane.nativeengine import NativeEngine
+
+        return NativeEngine(sock, config)
+    from xdp_ovpn.dataplane.pyengine import PythonEngine
+
+    return PythonEngine(sock, config)
