@@ -15,6 +15,7 @@ DEBIAN_PACKAGES=(
     python3 python3-venv python3-bpfcc
     openvpn iperf3 iproute2 iputils-ping ethtool kmod
     linux-headers-amd64 strace tcpdump
+    gcc python3-dev libssl-dev   # the native engine (native/*.c, built by pip install)
 )
 
 die() { echo "setup: $*" >&2; exit 1; }
@@ -47,7 +48,8 @@ link_bcc() {
 setup_venv() {
     [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
     local stamp="$VENV/.xdp-ovpn-installed" want
-    want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
+    # Rebuild when the package's build inputs change: its metadata and the native sources.
+    want=$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/native/*.[ch] | sha256sum | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "setup: installing Python dependencies into $VENV"
         "$VENV/bin/pip" install -q --upgrade pip
@@ -57,6 +59,8 @@ setup_venv() {
     link_bcc
     "$VENV/bin/python" -c 'import bcc, cryptography, OpenSSL, pyroute2, click' \
         || die "the virtualenv cannot import its dependencies"
+    "$VENV/bin/python" -c 'import xdp_ovpn._native' \
+        || die "the native engine (xdp_ovpn._native) did not build"
 }
 
 run_tests() {

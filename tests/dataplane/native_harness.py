@@ -1,0 +1,392 @@
+"""Runs one scenario against an engine and records everything it did, for the differential
+tests of the native engine against the Python loops (no root).
+
+- `FakeXsk` looks like xsk.XskSocket to both engines: its RX and fill rings are mmaps laid
+  out as the kernel lays them out (producer, consumer, flags words, then the descriptors),
+  so the C loop reads them through the same pointers it uses on a real socket;
+- the "TUN" is an AF_UNIX SOCK_DGRAM socketpair (packet boundaries kept, vnet_hdr output
+  compared as bytes);
+- the UDP socket is real, on loopback; peers are sockets bound to 127.0.0.x that receive
+  what the engine sends and send what it receives.
+- `ReferenceEngine` is engine.py's contract over today's Python loops (io.Ingress,
+  io.Egress, the socket worker's `_on_udp` / `_on_tun` / `_send`), unchanged, until
+  pyengine.PythonEngine replaces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import socket
+import struct
+import types
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from xdp_ovpn.dataplane import socketpath
+from xdp_ovpn.dataplane.api import Address, KeySlot, PeerStats
+from xdp_ovpn.dataplane.engine import ControlDatagram, EngineConfig
+from xdp_ovpn.dataplane.io import Egress, Ingress
+from xdp_ovpn.dataplane.peers import Peer, PeerTable
+from xdp_ovpn.dataplane.socketpath import unpack_datagram
+from xdp_ovpn.dataplane.xdppath import LedgerSender, _XdpWorker
+from xdp_ovpn.dataplane.xsk import XskSocket, _Ring
+from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
+
+FRAME_SIZE = 2048
+FRAMES = 256
+RING = 256
+HEADROOM = 256  # copy mode puts the packet this far into its frame
+_WORDS = (0, 16, 32)  # producer, consumer, flags at bytes 0, 64, 128 (own cache lines)
+_DESC_AT = 192
+
+
+def _ring(size: int, entry: int) -> _Ring:
+    """An xsk._Ring over an anonymous mapping with the kernel's layout."""
+    ring = object.__new__(_Ring)
+    ring.size, ring.mask = size, size - 1
+    ring.mm = mmap.mmap(-1, _DESC_AT + size * entry)
+    whole = memoryview(ring.mm)
+    ring.words = whole.cast("I")
+    ring.prod, ring.cons, ring.flags = _WORDS
+    table = whole[_DESC_AT : _DESC_AT + size * entry]
+    ring.q, ring.d = table.cast("Q"), table.cast("I")
+    ring._views = (ring.q, ring.d, table, ring.words, whole)
+    return ring
+
+
+class _Umem:
+    def __init__(self) -> None:
+        self._mem = mmap.mmap(-1, FRAMES * FRAME_SIZE)
+        self.view = memoryview(self._mem)
+        self.frame_size = FRAME_SIZE
+
+
+class FakeXsk:
+    """The RX side of an AF_XDP socket; the test plays the kernel (`deliver`, `refilled`)."""
+
+    rx_batch = XskSocket.rx_batch
+    fill = XskSocket.fill
+
+    def __init__(self) -> None:
+        self.umem = _Umem()
+        self._rx = _ring(RING, 16)
+        self._fr = _ring(RING, 8)
+        self._next_frame = 0
+        self._fd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # never woken: flags 0
+
+    def fileno(self) -> int:
+        return self._fd.fileno()
+
+    def deliver(self, frames: Sequence[bytes]) -> None:
+        """Write frames into UMEM chunks and their descriptors into the RX ring."""
+        r = self._rx
+        prod = r.words[r.prod]
+        for i, frame in enumerate(frames):
+            addr = self._next_frame * FRAME_SIZE + HEADROOM
+            self._next_frame = (self._next_frame + 1) % FRAMES
+            length = min(len(frame), FRAME_SIZE - HEADROOM)
+            self.umem.view[addr : addr + length] = frame[:length]
+            slot = (prod + i) & r.mask
+            r.q[2 * slot] = addr
+            r.d[4 * slot + 2] = length
+        r.words[r.prod] = (prod + len(frames)) & 0xFFFFFFFF
+
+    def refilled(self) -> list[int]:
+        """Addresses given back on the fill ring since the last call."""
+        r = self._fr
+        cons, n = r.consumable(RING)
+        out = r.take(r.q, 1, 0, cons & r.mask, n) if n else []
+        r.words[r.cons] = (cons + n) & 0xFFFFFFFF
+        return out
+
+    def close(self) -> None:
+        for ring in (self._rx, self._fr):
+            ring.close()
+        self.umem.view.release()
+        self._fd.close()
+
+
+def _ledger_sender(ledger: memoryview | None, index: int) -> Any:
+    return LedgerSender(ledger, index) if ledger is not None else None
+
+
+class ReferenceEngine:
+    """engine.Engine over the Python loops as they are today (see the module docstring)."""
+
+    name = "reference"
+
+    def __init__(self, sock: socket.socket, config: EngineConfig) -> None:
+        self.sock, self.config = sock, config
+        self.peers = PeerTable(single=config.single_peer)
+        self._events: list = []
+        self.ingress: list[Ingress] = []
+        self.egress: Egress | None = None
+        self.now = 0.0
+        mapped = sock.family == socket.AF_INET6
+        self._mapped = mapped
+        # The socket worker's receive and send code, on a worker object never run as one.
+        worker = object.__new__(_XdpWorker)
+        worker.sock, worker.peers, worker.tun_fd = sock, self.peers, None
+        worker.inbuf, worker.outbuf = bytearray(socketpath._BUF), bytearray(socketpath._BUF)
+        worker.drops, worker.renewing, worker.mss, worker.vnet_hdr = {}, {}, config.mss, False
+        worker.ctl = types.SimpleNamespace(send=self._control_from_worker)
+        worker._notify = self._events.append
+        self.worker = worker
+
+    def _control_from_worker(self, frame: bytes) -> None:
+        self._events.append(ControlDatagram(*unpack_datagram(frame)))
+
+    @contextlib.contextmanager
+    def _clock(self, now: float) -> Iterator[None]:
+        """The socket worker reads time.monotonic(): make it the scenario's clock."""
+        real = socketpath.time
+        socketpath.time = types.SimpleNamespace(monotonic=lambda: now)
+        try:
+            yield
+        finally:
+            socketpath.time = real
+
+    # -- peers and keys
+    def add_peer(self, peer_id: int, remote: Address, vpn_ipv4: str | None,
+                 vpn_ipv6: str | None, iroutes: Sequence[str], now: float) -> None:
+        self.peers.add(Peer(peer_id, tuple(remote), vpn_ipv4, vpn_ipv6, tuple(iroutes),
+                            last_rx=now, last_tx=now))
+
+    def update_peer(self, peer_id: int, **kw: Any) -> None:
+        self.peers.update(peer_id, **kw)
+        for ingress in self.ingress:
+            ingress.forget_peer(peer_id)
+
+    def remove_peer(self, peer_id: int) -> None:
+        self.peers.remove(peer_id)
+        for ingress in self.ingress:
+            ingress.forget_peer(peer_id)
+
+    def peer_ids(self) -> list[int]:
+        return [p.peer_id for p in self.peers]
+
+    def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str, ek: bytes, en: bytes,
+                dk: bytes, dn: bytes, ledger: memoryview | None = None,
+                ledger_index: int = 0) -> None:
+        peer = self.peers.get(peer_id)
+        crypto = DataChannelCrypto(key_id, peer_id, DataKey(cipher, ek, en),
+                                   DataKey(cipher, dk, dn), self.config.replay_window,
+                                   self.config.replay_time)
+        sender = _ledger_sender(ledger, ledger_index)
+        if sender is not None:
+            crypto.sender = sender
+        peer.keys[slot] = crypto
+        socketpath._Worker._slot_ids(peer)
+
+    def swap_keys(self, peer_id: int) -> None:
+        peer = self.peers.get(peer_id)
+        peer.keys.reverse()
+        socketpath._Worker._slot_ids(peer)
+
+    def del_key(self, peer_id: int, slot: int) -> None:
+        peer = self.peers.get(peer_id)
+        peer.keys[slot] = None
+        socketpath._Worker._slot_ids(peer)
+
+    def key_ids(self, peer_id: int) -> tuple[int | None, int | None]:
+        peer = self.peers.get(peer_id)
+        return tuple(getattr(c, "key_id", None) for c in peer.keys)  # type: ignore[return-value]
+
+    # -- I/O
+    def add_xsk(self, xsk: Any) -> int:
+        self.ingress.append(Ingress(xsk, -1, self.peers, self._events.append,
+                                    on_control=self._control, clock=lambda: self.now,
+                                    mapped_v4=self._mapped, mss=self.config.mss))
+        return len(self.ingress) - 1
+
+    def _control(self, data: bytes, source: Address) -> None:
+        self._events.append(ControlDatagram(data, source))
+
+    def set_tun(self, fd: int, vnet_hdr: bool) -> None:
+        self.worker.tun_fd, self.worker.vnet_hdr = fd, vnet_hdr
+        for ingress in self.ingress:
+            ingress.set_tun(fd, vnet_hdr)
+        self.egress = Egress(fd, self.sock, self.peers, self._events.append,
+                             clock=lambda: self.now, mss=self.config.mss, vnet_hdr=vnet_hdr)
+
+    def rx_xsk(self, index: int, budget: int, now: float) -> int:
+        self.now = now
+        return self.ingress[index].poll(budget)
+
+    def rx_socket(self, budget: int, now: float) -> int:
+        with self._clock(now):
+            if self.worker.vnet_hdr:
+                self.worker._on_udp()
+            else:  # the socket worker writes plain packets
+                self.worker._tun_write = types.MethodType(socketpath._Worker._tun_write,
+                                                          self.worker)
+                self.worker._on_udp()
+        return 0
+
+    def tx(self, budget: int, now: float) -> int:
+        self.now = now
+        if self.config.gso:
+            assert self.egress is not None
+            self.egress.batch = budget
+            return self.egress.poll()
+        with self._clock(now):
+            socketpath._Worker._on_tun(self.worker)
+        return 0
+
+    def send(self, peer_id: int, payload: bytes, now: float) -> bool:
+        return self.worker._send(self.peers.get(peer_id), payload, now)
+
+    # -- out
+    def events(self) -> list:
+        events, self._events[:] = list(self._events), []
+        return events
+
+    def peer_stats(self, peer_id: int) -> PeerStats:
+        return socketpath._Worker.cmd_get_peer(self.worker, peer_id)
+
+    def activity(self) -> list[tuple[int, float, float]]:
+        return [(p.peer_id, p.last_rx, p.last_tx) for p in self.peers]
+
+    def drops(self) -> dict[str, int]:
+        drops = dict(self.worker.drops)
+        for part in (*self.ingress, self.egress):
+            for reason, count in (part.drops if part else {}).items():
+                drops[reason] = drops.get(reason, 0) + count
+        return drops
+
+    def close(self) -> None:
+        pass
+
+
+# -- scenarios ---------------------------------------------------------------------------
+
+KEYS = {
+    "AES-256-GCM": 32, "AES-128-GCM": 16, "AES-192-GCM": 24, "CHACHA20-POLY1305": 32,
+}
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    peer_id: int
+    host: str  # 127.0.0.x: where it receives and sends from
+    port: int
+    vpn_ipv4: str | None = None
+    vpn_ipv6: str | None = None
+    iroutes: tuple[str, ...] = ()
+
+
+def key_material(peer_id: int, key_id: int, cipher: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """Both directions' key and nonce tail, distinct per peer and key-id."""
+    n = KEYS[cipher]
+    seed = peer_id * 8 + key_id
+    def run(mult: int, size: int) -> bytes:
+        return bytes((seed * mult + i) & 0xFF for i in range(size))
+
+    return run(1, n), run(3, 8), run(5, n), run(7, 8)
+
+
+def remote_crypto(peer_id: int, key_id: int, cipher: str) -> DataChannelCrypto:
+    """The peer's side of a key: it encrypts with our decrypt key and vice versa."""
+    ek, en, dk, dn = key_material(peer_id, key_id, cipher)
+    return DataChannelCrypto(key_id, peer_id, DataKey(cipher, dk, dn), DataKey(cipher, ek, en),
+                             replay_window=65536, replay_time=0)
+
+
+@dataclass
+class Outcome:
+    """Everything observable an engine did in a scenario."""
+
+    tun: list[bytes] = field(default_factory=list)
+    sent: list[tuple[int, bytes]] = field(default_factory=list)  # (peer index, datagram)
+    events: list = field(default_factory=list)
+    stats: dict[int, Any] = field(default_factory=dict)
+    drops: dict[str, int] = field(default_factory=dict)
+    refilled: list[int] = field(default_factory=list)
+    key_ids: dict[int, Any] = field(default_factory=dict)
+    peer_ids: list[int] = field(default_factory=list)
+
+
+class Rig:
+    """The sockets around one engine for one scenario."""
+
+    def __init__(self, factory: Callable[[socket.socket, EngineConfig], Any],
+                 config: EngineConfig, peers: Sequence[PeerSpec], vnet_hdr: bool,
+                 ledger_start: int = 0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.address = self.sock.getsockname()
+        self.tun, self.tun_far = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for s in (self.tun, self.tun_far):
+            s.setblocking(False)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.peer_socks: dict[int, socket.socket] = {}
+        self.specs = list(peers)
+        self.xsk = FakeXsk()
+        self.ledger = memoryview(bytearray(4 * 64)).cast("I")
+        for i in range(64):
+            self.ledger[i] = ledger_start
+        self.engine = factory(self.sock, config)
+        self.engine.add_xsk(self.xsk)
+        self.engine.set_tun(self.tun.fileno(), vnet_hdr)
+        for spec in peers:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((spec.host, spec.port))
+            s.setblocking(False)
+            self.peer_socks[spec.peer_id] = s
+            self.engine.add_peer(spec.peer_id, (spec.host, spec.port), spec.vpn_ipv4,
+                                 spec.vpn_ipv6, spec.iroutes, 0.0)
+        self.outcome = Outcome()
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self.outcome.tun.append(self.tun_far.recv(1 << 17))
+        for peer_id, s in self.peer_socks.items():
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    self.outcome.sent.append((peer_id, s.recv(1 << 17)))
+        self.outcome.events += self.engine.events()
+        self.outcome.refilled += self.xsk.refilled()
+
+    def finish(self) -> Outcome:
+        self.drain()
+        out = self.outcome
+        out.drops = self.engine.drops()
+        out.peer_ids = self.engine.peer_ids()
+        for spec in self.specs:
+            if spec.peer_id in out.peer_ids:
+                out.stats[spec.peer_id] = self.engine.peer_stats(spec.peer_id)
+                out.key_ids[spec.peer_id] = self.engine.key_ids(spec.peer_id)
+        return out
+
+    def close(self) -> None:
+        self.engine.close()
+        for s in (self.sock, self.tun, self.tun_far, *self.peer_socks.values()):
+            s.close()
+        self.xsk.close()
+
+
+def frame_header(src: str, sport: int, dst: Address, payload: bytes) -> bytes:
+    """Ethernet + IPv4 + UDP + payload, as XDP hands a datagram to AF_XDP."""
+    from packets import ethernet, udp4  # tests/dataplane/packets.py
+
+    return ethernet(b"\x02" * 6, b"\x04" * 6, udp4(src, dst[0], sport, dst[1], payload))
+
+
+def frame_header6(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
+    from packets import ethernet, udp6
+
+    return ethernet(b"\x02" * 6, b"\x04" * 6, udp6(src, dst, sport, dport, payload))
+
+
+_U16 = struct.Struct("!H")
+
+
+def set_slot(engine: Any, peer_id: int, slot: int, key_id: int, cipher: str,
+             ledger: memoryview | None, index: int) -> None:
+    ek, en, dk, dn = key_material(peer_id, key_id, cipher)
+    engine.new_key(peer_id, KeySlot(slot), key_id, cipher, ek, en, dk, dn, ledger, index)
