@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+import os
 import socket
 import struct
 import types
@@ -25,9 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xdp_ovpn.dataplane import socketpath
-from xdp_ovpn.dataplane.api import Address, KeySlot, PeerStats
+from xdp_ovpn.dataplane.api import Address, KeyNeedsRenewal, KeySlot, PeerStats
 from xdp_ovpn.dataplane.engine import ControlDatagram, EngineConfig
 from xdp_ovpn.dataplane.io import Egress, Ingress
+from xdp_ovpn.dataplane.offload import VNET_HDR_LEN
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
 from xdp_ovpn.dataplane.socketpath import unpack_datagram
 from xdp_ovpn.dataplane.xdppath import LedgerSender, _XdpWorker
@@ -121,6 +123,7 @@ class ReferenceEngine:
         self.sock, self.config = sock, config
         self.peers = PeerTable(single=config.single_peer)
         self._events: list = []
+        self._renewed: set[tuple[int, int]] = set()
         self.ingress: list[Ingress] = []
         self.egress: Egress | None = None
         self.now = 0.0
@@ -217,13 +220,29 @@ class ReferenceEngine:
 
     def rx_socket(self, budget: int, now: float) -> int:
         with self._clock(now):
-            if self.worker.vnet_hdr:
-                self.worker._on_udp()
-            else:  # the socket worker writes plain packets
-                self.worker._tun_write = types.MethodType(socketpath._Worker._tun_write,
-                                                          self.worker)
-                self.worker._on_udp()
+            self.worker._tun_write = self._tun_write
+            self.worker._on_udp()
+        for ingress in self.ingress:  # a float on the socket moved the remote: no stale cache
+            for peer in self.peers:
+                ingress.forget_peer(peer.peer_id)
         return 0
+
+    def _tun_write(self, plain: memoryview) -> None:
+        """The XDP worker's (clamp, zero vnet header), clamping only with an MSS set."""
+        if self.config.mss and len(plain) < 10:
+            # xdppath's clamp reads past a packet this short (IndexError out of the loop):
+            # too short for a SYN, it is written as it is
+            self._plain_write(plain)
+        elif self.config.mss:
+            _XdpWorker._tun_write(self.worker, plain)
+        else:
+            self._plain_write(plain)
+
+    def _plain_write(self, plain: memoryview) -> None:
+        if self.worker.vnet_hdr:
+            os.writev(self.worker.tun_fd, (bytes(VNET_HDR_LEN), plain))
+        else:
+            os.write(self.worker.tun_fd, plain)
 
     def tx(self, budget: int, now: float) -> int:
         self.now = now
@@ -240,7 +259,16 @@ class ReferenceEngine:
 
     # -- out
     def events(self) -> list:
-        events, self._events[:] = list(self._events), []
+        """The loops' events; KeyNeedsRenewal once per (peer, key-id), as the contract says
+        (the egress loop and the socket worker keep a set each today)."""
+        events = []
+        for event in self._events:
+            if isinstance(event, KeyNeedsRenewal):
+                if (event.peer_id, event.key_id) in self._renewed:
+                    continue
+                self._renewed.add((event.peer_id, event.key_id))
+            events.append(event)
+        self._events[:] = []
         return events
 
     def peer_stats(self, peer_id: int) -> PeerStats:
@@ -277,6 +305,11 @@ class PeerSpec:
     iroutes: tuple[str, ...] = ()
 
 
+def float_address(spec: PeerSpec) -> Address:
+    """Where a peer floats to: another loopback address, same port."""
+    return spec.host.replace("127.0.0.", "127.0.1."), spec.port
+
+
 def key_material(peer_id: int, key_id: int, cipher: str) -> tuple[bytes, bytes, bytes, bytes]:
     """Both directions' key and nonce tail, distinct per peer and key-id."""
     n = KEYS[cipher]
@@ -299,13 +332,14 @@ class Outcome:
     """Everything observable an engine did in a scenario."""
 
     tun: list[bytes] = field(default_factory=list)
-    sent: list[tuple[int, bytes]] = field(default_factory=list)  # (peer index, datagram)
+    sent: list[tuple[int, int, bytes]] = field(default_factory=list)  # peer, address, data
     events: list = field(default_factory=list)
     stats: dict[int, Any] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=dict)
     refilled: list[int] = field(default_factory=list)
     key_ids: dict[int, Any] = field(default_factory=dict)
     peer_ids: list[int] = field(default_factory=list)
+    ledger: list[int] = field(default_factory=list)
 
 
 class Rig:
@@ -324,6 +358,7 @@ class Rig:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.peer_socks: dict[int, socket.socket] = {}
+        self.float_socks: dict[int, socket.socket] = {}  # a peer's second address
         self.specs = list(peers)
         self.xsk = FakeXsk()
         self.ledger = memoryview(bytearray(4 * 64)).cast("I")
@@ -337,6 +372,10 @@ class Rig:
             s.bind((spec.host, spec.port))
             s.setblocking(False)
             self.peer_socks[spec.peer_id] = s
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(float_address(spec))
+            s.setblocking(False)
+            self.float_socks[spec.peer_id] = s
             self.engine.add_peer(spec.peer_id, (spec.host, spec.port), spec.vpn_ipv4,
                                  spec.vpn_ipv6, spec.iroutes, 0.0)
         self.outcome = Outcome()
@@ -345,10 +384,11 @@ class Rig:
         with contextlib.suppress(BlockingIOError):
             while True:
                 self.outcome.tun.append(self.tun_far.recv(1 << 17))
-        for peer_id, s in self.peer_socks.items():
-            with contextlib.suppress(BlockingIOError):
-                while True:
-                    self.outcome.sent.append((peer_id, s.recv(1 << 17)))
+        for socks, where in ((self.peer_socks, 0), (self.float_socks, 1)):
+            for peer_id, s in socks.items():
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        self.outcome.sent.append((peer_id, where, s.recv(1 << 17)))
         self.outcome.events += self.engine.events()
         self.outcome.refilled += self.xsk.refilled()
 
@@ -357,6 +397,7 @@ class Rig:
         out = self.outcome
         out.drops = self.engine.drops()
         out.peer_ids = self.engine.peer_ids()
+        out.ledger = list(self.ledger)
         for spec in self.specs:
             if spec.peer_id in out.peer_ids:
                 out.stats[spec.peer_id] = self.engine.peer_stats(spec.peer_id)
@@ -365,7 +406,8 @@ class Rig:
 
     def close(self) -> None:
         self.engine.close()
-        for s in (self.sock, self.tun, self.tun_far, *self.peer_socks.values()):
+        for s in (self.sock, self.tun, self.tun_far, *self.peer_socks.values(),
+                  *self.float_socks.values()):
             s.close()
         self.xsk.close()
 
