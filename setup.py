@@ -1,7 +1,7 @@
 """Builds the native engine, xdp_ovpn._native (native/*.c against OpenSSL's libcrypto).
 
 Everything else about the package is in pyproject.toml. XDP_OVPN_NATIVE_CFLAGS replaces the
-optimisation flags (the sanitizer build in tests/native uses it).
+optimisation flags (the sanitizer build of tests/dataplane/test_native_sanitizers.py).
 """
 
 import os
@@ -21,6 +21,7 @@ setup(
             libraries=["crypto"],
             extra_compile_args=[*FLAGS, "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers"],
+            extra_link_args=FLAGS,  # -fsanitize=... must link its runtime too
         )
     ],
 )
