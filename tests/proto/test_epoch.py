@@ -38,10 +38,8 @@ def openvpn_fixture(future_keys: int, epoch: int = 1) -> EpochDataChannel:
 
 def pair(cipher: str = "AES-256-GCM", **kw) -> tuple[EpochDataChannel, EpochDataChannel]:
     """A client and a server slot from the same key2, as both ends derive them."""
-    c_send, c_recv = initial_epoch_keys(KEY2, is_server=False)
-    s_send, s_recv = initial_epoch_keys(KEY2, is_server=True)
-    client = EpochDataChannel(1, PEER_ID, cipher, c_send, c_recv, **kw)
-    server = EpochDataChannel(1, PEER_ID, cipher, s_send, s_recv, **kw)
+    client = EpochDataChannel.from_key2(1, PEER_ID, cipher, KEY2, is_server=False, **kw)
+    server = EpochDataChannel.from_key2(1, PEER_ID, cipher, KEY2, is_server=True, **kw)
     return client, server
 
 

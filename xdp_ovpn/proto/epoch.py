@@ -48,7 +48,7 @@ from .constants import (
     Opcode,
 )
 from .datachannel import is_occ_exit, is_ping
-from .epochkeys import EpochDataKey, EpochKey
+from .epochkeys import EpochDataKey, EpochKey, initial_epoch_keys
 from .errors import AuthError, KeyError_, ParseError, ReplayError
 from .pktid import ReplayWindow
 
@@ -172,6 +172,14 @@ class EpochDataChannel:
         self.tx_packets = self.tx_bytes = self.tx_rotations = 0
         self.rx_packets = self.rx_bytes = self.rx_rotations = 0
         self.rx_malformed = self.rx_auth_failed = self.rx_replayed = self.rx_unknown_epoch = 0
+
+    @classmethod
+    def from_key2(
+        cls, key_id: int, peer_id: int, cipher: str, key2: bytes, is_server: bool, **options
+    ) -> EpochDataChannel:
+        """A new session's slot: E_1 of both directions from key2, as openvpn takes them."""
+        send, receive = initial_epoch_keys(key2, is_server)
+        return cls(key_id, peer_id, cipher, send, receive, **options)
 
     # ------------------------------------------------------------ state the data plane reads
 
