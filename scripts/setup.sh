@@ -15,6 +15,7 @@ DEBIAN_PACKAGES=(
     python3 python3-venv python3-bpfcc
     openvpn iperf3 iproute2 iputils-ping ethtool kmod
     linux-headers-amd64 strace tcpdump
+    debootstrap   # the tests' openvpn 2.7 peer comes from a Debian sid root
     gcc python3-dev libssl-dev   # the native engine (native/*.c, built by pip install)
 )
 

@@ -50,6 +50,22 @@ def _missing_openvpn() -> str | None:
 
 
 @functools.cache
+def _missing_openvpn27() -> str | None:
+    if reason := _missing_root():
+        return reason
+    from xdp_ovpn.lab import sidroot
+    from xdp_ovpn.vm.errors import BuildError
+
+    if not sidroot.is_built() and shutil.which("debootstrap") is None:
+        return "needs debootstrap to build the Debian sid root with openvpn 2.7"
+    try:
+        sidroot.ensure_root()  # the first time: debootstrap, about 3 minutes
+    except BuildError as exc:
+        return f"has no openvpn 2.7 root ({exc})"
+    return None
+
+
+@functools.cache
 def _missing_vm() -> str | None:
     if os.environ.get("XDP_OVPN_IN_VM"):
         return "already inside a test VM"
@@ -65,6 +81,7 @@ _GATES = {
     "root": _missing_root,
     "bpf": _missing_bpf,
     "openvpn": _missing_openvpn,
+    "openvpn27": _missing_openvpn27,
     "vm": _missing_vm,
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from xdp_ovpn.config import ConfigError, load
+from xdp_ovpn.dataplane.engine import ENGINES
 from xdp_ovpn.dataplane.factory import DATA_PATHS
 
 
@@ -18,14 +19,16 @@ def _fail(message: str) -> None:
               help="An ordinary OpenVPN config file.")
 @click.option("--data-path", type=click.Choice(DATA_PATHS), default="auto", show_default=True,
               help="auto: XDP when available, else the socket path.")
+@click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+              help="The data plane's per-packet loops: native (C) where built, else python.")
 @click.option("--key-derivation", type=click.Choice(["auto", "prf"]), default="auto",
               show_default=True,
               help="prf: never negotiate TLS-EKM; use the legacy TLS 1.0 PRF.")
 @click.option("--metrics", "metrics_listen", metavar="ADDR:PORT",
               help="Serve Prometheus metrics on http://ADDR:PORT/metrics (server).")
 @click.argument("options", nargs=-1, type=click.UNPROCESSED)
-def run(config_path: str, data_path: str, key_derivation: str, metrics_listen: str | None,
-        options: tuple[str, ...]) -> None:
+def run(config_path: str, data_path: str, engine: str, key_derivation: str,
+        metrics_listen: str | None, options: tuple[str, ...]) -> None:
     """Run as OpenVPN server, client or TLS p2p peer; extra --options override the file."""
     from xdp_ovpn.control.app import run as run_app
     from xdp_ovpn.control.endpoint import EndpointError
@@ -44,7 +47,8 @@ def run(config_path: str, data_path: str, key_derivation: str, metrics_listen: s
     except (ConfigError, MetricsError) as exc:
         _fail(str(exc))
     try:
-        code = run_app(cfg, data_path, allow_ekm=key_derivation == "auto", metrics=metrics)
+        code = run_app(cfg, data_path, allow_ekm=key_derivation == "auto", metrics=metrics,
+                       engine=engine)
     except (ConfigError, EndpointError, NetConfigError, DataPlaneError, TunError, ScriptError,
             StatusError, ManagementError, MetricsError, PrivilegeError) as exc:
         _fail(str(exc))

@@ -76,6 +76,17 @@ def test_own_process_tree_cpu_and_memory():
     assert measure.memory_bytes(os.getpid()) > 1 << 20
 
 
+def test_machine_cpu_includes_what_a_process_burns():
+    meter = measure.CpuMeter({"self": os.getpid()})
+    meter.start()
+    began = time.process_time()
+    while time.process_time() - began < 0.3:  # burn CPU, not wall time
+        pass
+    spent = meter.stop()
+    assert spent["self"] > 0.2
+    assert spent[measure.MACHINE] >= spent["self"] - 0.05  # /proc/stat ticks are coarse
+
+
 def test_summary_median_spread_and_ratio():
     s = stats.summarize([3.0, None, 1.0, 2.0])
     assert (s["n"], s["median"], s["min"], s["max"]) == (3, 2.0, 1.0, 3.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xdp_ovpn.dataplane.xdppath import PID_BLOCK, Ledger, LedgerSender
+from xdp_ovpn.dataplane.ledger import PID_BLOCK, Ledger, LedgerSender
 from xdp_ovpn.proto.errors import KeyError_
 from xdp_ovpn.proto.pktid import PACKET_ID_MAX
 

@@ -422,6 +422,20 @@ def test_push_reply_split_and_reassembled(creds):
     assert reply.options[:120] == many
 
 
+def test_client_refuses_a_pushed_epoch_format_it_did_not_offer(creds):
+    cc, sc = configs(creds)
+    sim = Sim(cc, sc, seed=15)
+    sim.server.auto_push = False
+    sim.run_until(lambda: bool(sim.server.of(PushRequestReceived)))
+    sim.server.session.send_push_reply(
+        ["peer-id 7", "cipher AES-256-GCM", "protocol-flags cc-exit tls-ekm aead-epoch"]
+    )
+    sim.run_until(lambda: bool(sim.client.of(HandshakeFailed)))
+    (failed,) = sim.client.of(HandshakeFailed)
+    assert "epoch data format" in failed.reason and failed.fatal
+    assert not sim.client.of(KeysReady)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_garbage_datagrams_are_dropped_without_exceptions(creds, data):

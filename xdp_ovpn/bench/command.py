@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 
 from xdp_ovpn.bench.scenarios import BY_NAME, select
+from xdp_ovpn.dataplane.api import DataPlaneError
+from xdp_ovpn.dataplane.engine import ENGINES, resolve
 from xdp_ovpn.lab import interrupt_on_sigterm, sweep_own_namespaces
 
 
@@ -55,13 +57,15 @@ def write_outputs(doc: dict, out: Path, charts: bool) -> list[Path]:
 @click.option("--peers", "peer_counts", metavar="N,N,...", help="Peer counts for memory per peer.")
 @click.option("--handshake-clients", type=click.IntRange(1), help="Clients connecting at once.")
 @click.option("--udp-pps", type=click.IntRange(1), help="Offered UDP load, packets/s.")
+@click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+              help="The xdp-ovpn endpoints' per-packet engine (the report names it).")
 @click.option("--no-charts", is_flag=True, help="Skip the PNG charts (no matplotlib needed).")
 @click.option("--per-packet", is_flag=True,
               help="Only time the data path's own code a packet, in-process (no root), then exit.")
 def bench(quick: bool, out_dir: Path | None, compare: tuple[Path, Path] | None,
           scenarios: str | None, repetitions: int | None, seconds: int | None,
           peer_counts: str | None, handshake_clients: int | None, udp_pps: int | None,
-          no_charts: bool, per_packet: bool) -> None:
+          engine: str, no_charts: bool, per_packet: bool) -> None:
     """Compare the data paths on one namespace topology, within one run."""
     from xdp_ovpn.bench import report
 
@@ -105,6 +109,10 @@ def bench(quick: bool, out_dir: Path | None, compare: tuple[Path, Path] | None,
         overrides["handshake_clients"] = handshake_clients
     if udp_pps:
         overrides["udp_pps"] = udp_pps
+    try:
+        overrides["engine"] = resolve(engine)
+    except DataPlaneError as exc:
+        _fail(str(exc))
     config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)  # type: ignore[arg-type]
     out = out_dir or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
     interrupt_on_sigterm()

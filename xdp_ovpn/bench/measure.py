@@ -175,15 +175,30 @@ def memory_bytes(pid: int) -> int:
     return total
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has been busy (/proc/stat: user, nice, system, irq,
+    softirq, steal over all CPUs): kernel work in softirq (XDP, veth NAPI, AF_XDP copies)
+    that no process is charged for is counted here."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+MACHINE = "machine"  # the CpuMeter role of the whole machine
+
+
 class CpuMeter:
-    """CPU seconds spent by named process trees between `start()` and `stop()`."""
+    """CPU seconds spent by named process trees, and by the whole machine (role
+    MACHINE), between `start()` and `stop()`."""
 
     def __init__(self, roles: Mapping[str, int]) -> None:
         self.roles = dict(roles)
         self._start: dict[str, float] = {}
 
     def _sample(self) -> dict[str, float]:
-        return {role: cpu_seconds(pid) for role, pid in self.roles.items()}
+        sample = {role: cpu_seconds(pid) for role, pid in self.roles.items()}
+        sample[MACHINE] = machine_cpu_seconds()
+        return sample
 
     def start(self) -> None:
         self._start = self._sample()

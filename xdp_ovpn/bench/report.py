@@ -71,7 +71,8 @@ def _environment(doc: dict) -> list[str]:
         f"Python {v.get('python')}, cryptography {v.get('cryptography')}",
         f"- configuration: {cfg.get('repetitions')} repetitions in alternating order; TCP "
         f"{cfg.get('tcp_seconds')} s, UDP {cfg.get('udp_seconds')} s at "
-        f"{number(cfg.get('udp_pps'))} packets/s offered; {cfg.get('cipher')}, wrapping "
+        f"{number(cfg.get('udp_pps'))} packets/s offered; {cfg.get('cipher')}, xdp-ovpn engine "
+        f"{cfg.get('engine', 'python')}, wrapping "
         f"{cfg.get('wrapping')}, underlay MTU {cfg.get('underlay_mtu')}; run took "
         f"{doc.get('seconds')} s{partial}",
     ]

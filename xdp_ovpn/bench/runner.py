@@ -71,6 +71,7 @@ class BenchConfig:
     peer_concurrency: int = 32  # handshakes in flight while filling a server with peers
     scale_repetitions: int = 3
     cipher: str = "AES-256-GCM"
+    engine: str = "auto"  # the xdp-ovpn endpoints' --engine (resolved before the run)
     wrapping: str = "none"
     underlay_mtu: int = 1500
     scenarios: tuple[str, ...] = tuple(s.name for s in SCENARIOS)
@@ -194,7 +195,7 @@ class Runner:
         record: dict = {"scenario": s.name, "rep": rep, "tests": {}, "errors": {}}
         try:
             with Lab() as lab, bring_up(s, lab, spec, self.config.underlay_mtu,
-                                        self.config.timeout) as topo:
+                                        self.config.timeout, self.config.engine) as topo:
                 if s.tunnel:
                     record["setup_s"] = topo.setup_seconds
                 self._tests(topo, record)
@@ -276,7 +277,7 @@ class Runner:
         with Lab() as lab:
             ns_s, ns_c = two_hosts(lab, cfg.underlay_mtu)
             server = server_endpoint(ns_s, spec, target.program, target.data_path,
-                                     SERVER_EXTRA[target.program])
+                                     SERVER_EXTRA[target.program], cfg.engine)
             with server:
                 assert server.proc is not None
                 pid = server.proc.pid

@@ -102,24 +102,27 @@ def two_hosts(lab: Lab, mtu: int | None = None) -> tuple[Namespace, Namespace]:
     return server, client
 
 
-def with_data_path(endpoint: Endpoint, data_path: str | None) -> Endpoint:
-    """Run an xdp-ovpn endpoint on the given data path (openvpn endpoints are left alone)."""
+def with_data_path(endpoint: Endpoint, data_path: str | None, engine: str = "auto") -> Endpoint:
+    """Run an xdp-ovpn endpoint on the given data path with the given engine (openvpn
+    endpoints are left alone)."""
     if endpoint.program == "xdp-ovpn" and data_path:
         base = endpoint.command()
-        endpoint.command = lambda: [*base, "--data-path", data_path]  # type: ignore[method-assign]
+        flags = ["--data-path", data_path, "--engine", engine]
+        endpoint.command = lambda: [*base, *flags]  # type: ignore[method-assign]
     return endpoint
 
 
 def server_endpoint(ns: Namespace, spec: TunnelSpec, program: str, data_path: str | None,
-                    extra: tuple[str, ...] = ()) -> OpenVPNServer:
+                    extra: tuple[str, ...] = (), engine: str = "auto") -> OpenVPNServer:
     server = OpenVPNServer(ns, spec, program=program, extra=extra)
-    with_data_path(server, data_path)
+    with_data_path(server, data_path, engine)
     return server
 
 
 @contextlib.contextmanager
 def bring_up(
-    scenario: Scenario, lab: Lab, spec: TunnelSpec, mtu: int | None = None, timeout: float = 30
+    scenario: Scenario, lab: Lab, spec: TunnelSpec, mtu: int | None = None, timeout: float = 30,
+    engine: str = "auto",
 ) -> Iterator[Topology]:
     """Build the topology, start the scenario's endpoints, stop them on exit."""
     server_ns, client_ns = two_hosts(lab, mtu)
@@ -127,9 +130,10 @@ def bring_up(
         yield Topology(scenario, server_ns, client_ns, UNDERLAY[0])
         return
     assert scenario.server and scenario.client
-    server = server_endpoint(server_ns, spec, scenario.server, scenario.data_path)
+    server = server_endpoint(server_ns, spec, scenario.server, scenario.data_path,
+                             engine=engine)
     client = OpenVPNClient(client_ns, server, remote=UNDERLAY[0], program=scenario.client)
-    with_data_path(client, scenario.data_path)
+    with_data_path(client, scenario.data_path, engine)
     began = time.monotonic()
     with started(server, client, timeout=timeout):
         setup = time.monotonic() - began

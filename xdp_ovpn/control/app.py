@@ -44,7 +44,7 @@ def _open_socket(cfg: Config) -> socket.socket:
 
 
 def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True,
-        metrics: tuple[str, int] | None = None) -> int:
+        metrics: tuple[str, int] | None = None, engine: str = "auto") -> int:
     """Run as what the config says until a signal (0) or a fatal outcome (1); a server
     also serves Prometheus metrics on `metrics` (host, port) when given."""
     log = setup_logging(cfg.verb, cfg.log, cfg.log_append)
@@ -61,6 +61,7 @@ def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True,
         dataplane = open_dataplane(
             data_path, sock, single_peer=cfg.role is not Role.SERVER,
             replay_window=cfg.replay_window, replay_time=cfg.replay_time, log=log,
+            engine=engine,
         )
         if cfg.writepid:
             cfg.writepid.write_text(f"{os.getpid()}\n")

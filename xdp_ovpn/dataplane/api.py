@@ -6,14 +6,10 @@ exactly as openvpn drives the kernel.
 
 Socket ownership (one UDP socket, one port, as openvpn): the control plane opens and
 binds the UDP socket and hands it to the data plane, which sends data packets on it.
-Who *reads* it depends on the path, and `control_fd()` says which:
-
-- socket path: the data-plane worker reads the socket, keeps DATA_V1/V2 and passes every
-  other datagram up; `control_fd()` is readable when `read_control()` has datagrams.
-- XDP path: XDP steers DATA_V2 of known peers to AF_XDP, so the kernel socket only sees
-  control traffic; `control_fd()` is None and the control plane reads the socket itself.
-
-Either way the control plane sends its control packets with `sendto` on its own copy of
+On both paths the data-plane worker reads the socket (on the XDP path it sees what the
+classifier passes: control packets, and DATA_V2 not steered to AF_XDP), keeps DATA_V2 and
+passes every other datagram up: `control_fd()` is readable when `read_control()` has
+datagrams. The control plane sends its control packets with `sendto` on its own copy of
 the socket: sending from two processes on one UDP socket is safe.
 """
 
@@ -96,6 +92,7 @@ class DataPlane(Protocol):
     """What the control plane needs from a data path (socket or XDP)."""
 
     name: str  # "socket" or "xdp", for the log
+    engine: str  # the per-packet engine its worker runs: "native" or "python" (engine.py)
     # True when the data path writes GSO super-packets: the TUN must be opened IFF_VNET_HDR.
     tun_vnet_hdr: bool
     # Capabilities (capabilities.py) the thread that starts a replacement worker has to

@@ -104,7 +104,9 @@ class Engine(Protocol):
         """Take an AF_XDP socket (xsk.XskSocket) for rx_xsk; returns its index."""
         ...
 
-    def set_tun(self, fd: int, vnet_hdr: bool) -> None: ...
+    def set_tun(self, fd: int, vnet_hdr: bool) -> None:
+        """Read and write this (non-blocking) TUN; vnet_hdr: its packets carry a virtio header."""
+        ...
 
     def rx_xsk(self, index: int, budget: int, now: float) -> int:
         """Handle up to `budget` frames of AF_XDP socket `index`; returns how many."""

@@ -12,6 +12,7 @@ import os
 import socket
 
 from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
+from xdp_ovpn.dataplane.engine import resolve
 from xdp_ovpn.dataplane.socketpath import SocketDataPlane
 from xdp_ovpn.dataplane.xsk import AF_XDP
 
@@ -48,10 +49,12 @@ def open_dataplane(
     replay_window: int,
     replay_time: float,
     log: logging.Logger,
+    engine: str = "auto",
 ) -> DataPlane:
-    """Start the chosen data path on the bound UDP socket."""
+    """Start the chosen data path, with the chosen engine, on the bound UDP socket."""
     if kind not in DATA_PATHS:
         raise DataPlaneError(f"unknown data path {kind!r} (auto, xdp or socket)")
+    engine = resolve(engine)
     if kind in ("auto", "xdp"):
         reason = xdp_unavailable()
         if kind == "xdp" and reason:
@@ -62,17 +65,18 @@ def open_dataplane(
             try:
                 dataplane = XdpDataPlane(sock, single_peer=single_peer,
                                          replay_window=replay_window,
-                                         replay_time=replay_time, log=log)
+                                         replay_time=replay_time, log=log,
+                                         engine=engine)
             except DataPlaneError as exc:
                 if kind == "xdp":
                     raise DataPlaneError(f"--data-path xdp: {exc}") from None
                 reason = str(exc)
             else:
-                log.info("Data path: xdp (AF_XDP ingress on %s, worker pid %d)",
-                         ", ".join(dataplane.interfaces), dataplane.pid)
+                log.info("Data path: xdp (AF_XDP ingress on %s, worker pid %d), engine %s",
+                         ", ".join(dataplane.interfaces), dataplane.pid, engine)
                 return dataplane
-        log.info("Data path: socket (XDP unavailable: %s)", reason)
+        log.info("Data path: socket (XDP unavailable: %s), engine %s", reason, engine)
     else:
-        log.info("Data path: socket (as requested)")
+        log.info("Data path: socket (as requested), engine %s", engine)
     return SocketDataPlane(sock, single_peer=single_peer, replay_window=replay_window,
-                           replay_time=replay_time)
+                           replay_time=replay_time, engine=engine)

@@ -3,11 +3,11 @@
 The reference data path and the fallback when XDP is unavailable. The control plane
 opens the UDP socket, then `SocketDataPlane(sock)` forks a worker that:
 
-- reads the UDP socket: DATA_V2 is decrypted here (replay window, float detection,
-  keepalive pings and OCC exit consumed) and written to the TUN; every other datagram
-  goes up to the control plane over a socketpair (`control_fd` / `read_control`);
-- reads the TUN: the destination address picks the peer (peers.py), the primary key
-  encrypts, the UDP socket sends;
+- reads the UDP socket: its engine (engine.py) decrypts DATA_V2 (replay window, float
+  detection, keepalive pings and OCC exit consumed) and writes it to the TUN; every other
+  datagram goes up to the control plane over a socketpair (`control_fd` / `read_control`);
+- reads the TUN: the engine picks the peer by destination address (peers.py), the
+  primary key encrypts, the UDP socket sends;
 - runs keepalive (ping when idle, expire when silent) as DCO does;
 - answers the API verbs, which the control-plane handle sends as pickled calls over a
   command socketpair (one call, one reply: verbs are rare, ordering is kept).
@@ -19,7 +19,6 @@ and it ignores SIGINT/SIGTERM so that shutdown stays the control plane's orderly
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import pickle
 import selectors
@@ -34,25 +33,19 @@ from xdp_ovpn.capabilities import CapabilityError, become
 from xdp_ovpn.dataplane.api import (
     Address,
     DataPlaneError,
-    KeyNeedsRenewal,
     KeySlot,
     Notification,
     PeerExpired,
-    PeerFloated,
     PeerStats,
     Privileged,
 )
-from xdp_ovpn.dataplane.peers import Peer, PeerTable
+from xdp_ovpn.dataplane.engine import ControlDatagram, Engine, EngineConfig, make_engine, resolve
 from xdp_ovpn.proto.constants import (
     DEFAULT_REPLAY_TIME,
     DEFAULT_REPLAY_WINDOW,
-    KEY_ID_MASK,
     OCC_EXIT_PAYLOAD,
-    OPCODE_SHIFT,
     PING_PAYLOAD,
-    Opcode,
 )
-from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
 from xdp_ovpn.proto.errors import ProtocolError
 
 _BUF = 65536 + 256
@@ -60,8 +53,6 @@ _BATCH = 64  # datagrams or TUN packets handled before looking at the other fds
 _TICK = 0.25  # keepalive resolution, seconds
 _CALL_TIMEOUT = 5.0
 _PORT = struct.Struct("!H")
-_DATA_V2 = int(Opcode.DATA_V2)
-_DATA_V1 = int(Opcode.DATA_V1)
 
 
 def pack_datagram(data: bytes | memoryview, addr: Address) -> bytes:
@@ -95,7 +86,11 @@ class SocketDataPlane:
         single_peer: bool = False,
         replay_window: int = DEFAULT_REPLAY_WINDOW,
         replay_time: float = DEFAULT_REPLAY_TIME,
+        engine: str = "auto",
     ) -> None:
+        self.engine = resolve(engine)  # the engine's name, for the log and reports
+        config = EngineConfig(single_peer, replay_window, replay_time,
+                              check_source=not single_peer)
         self._cmd, worker_cmd = _seqpacket_pair()
         self._ctl, worker_ctl = _seqpacket_pair()
         self._ntf, worker_ntf = _seqpacket_pair()
@@ -105,8 +100,8 @@ class SocketDataPlane:
             try:
                 for s in (self._cmd, self._ctl, self._ntf):
                     s.close()
-                worker = _Worker(sock, worker_cmd, worker_ctl, worker_ntf, single_peer,
-                                 replay_window, replay_time)
+                worker = _Worker(sock, worker_cmd, worker_ctl, worker_ntf,
+                                 make_engine(self.engine, sock, config))
                 worker.run()
             except BaseException:
                 status = 1
@@ -225,23 +220,20 @@ def _drain(sock: socket.socket) -> list[bytes]:
 
 
 class _Worker:
-    """The worker process's loop: UDP in, TUN in, commands, keepalive."""
+    """The worker process's loop: UDP in, TUN in, commands, keepalive; packets go to the
+    engine (engine.py), everything else stays here."""
 
     def __init__(self, sock: socket.socket, cmd: socket.socket, ctl: socket.socket,
-                 ntf: socket.socket, single_peer: bool, replay_window: int,
-                 replay_time: float) -> None:
+                 ntf: socket.socket, engine: Engine) -> None:
         signal.set_wakeup_fd(-1)  # the parent's asyncio self-pipe is not ours
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.sock, self.cmd, self.ctl, self.ntf = sock, cmd, ctl, ntf
-        self.sock.setblocking(False)
-        self.peers = PeerTable(single=single_peer)
-        self.replay_window, self.replay_time = replay_window, replay_time
+        self.engine = engine
         self.tun_fd: int | None = None
-        self.inbuf = bytearray(_BUF)
-        self.outbuf = bytearray(_BUF)
         self.drops: dict[str, int] = {}
-        self.renewing: dict[Peer, set[int]] = {}  # key-ids already reported as exhausted
+        # peer-id -> (keepalive interval, timeout, when the timeout started counting)
+        self.keepalive: dict[int, tuple[float | None, float | None, float]] = {}
         self.running = True
         self.keep_caps: tuple[int, ...] = ()  # capabilities kept after drop_privileges
         self.sel = selectors.DefaultSelector()
@@ -259,150 +251,47 @@ class _Worker:
                 self._keepalive(now)
                 next_tick = now + _TICK
 
-    def _count(self, reason: str) -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
-
     def _notify(self, event: Notification) -> None:
         with contextlib.suppress(OSError):
             self.ntf.send(pickle.dumps(event))
 
-    # -- link side ------------------------------------------------------------
+    def _events(self) -> None:
+        """Pass on what the engine saw: control datagrams up, the rest as notifications."""
+        for event in self.engine.events():
+            if isinstance(event, ControlDatagram):
+                with contextlib.suppress(OSError):
+                    self.ctl.send(pack_datagram(event.data, event.source))
+                continue
+            if isinstance(event, PeerExpired):
+                self._gone(event.peer_id)
+            self._notify(event)
+
+    def _gone(self, peer_id: int) -> None:
+        """A peer the engine no longer holds (OCC exit, expiry)."""
+        self.keepalive.pop(peer_id, None)
 
     def _on_udp(self) -> None:
-        view = memoryview(self.inbuf)
-        for _ in range(_BATCH):
-            try:
-                n, addr = self.sock.recvfrom_into(self.inbuf)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self._count("socket error")  # e.g. ICMP port unreachable reported late
-                continue
-            if n == 0:
-                continue
-            op = self.inbuf[0] >> OPCODE_SHIFT
-            if op == _DATA_V2:
-                self._on_data(view[:n], (addr[0], addr[1]))
-            elif op == _DATA_V1:
-                self._count("DATA_V1 unsupported")
-            else:
-                with contextlib.suppress(OSError):
-                    self.ctl.send(pack_datagram(view[:n], (addr[0], addr[1])))
-
-    def _on_data(self, packet: memoryview, addr: Address) -> None:
-        if len(packet) < 8:
-            self._count("short data packet")
-            return
-        peer_id = int.from_bytes(packet[1:4], "big")
-        peer = self.peers.by_id(peer_id)
-        if peer is None and self.peers.single:
-            peer = next(iter(self.peers), None)
-        if peer is None:
-            self._count("unknown peer-id")
-            return
-        key_id = packet[0] & KEY_ID_MASK
-        crypto = _key_for(peer, key_id)
-        if crypto is None:
-            peer.drop("no key")
-            return
-        now = time.monotonic()
-        try:
-            n = crypto.decrypt_into(self.outbuf, packet, now)
-        except ProtocolError as exc:
-            peer.drop(type(exc).__name__)
-            return
-        stats = peer.stats
-        stats.link_rx_packets += 1
-        stats.link_rx_bytes += len(packet)
-        peer.last_rx = now
-        if addr != peer.remote:
-            self.peers.update(peer.peer_id, remote=addr)
-            self._notify(PeerFloated(peer.peer_id, addr))
-        plain = memoryview(self.outbuf)[:n]
-        if n == len(PING_PAYLOAD) and plain == PING_PAYLOAD:
-            return
-        if n == len(OCC_EXIT_PAYLOAD) and plain == OCC_EXIT_PAYLOAD:
-            self.peers.remove(peer.peer_id)
-            self._notify(PeerExpired(peer.peer_id, "exit"))
-            return
-        if self.tun_fd is None:
-            peer.drop("no tun")
-            return
-        try:
-            self._tun_write(plain)
-        except OSError:
-            peer.drop("tun write")
-            return
-        stats.rx_packets += 1
-        stats.rx_bytes += n
-
-    def _tun_write(self, plain: memoryview) -> None:
-        """One decrypted packet to the TUN (the XDP path's worker frames it for vnet_hdr)."""
-        os.write(self.tun_fd, plain)
-
-    def _send(self, peer: Peer, plaintext: bytes | memoryview, now: float) -> bool:
-        crypto = peer.keys[KeySlot.PRIMARY]
-        if crypto is None:
-            peer.drop("no key")
-            return False
-        try:
-            n = crypto.encrypt_into(self.outbuf, plaintext, now)
-        except ProtocolError as exc:
-            peer.drop(type(exc).__name__)
-            return False
-        try:
-            self.sock.sendto(memoryview(self.outbuf)[:n], peer.remote)
-        except OSError:
-            peer.drop("send")
-            return False
-        peer.last_tx = now
-        peer.stats.link_tx_packets += 1
-        peer.stats.link_tx_bytes += n
-        if crypto.needs_renegotiation and crypto.key_id not in self.renewing.get(peer, ()):
-            self.renewing.setdefault(peer, set()).add(crypto.key_id)
-            self._notify(KeyNeedsRenewal(peer.peer_id, crypto.key_id))
-        return True
-
-    # -- tunnel side ----------------------------------------------------------
+        self.engine.rx_socket(_BATCH, time.monotonic())
+        self._events()
 
     def _on_tun(self) -> None:
-        buf = self.inbuf
-        view = memoryview(buf)
-        for _ in range(_BATCH):
-            try:
-                n = os.readv(self.tun_fd, (buf,))
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self._count("tun read")
-                return
-            version = buf[0] >> 4
-            if version == 4 and n >= 20:
-                dst = bytes(buf[16:20])
-            elif version == 6 and n >= 40:
-                dst = bytes(buf[24:40])
-            else:
-                self._count("not IP")
-                continue
-            peer = self.peers.by_destination(dst)
-            if peer is None:
-                self._count("no route to peer")
-                continue
-            if self._send(peer, view[:n], time.monotonic()):  # inbuf -> outbuf
-                peer.stats.tx_packets += 1
-                peer.stats.tx_bytes += n
+        self.engine.tx(_BATCH, time.monotonic())
+        self._events()
 
     # -- keepalive ------------------------------------------------------------
 
     def _keepalive(self, now: float) -> None:
-        for peer in self.peers:
-            if peer.keepalive_timeout and now - peer.last_rx >= peer.keepalive_timeout:
-                self.peers.remove(peer.peer_id)
-                self._notify(PeerExpired(peer.peer_id, "expired"))
+        for peer_id, last_rx, last_tx in self.engine.activity():
+            interval, timeout, since = self.keepalive.get(peer_id, (None, None, 0.0))
+            if timeout and now - max(last_rx, since) >= timeout:
+                self.engine.remove_peer(peer_id)
+                self._gone(peer_id)
+                self._notify(PeerExpired(peer_id, "expired"))
                 continue
-            idle = now - peer.last_tx
-            if peer.keepalive_interval and idle >= peer.keepalive_interval and peer.keys[0]:
-                self._send(peer, PING_PAYLOAD, now)
+            if (interval and now - last_tx >= interval
+                    and self.engine.key_ids(peer_id)[0] is not None):
+                self.engine.send(peer_id, PING_PAYLOAD, now)
+        self._events()
 
     # -- commands -------------------------------------------------------------
 
@@ -426,6 +315,7 @@ class _Worker:
         except (ProtocolError, ValueError, TypeError, KeyError, IndexError) as exc:
             reply = (False, f"{verb}: {exc}")
         self.cmd.send(pickle.dumps(reply))
+        self._events()
 
     def attach_tun(self, fd: int, mtu: int) -> None:
         if self.tun_fd is not None:
@@ -434,62 +324,57 @@ class _Worker:
         os.set_blocking(fd, False)
         self.tun_fd = fd
         self.sel.register(fd, selectors.EVENT_READ, self._on_tun)
+        self.engine.set_tun(fd, self.tun_vnet_hdr(fd))
+
+    def tun_vnet_hdr(self, fd: int) -> bool:
+        """Whether the TUN's reads and writes carry a virtio_net_hdr (not on this path)."""
+        return False
 
     def cmd_new_peer(self, peer_id: int, remote: Address, vpn_ipv4: str | None,
                      vpn_ipv6: str | None, iroutes: tuple[str, ...]) -> None:
-        now = time.monotonic()
-        peer = Peer(peer_id, remote, vpn_ipv4, vpn_ipv6, iroutes, last_rx=now, last_tx=now)
-        self.peers.add(peer)
+        self.engine.add_peer(peer_id, remote, vpn_ipv4, vpn_ipv6, iroutes, time.monotonic())
 
     def cmd_set_peer(self, peer_id: int, *, remote: Address | None = None,
                      keepalive_interval: float | None = None,
                      keepalive_timeout: float | None = None, vpn_ipv4: str | None = None,
                      vpn_ipv6: str | None = None, iroutes: Sequence[str] | None = None) -> None:
-        peer = self.peers.update(peer_id, remote=tuple(remote[:2]) if remote else None,
-                                 vpn_ipv4=vpn_ipv4, vpn_ipv6=vpn_ipv6, iroutes=iroutes)
+        self.engine.update_peer(peer_id, remote=tuple(remote[:2]) if remote else None,
+                                vpn_ipv4=vpn_ipv4, vpn_ipv6=vpn_ipv6, iroutes=iroutes)
+        interval, timeout, since = self.keepalive.get(peer_id, (None, None, 0.0))
         if keepalive_interval is not None:
-            peer.keepalive_interval = keepalive_interval or None
+            interval = keepalive_interval or None
         if keepalive_timeout is not None:
-            peer.keepalive_timeout = keepalive_timeout or None
-            peer.last_rx = time.monotonic()
+            timeout, since = keepalive_timeout or None, time.monotonic()
+        self.keepalive[peer_id] = (interval, timeout, since)
 
     def cmd_del_peer(self, peer_id: int, reason: str) -> None:
-        self.renewing.pop(self.peers.remove(peer_id), None)
+        self.engine.remove_peer(peer_id)
+        self._gone(peer_id)
 
     def cmd_new_key(self, peer_id: int, slot: int, key_id: int, cipher: str, ek: bytes,
                     en: bytes, dk: bytes, dn: bytes) -> None:
-        peer = self.peers.get(peer_id)
-        crypto = DataChannelCrypto(
-            key_id, peer_id, DataKey(cipher, ek, en), DataKey(cipher, dk, dn),
-            replay_window=self.replay_window, replay_time=self.replay_time,
-        )
-        peer.keys[slot] = crypto
-        self._slot_ids(peer)
+        self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn)
 
     def cmd_swap_keys(self, peer_id: int) -> None:
-        peer = self.peers.get(peer_id)
-        peer.keys.reverse()
-        self._slot_ids(peer)
+        self.engine.swap_keys(peer_id)
 
     def cmd_del_key(self, peer_id: int, slot: int) -> None:
-        peer = self.peers.get(peer_id)
-        peer.keys[slot] = None
-        self._slot_ids(peer)
+        self.engine.del_key(peer_id, slot)
 
     def cmd_get_peer(self, peer_id: int) -> PeerStats:
-        peer = self.peers.get(peer_id)
-        stats = dataclasses.replace(peer.stats, drops=dict(peer.stats.drops))
-        stats.last_rx, stats.last_tx = peer.last_rx, peer.last_tx
-        return stats
+        return self.engine.peer_stats(peer_id)
 
     def cmd_peers(self) -> list[int]:
-        return [peer.peer_id for peer in self.peers]
+        return self.engine.peer_ids()
 
     def cmd_drops(self) -> dict[str, int]:
-        return dict(self.drops)
+        drops = dict(self.drops)
+        for reason, count in self.engine.drops().items():
+            drops[reason] = drops.get(reason, 0) + count
+        return drops
 
     def cmd_send_exit(self, peer_id: int) -> None:
-        self._send(self.peers.get(peer_id), OCC_EXIT_PAYLOAD, time.monotonic())
+        self.engine.send(peer_id, OCC_EXIT_PAYLOAD, time.monotonic())
 
     def cmd_drop_privileges(self, uid: int, gid: int) -> None:
         """Become uid/gid; keep `keep_caps` (none here: socket and TUN are open)."""
@@ -497,16 +382,3 @@ class _Worker:
             become(uid, gid, self.keep_caps)
         except (OSError, CapabilityError) as exc:
             raise DataPlaneError(f"worker cannot switch to {uid}:{gid}: {exc}") from None
-
-    @staticmethod
-    def _slot_ids(peer: Peer) -> None:
-        ids = [getattr(c, "key_id", None) for c in peer.keys]
-        peer.stats.primary_key_id, peer.stats.secondary_key_id = ids
-
-
-def _key_for(peer: Peer, key_id: int) -> Any:
-    for crypto in peer.keys:
-        if crypto is not None and crypto.key_id == key_id:
-            return crypto
-    return None
-

@@ -2,11 +2,13 @@
 
     underlay ─ XDP classifier ─┬─ DATA_V2 of a peer-id/key-id in `peers` ─► AF_XDP, one per RX queue
                                └─ everything else ─► the UDP socket
-    worker process: AF_XDP RX → decrypt in the UMEM → TUN            (io.Ingress)
-                    TUN → encrypt → UDP socket, UDP_SEGMENT batches  (io.Egress)
+    worker process, its engine (engine.py) per batch:
+                    AF_XDP RX → decrypt in the UMEM → TUN            (rx_xsk)
+                    TUN → encrypt → UDP socket, UDP_SEGMENT batches  (tx)
                     UDP socket: control datagrams up to the control plane, DATA_V2 the
                     classifier passed (key not yet mirrored, fragments) decrypted here
-                    verbs, keepalive and expiry                      (socketpath's worker)
+                                                                     (rx_socket)
+                    and itself: verbs, keepalive and expiry          (socketpath's worker)
 
 The worker *is* the socket path's worker with AF_XDP sockets added, so the socket is the
 fallback for every packet XDP does not steer, and nothing else is ever needed to avoid a
@@ -33,7 +35,6 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
-import mmap
 import os
 import pickle
 import select
@@ -58,86 +59,26 @@ from xdp_ovpn.dataplane.api import (
     PeerStats,
     Privileged,
 )
-from xdp_ovpn.dataplane.io import Egress, Ingress
-from xdp_ovpn.dataplane.mss import SYN_MAX_LEN, clamp_mss, max_mss
-from xdp_ovpn.dataplane.offload import (
-    VNET_HDR_LEN,
-    plain_reads,
-    raise_txqueuelen,
-    tun_has_vnet_hdr,
-)
+from xdp_ovpn.dataplane.engine import Engine, EngineConfig, make_engine, resolve
+from xdp_ovpn.dataplane.ledger import Ledger
+from xdp_ovpn.dataplane.mss import max_mss
+from xdp_ovpn.dataplane.offload import plain_reads, raise_txqueuelen, tun_has_vnet_hdr
 from xdp_ovpn.dataplane.socketpath import (
     _BUF,
     _CALL_TIMEOUT,
     _drain,
     _seqpacket_pair,
     _Worker,
-    pack_datagram,
     unpack_datagram,
 )
 from xdp_ovpn.dataplane.xsk import XskError, XskSocket
 from xdp_ovpn.proto.constants import DEFAULT_REPLAY_TIME, DEFAULT_REPLAY_WINDOW
-from xdp_ovpn.proto.errors import KeyError_
-from xdp_ovpn.proto.pktid import PACKET_ID_MAX, PacketIdSender
 
-LEDGER_SLOTS = 8192  # key slots alive at once (two per peer): 32 KiB, fixed at startup
-PID_BLOCK = 1 << 16  # packet-ids reserved per ledger write; a restart skips at most this
 RX_BATCH = 64
 RX_ROUNDS = 4  # batches taken from one AF_XDP socket before looking at the other fds
 FRAME_COUNT = 4096  # UMEM frames per AF_XDP socket (8 MiB), fixed at startup
 TUN_TXQUEUELEN = 1000  # offload.raise_txqueuelen: fewer tail drops of TCP bursts
 _IFF_LOOPBACK = 0x8
-ZERO_VNET_HDR = bytes(VNET_HDR_LEN)
-
-
-# -- packet-id ledger ------------------------------------------------------------------
-
-
-class Ledger:
-    """Shared memory (survives the worker): per key slot, the highest packet-id reserved."""
-
-    def __init__(self, slots: int = LEDGER_SLOTS) -> None:
-        self._mem = mmap.mmap(-1, slots * 4, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
-        self.ids = memoryview(self._mem).cast("I")
-        self._free = list(range(slots - 1, -1, -1))
-
-    def allocate(self) -> int:
-        if not self._free:
-            raise DataPlaneError("too many keys installed at once")
-        index = self._free.pop()
-        self.ids[index] = 0
-        return index
-
-    def release(self, index: int) -> None:
-        self._free.append(index)
-
-    def close(self) -> None:
-        self.ids.release()
-        self._mem.close()
-
-
-class LedgerSender(PacketIdSender):
-    """A packet-id sender that reserves ids in the ledger before it hands them out."""
-
-    __slots__ = ("ids", "index", "reserved")
-
-    def __init__(self, ids: memoryview, index: int) -> None:
-        super().__init__()
-        self.ids, self.index = ids, index
-        self.last = self.reserved = ids[index]  # a restarted worker goes on above it
-
-    def next(self) -> int:
-        return self.take(1)
-
-    def take(self, count: int) -> int:
-        last = self.last + count
-        if last > self.reserved:
-            if last > PACKET_ID_MAX:
-                raise KeyError_("packet-id space exhausted: the key must be renegotiated")
-            self.reserved = min(last + PID_BLOCK, PACKET_ID_MAX)
-            self.ids[self.index] = self.reserved
-        first, self.last = self.last + 1, last
-        return first
 
 
 # -- underlay discovery ------------------------------------------------------------------
@@ -228,42 +169,36 @@ class _Underlay:
 
 
 class _XdpWorker(_Worker):
-    """The socket worker plus AF_XDP ingress, GSO egress and the BPF peers mirror."""
+    """The socket worker plus AF_XDP sockets, a vnet_hdr TUN and the BPF peers mirror."""
 
     def __init__(self, sock: socket.socket, cmd: socket.socket, ctl: socket.socket,
-                 ntf: socket.socket, single_peer: bool, replay_window: int,
-                 replay_time: float, underlays: Sequence[_Underlay], ledger: Ledger,
-                 mss: int) -> None:
-        super().__init__(sock, cmd, ctl, ntf, single_peer, replay_window, replay_time)
+                 ntf: socket.socket, engine: Engine, underlays: Sequence[_Underlay],
+                 ledger: Ledger) -> None:
+        super().__init__(sock, cmd, ctl, ntf, engine)
         self.underlays = underlays
         # After `user`: the peers map mirror still needs bpf() (refused without CAP_BPF
         # where unprivileged bpf is off, before Linux 6.5).
         self.keep_caps = (CAP_BPF,) if underlays else ()
         self.ids = ledger.ids
-        self.egress: Egress | None = None
-        self.vnet_hdr = False
-        self.ingress: list[Ingress] = []
         self.xsks: list[XskSocket] = []
-        mapped = sock.family == socket.AF_INET6
-        self.mss = mss
         for under in underlays:
             for queue in range(under.queues):
                 xsk = XskSocket(under.ifname, queue, tx_size=0, comp_size=64,
                                 frame_count=FRAME_COUNT, fill_size=FRAME_COUNT)
                 self.xsks.append(xsk)
                 xsk.fill(xsk.umem.frames())
-                ingress = Ingress(xsk, -1, self.peers, self._notify,
-                                  on_control=self._hand_up, mapped_v4=mapped, mss=self.mss)
-                self.ingress.append(ingress)
-                self.sel.register(xsk.fileno(), selectors.EVENT_READ, self._rx(ingress))
+                index = engine.add_xsk(xsk)
+                self.sel.register(xsk.fileno(), selectors.EVENT_READ, self._rx(index))
                 under.maps.bind_queue(queue, xsk.fileno())
 
-    @staticmethod
-    def _rx(ingress: Ingress):
+    def _rx(self, index: int) -> Callable[[], None]:
+        rx_xsk = self.engine.rx_xsk
+
         def drain() -> None:
             for _ in range(RX_ROUNDS):
-                if ingress.poll(RX_BATCH) < RX_BATCH:
-                    return
+                if rx_xsk(index, RX_BATCH, time.monotonic()) < RX_BATCH:
+                    break
+            self._events()
         return drain
 
     def restore(self, records: Sequence[_PeerRecord], tun: tuple[int, int] | None) -> None:
@@ -277,21 +212,13 @@ class _XdpWorker(_Worker):
         if tun is not None:
             self.attach_tun(os.dup(tun[0]), tun[1])
 
-    def _hand_up(self, data: bytes, addr: Address) -> None:
-        with contextlib.suppress(OSError):
-            self.ctl.send(pack_datagram(data, addr))
-
-    def _notify(self, event: Notification) -> None:
-        if isinstance(event, PeerExpired):
-            self._mirror(event.peer_id, ())  # it is gone from the table already
-        super()._notify(event)
+    def _gone(self, peer_id: int) -> None:
+        self._mirror(peer_id, ())  # the engine no longer holds it
+        super()._gone(peer_id)
 
     def cmd_drops(self) -> dict[str, int]:
         """Drops no peer can be blamed for: socket, AF_XDP rings (kernel counters), loops."""
-        drops = dict(self.drops)
-        for part in (*self.ingress, self.egress):
-            for reason, count in (part.drops if part else {}).items():
-                drops[reason] = drops.get(reason, 0) + count
+        drops = super().cmd_drops()
         for xsk in self.xsks:
             for name, count in dataclasses.asdict(xsk.statistics()).items():
                 if count:
@@ -308,56 +235,32 @@ class _XdpWorker(_Worker):
                 under.maps.del_peer(peer_id)
 
     def _key_ids(self, peer_id: int, without: int | None = None) -> list[int]:
-        peer = self.peers.get(peer_id)
-        return [c.key_id for slot, c in enumerate(peer.keys) if c is not None and slot != without]
+        ids = self.engine.key_ids(peer_id)
+        return [key_id for slot, key_id in enumerate(ids) if key_id is not None and slot != without]
 
     # -- the TUN ------------------------------------------------------------------------
 
-    def attach_tun(self, fd: int, mtu: int) -> None:
-        super().attach_tun(fd, mtu)
-        self.vnet_hdr = tun_has_vnet_hdr(fd)
-        if self.vnet_hdr:
+    def tun_vnet_hdr(self, fd: int) -> bool:
+        """A vnet_hdr TUN gets GSO super-packets written; its reads stay plain packets."""
+        vnet_hdr = tun_has_vnet_hdr(fd)
+        if vnet_hdr:
             plain_reads(fd)
         with contextlib.suppress(OSError):
             raise_txqueuelen(fd, TUN_TXQUEUELEN)
-        for ingress in self.ingress:
-            ingress.set_tun(fd, self.vnet_hdr)
-        self.egress = Egress(fd, self.sock, self.peers, self._notify, mss=self.mss,
-                             vnet_hdr=self.vnet_hdr)
-
-    def _tun_write(self, plain: memoryview) -> None:
-        """DATA_V2 that came by the socket (XDP passed it): clamp, frame, write."""
-        if len(plain) < SYN_MAX_LEN:
-            clamp_mss(plain, 0, len(plain), self.mss)
-        if self.vnet_hdr:
-            os.writev(self.tun_fd, (ZERO_VNET_HDR, plain))
-        else:
-            os.write(self.tun_fd, plain)
-
-    def _on_tun(self) -> None:
-        self.egress.poll()
+        return vnet_hdr
 
     # -- verbs that touch the mirror ----------------------------------------------------
 
-    def cmd_set_peer(self, peer_id: int, **kw: Any) -> None:
-        super().cmd_set_peer(peer_id, **kw)
-        for ingress in self.ingress:
-            ingress.forget_peer(peer_id)
-
     def cmd_del_peer(self, peer_id: int, reason: str) -> None:
-        self.peers.get(peer_id)
         self._mirror(peer_id, ())
         super().cmd_del_peer(peer_id, reason)
-        for ingress in self.ingress:
-            ingress.forget_peer(peer_id)
 
     def cmd_new_key(self, peer_id: int, slot: int, key_id: int, cipher: str, ek: bytes,
                     en: bytes, dk: bytes, dn: bytes, ledger_index: int) -> None:
-        peer = self.peers.get(peer_id)
-        if peer.keys[slot] is not None:  # replaced: stop steering its key-id first
+        if self.engine.key_ids(peer_id)[slot] is not None:  # replaced: stop steering it first
             self._mirror(peer_id, self._key_ids(peer_id, without=slot))
-        super().cmd_new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn)
-        peer.keys[slot].sender = LedgerSender(self.ids, ledger_index)
+        self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn,
+                            self.ids, ledger_index)
         self._mirror(peer_id, self._key_ids(peer_id))
 
     def cmd_del_key(self, peer_id: int, slot: int) -> None:
@@ -389,10 +292,10 @@ class XdpDataPlane:
         interfaces: Sequence[str] | None = None,
         xdp_mode: str | None = None,
         log: logging.Logger | None = None,
+        engine: str = "auto",
     ) -> None:
+        self.engine = resolve(engine)  # the engine's name, for the log and reports
         self._sock = sock
-        self._single = single_peer
-        self._replay = (replay_window, replay_time)
         self._log = log or logging.getLogger(__name__)
         self._closed = False
         self._classifiers: list[Any] = []
@@ -414,8 +317,10 @@ class XdpDataPlane:
         try:
             self._attach(interfaces, xdp_mode)
             # mssfix: TCP through the tunnel never needs fragments on the smallest underlay.
-            self._mss = max_mss(min(u.mtu for u in self._underlays),
-                                outer_ipv6=sock.family == socket.AF_INET6)
+            mss = max_mss(min(u.mtu for u in self._underlays),
+                          outer_ipv6=sock.family == socket.AF_INET6)
+            self._config = EngineConfig(single_peer, replay_window, replay_time, mss=mss,
+                                        gso=True, check_source=not single_peer)
             self._spawn()
         except BaseException:
             self.close()
@@ -476,9 +381,9 @@ class XdpDataPlane:
                 if self._cmd is not None:
                     self._cmd.close()
                 try:
+                    engine = make_engine(self.engine, self._sock, self._config)
                     worker = _XdpWorker(self._sock, worker_cmd, self._worker_ctl,
-                                        self._worker_ntf, self._single, *self._replay,
-                                        underlays, self._ledger, self._mss)
+                                        self._worker_ntf, engine, underlays, self._ledger)
                     worker.restore(records, self._tun)
                     if self._identity is not None:
                         worker.cmd_drop_privileges(*self._identity)

@@ -1,4 +1,4 @@
-"""Real openvpn 2.6 (or our own `xdp-ovpn run`) as a lab endpoint: the interop oracle.
+"""Real openvpn (or our own `xdp-ovpn run`) as a lab endpoint: the interop oracle.
 
 A `TunnelSpec` holds what both ends of a tunnel share (PKI, control-channel
 wrapping and its keys, data cipher, underlay protocol, addressing) and writes
@@ -10,6 +10,9 @@ choosing `program`:
     with OpenVPNServer(ns_a, spec) as server, \\
          OpenVPNClient(ns_b, spec, remote="fd00:1::1", program="xdp-ovpn") as client:
         ns_b.run(["ping", "-c1", server.tunnel_ipv4])
+
+openvpn is the host's 2.6 by default; `openvpn="2.7"` runs 2.7 from the cached Debian
+sid root (`sidroot`), chrooted inside the same namespace.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xdp_ovpn.lab import sidroot
 from xdp_ovpn.lab.netns import LabError, Namespace
 from xdp_ovpn.lab.pki import PKI, Credential
 
 READY = "Initialization Sequence Completed"
 WRAPPINGS = ("none", "tls-auth", "tls-crypt", "tls-crypt-v2")
 PROGRAMS = ("openvpn", "xdp-ovpn")
+OPENVPN_VERSIONS = ("2.6", "2.7")  # the host's, and sid's in a chroot
 _LOG_TAIL_LINES = 25
 
 
@@ -68,7 +73,8 @@ class TunnelSpec:
 
     pki: PKI = field(default_factory=PKI)
     wrapping: str = "none"
-    cipher: str = "AES-256-GCM"  # the data-ciphers list of both ends (colon-separated)
+    # The data-ciphers list of both ends (colon-separated); None leaves each its default.
+    cipher: str | None = "AES-256-GCM"
     proto: str = "udp"  # underlay: udp, udp4, udp6
     port: int = 1194
     network: str = "10.8.0.0/24"  # server mode: tunnel subnet; p2p: local/peer from it
@@ -115,7 +121,7 @@ class TunnelSpec:
         lines = [
             f"dev {dev}",
             f"proto {self.proto}",
-            f"data-ciphers {self.cipher}",
+            *([f"data-ciphers {self.cipher}"] if self.cipher else []),
             f"keepalive {self.keepalive[0]} {self.keepalive[1]}",
             f"verb {self.verb}",
             _block("ca", self.pki.ca_pem),
@@ -204,16 +210,22 @@ class Endpoint:
         dev: str = "tun0",
         workdir: Path | None = None,
         ready: str = READY,  # a regex
+        openvpn: str = "2.6",
     ) -> None:
         if program not in PROGRAMS:
             raise ValueError(f"program must be one of {PROGRAMS}, not {program!r}")
+        if openvpn not in OPENVPN_VERSIONS:
+            raise ValueError(f"openvpn must be one of {OPENVPN_VERSIONS}, not {openvpn!r}")
         self.ns = ns
         self._config = config
         self.program = program
+        self.openvpn = openvpn
         self.dev = dev
         self.ready = ready
         self._own_workdir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"xo-{ns.tag}-"))
+        # A chrooted openvpn sees the directory at the same path, which must be under /tmp.
+        tmp = "/tmp" if self.chrooted else None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"xo-{ns.tag}-", dir=tmp))
         self.config_path = self.workdir / f"{program}.conf"
         self.log_path = self.workdir / f"{program}.log"
         self.proc: subprocess.Popen | None = None
@@ -222,7 +234,15 @@ class Endpoint:
     def config_text(self) -> str:
         return self._config
 
+    @property
+    def chrooted(self) -> bool:
+        """openvpn 2.7 runs from the sid root."""
+        return self.program == "openvpn" and self.openvpn == "2.7"
+
     def command(self) -> list[str]:
+        if self.chrooted:
+            cmd = ["openvpn", "--config", str(self.config_path)]
+            return sidroot.chroot_command(sidroot.ensure_root(), self.workdir, cmd)
         if self.program == "openvpn":
             return ["openvpn", "--config", str(self.config_path)]
         return [sys.executable, "-m", "xdp_ovpn.cli", "run", "--config", str(self.config_path)]
@@ -346,10 +366,12 @@ class OpenVPNServer(Endpoint):
         cn: str = "server",
         extra: Sequence[str] = (),
         workdir: Path | None = None,
+        openvpn: str = "2.6",
         **spec_fields: object,
     ) -> None:
         self.spec = _spec(spec, spec_fields)
-        super().__init__(ns, self.spec.server_config(dev, cn, extra), program, dev, workdir)
+        config = self.spec.server_config(dev, cn, extra)
+        super().__init__(ns, config, program, dev, workdir, openvpn=openvpn)
 
     @property
     def tunnel_ipv4(self) -> str:
@@ -374,9 +396,11 @@ class OpenVPNClient(Endpoint):
         cn: str = "client",
         extra: Sequence[str] = (),
         workdir: Path | None = None,
+        openvpn: str = "2.6",
     ) -> None:
         self.spec = server.spec if isinstance(server, OpenVPNServer) else server
-        super().__init__(ns, self.spec.client_config(remote, dev, cn, extra), program, dev, workdir)
+        config = self.spec.client_config(remote, dev, cn, extra)
+        super().__init__(ns, config, program, dev, workdir, openvpn=openvpn)
 
 
 class OpenVPNPeer(Endpoint):
@@ -393,11 +417,12 @@ class OpenVPNPeer(Endpoint):
         dev: str = "tun0",
         extra: Sequence[str] = (),
         workdir: Path | None = None,
+        openvpn: str = "2.6",
     ) -> None:
         self.spec = spec
         self.tls_server = tls_server
         config = spec.p2p_config(tls_server, remote, dev, extra)
-        super().__init__(ns, config, program, dev, workdir)
+        super().__init__(ns, config, program, dev, workdir, openvpn=openvpn)
 
     @property
     def tunnel_ipv4(self) -> str:

@@ -106,3 +106,23 @@ AEAD_CIPHERS: dict[str, int] = {
     "CHACHA20-POLY1305": 32,
 }
 DEFAULT_DATA_CIPHERS = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
+
+# Epoch data format (openvpn 2.7: crypto_epoch.c, packet_id.h), negotiated by
+# IVProto.DATA_EPOCH or a pushed "protocol-flags aead-epoch":
+# [op|kid 1][peer-id 3][epoch 2][counter 6][ciphertext n][tag 16]
+# AAD = the first 12 bytes; nonce = (epoch|counter, 8 BE, + 4 zero bytes) XOR the epoch's IV.
+EPOCH_PACKET_ID_LEN = 8
+DATA_V2_EPOCH_AAD_LEN = 4 + EPOCH_PACKET_ID_LEN
+DATA_V2_EPOCH_OVERHEAD = DATA_V2_EPOCH_AAD_LEN + AEAD_TAG_LEN  # 28 bytes
+EPOCH_IMPLICIT_IV_LEN = 12
+EPOCH_KEY_LEN = 32  # an epoch secret E_n: the first 32 bytes of key2's cipher half, then HKDF
+EPOCH_MAX = 0xFFFF
+EPOCH_COUNTER_MAX = (1 << 48) - 1  # PACKET_ID_EPOCH_MAX: one epoch's packet counter
+# From this send epoch on, openvpn renegotiates (ssl.c: should_trigger_renegotiation).
+EPOCH_RENEG_THRESHOLD = 0xF000
+EPOCH_FUTURE_KEYS = 4  # receive keys derived ahead of the current one (ssl.c: init_epoch_keys)
+EPOCH_LABEL_PREFIX = b"ovpn "
+EPOCH_LABEL_UPDATE = b"datakey upd"
+EPOCH_LABEL_DATA_KEY = b"data_key"
+EPOCH_LABEL_DATA_IV = b"data_iv"
+EPOCH_PROTOCOL_FLAG = "aead-epoch"

@@ -35,6 +35,7 @@ from .constants import (
     IVProto,
     Opcode,
 )
+from .epochkeys import epoch_format_pushed
 from .errors import NegotiationError, ParseError, ProtocolError, TLSError
 from .events import (
     AuthFailed,
@@ -762,6 +763,10 @@ class Session:
             elif words[0] == "key-derivation" and words[1:] == ["tls-ekm"]:
                 self.use_ekm = self.config.allow_ekm
             elif words[0] == "protocol-flags":
+                if epoch_format_pushed(words[1:]):
+                    # We never offer IV_PROTO_DATA_EPOCH (the data plane lacks it): a server
+                    # that turns it on anyway would get packets it cannot read.
+                    raise NegotiationError("server pushed the epoch data format, not offered")
                 if "tls-ekm" in words[1:]:
                     self.use_ekm = self.config.allow_ekm
                 if "cc-exit" in words[1:]:
