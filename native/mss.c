@@ -18,13 +18,13 @@ int clamp_mss(uint8_t *pkt, uint32_t n, int mss_v4)
 {
     uint32_t tcp, opt_end, i;
     int limit, version;
-    if (n < 1)
+    if (n < IPV4_HLEN + 20) /* no SYN (mss.py: the same bound) */
         return 0;
     version = pkt[0] >> 4;
     if (version == 4) {
         tcp = (pkt[0] & 0x0F) * 4;
         /* a SYN needs the whole TCP header inside the packet: shorter ones are left alone */
-        if (n < 10 || pkt[9] != PROTO_TCP || tcp + 20 > n || be16(pkt + 6) & 0x1FFF)
+        if (pkt[9] != PROTO_TCP || tcp + 20 > n || be16(pkt + 6) & 0x1FFF)
             return 0;
         limit = mss_v4;
     } else if (version == 6) {

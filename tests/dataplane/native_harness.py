@@ -8,31 +8,21 @@ tests of the native engine against the Python loops (no root).
   compared as bytes);
 - the UDP socket is real, on loopback; peers are sockets bound to 127.0.0.x that receive
   what the engine sends and send what it receives.
-- `ReferenceEngine` is engine.py's contract over today's Python loops (io.Ingress,
-  io.Egress, the socket worker's `_on_udp` / `_on_tun` / `_send`), unchanged, until
-  pyengine.PythonEngine replaces it.
+- the reference is pyengine.PythonEngine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import mmap
-import os
 import socket
-import struct
-import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdp_ovpn.dataplane import socketpath
-from xdp_ovpn.dataplane.api import Address, KeyNeedsRenewal, KeySlot, PeerStats
-from xdp_ovpn.dataplane.engine import ControlDatagram, EngineConfig
-from xdp_ovpn.dataplane.io import Egress, Ingress
-from xdp_ovpn.dataplane.offload import VNET_HDR_LEN
-from xdp_ovpn.dataplane.peers import Peer, PeerTable
-from xdp_ovpn.dataplane.socketpath import unpack_datagram
-from xdp_ovpn.dataplane.xdppath import LedgerSender, _XdpWorker
+from xdp_ovpn.dataplane.api import Address, KeyNeedsRenewal, KeySlot
+from xdp_ovpn.dataplane.engine import EngineConfig
+from xdp_ovpn.dataplane.pyengine import PythonEngine
 from xdp_ovpn.dataplane.xsk import XskSocket, _Ring
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
 
@@ -110,182 +100,26 @@ class FakeXsk:
         self._fd.close()
 
 
-def _ledger_sender(ledger: memoryview | None, index: int) -> Any:
-    return LedgerSender(ledger, index) if ledger is not None else None
-
-
-class ReferenceEngine:
-    """engine.Engine over the Python loops as they are today (see the module docstring)."""
-
-    name = "reference"
+class PythonReference:
+    """pyengine.PythonEngine, the reference, with KeyNeedsRenewal once per (peer, key-id) as
+    the contract says (its GSO loop and its socket sends keep a set each)."""
 
     def __init__(self, sock: socket.socket, config: EngineConfig) -> None:
-        self.sock, self.config = sock, config
-        self.peers = PeerTable(single=config.single_peer)
-        self._events: list = []
+        self._engine = PythonEngine(sock, config)
         self._renewed: set[tuple[int, int]] = set()
-        self.ingress: list[Ingress] = []
-        self.egress: Egress | None = None
-        self.now = 0.0
-        mapped = sock.family == socket.AF_INET6
-        self._mapped = mapped
-        # The socket worker's receive and send code, on a worker object never run as one.
-        worker = object.__new__(_XdpWorker)
-        worker.sock, worker.peers, worker.tun_fd = sock, self.peers, None
-        worker.inbuf, worker.outbuf = bytearray(socketpath._BUF), bytearray(socketpath._BUF)
-        worker.drops, worker.renewing, worker.mss, worker.vnet_hdr = {}, {}, config.mss, False
-        worker.ctl = types.SimpleNamespace(send=self._control_from_worker)
-        worker._notify = self._events.append
-        self.worker = worker
 
-    def _control_from_worker(self, frame: bytes) -> None:
-        self._events.append(ControlDatagram(*unpack_datagram(frame)))
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
 
-    @contextlib.contextmanager
-    def _clock(self, now: float) -> Iterator[None]:
-        """The socket worker reads time.monotonic(): make it the scenario's clock."""
-        real = socketpath.time
-        socketpath.time = types.SimpleNamespace(monotonic=lambda: now)
-        try:
-            yield
-        finally:
-            socketpath.time = real
-
-    # -- peers and keys
-    def add_peer(self, peer_id: int, remote: Address, vpn_ipv4: str | None,
-                 vpn_ipv6: str | None, iroutes: Sequence[str], now: float) -> None:
-        self.peers.add(Peer(peer_id, tuple(remote), vpn_ipv4, vpn_ipv6, tuple(iroutes),
-                            last_rx=now, last_tx=now))
-
-    def update_peer(self, peer_id: int, **kw: Any) -> None:
-        self.peers.update(peer_id, **kw)
-        for ingress in self.ingress:
-            ingress.forget_peer(peer_id)
-
-    def remove_peer(self, peer_id: int) -> None:
-        self.peers.remove(peer_id)
-        for ingress in self.ingress:
-            ingress.forget_peer(peer_id)
-
-    def peer_ids(self) -> list[int]:
-        return [p.peer_id for p in self.peers]
-
-    def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str, ek: bytes, en: bytes,
-                dk: bytes, dn: bytes, ledger: memoryview | None = None,
-                ledger_index: int = 0) -> None:
-        peer = self.peers.get(peer_id)
-        crypto = DataChannelCrypto(key_id, peer_id, DataKey(cipher, ek, en),
-                                   DataKey(cipher, dk, dn), self.config.replay_window,
-                                   self.config.replay_time)
-        sender = _ledger_sender(ledger, ledger_index)
-        if sender is not None:
-            crypto.sender = sender
-        peer.keys[slot] = crypto
-        socketpath._Worker._slot_ids(peer)
-
-    def swap_keys(self, peer_id: int) -> None:
-        peer = self.peers.get(peer_id)
-        peer.keys.reverse()
-        socketpath._Worker._slot_ids(peer)
-
-    def del_key(self, peer_id: int, slot: int) -> None:
-        peer = self.peers.get(peer_id)
-        peer.keys[slot] = None
-        socketpath._Worker._slot_ids(peer)
-
-    def key_ids(self, peer_id: int) -> tuple[int | None, int | None]:
-        peer = self.peers.get(peer_id)
-        return tuple(getattr(c, "key_id", None) for c in peer.keys)  # type: ignore[return-value]
-
-    # -- I/O
-    def add_xsk(self, xsk: Any) -> int:
-        self.ingress.append(Ingress(xsk, -1, self.peers, self._events.append,
-                                    on_control=self._control, clock=lambda: self.now,
-                                    mapped_v4=self._mapped, mss=self.config.mss))
-        return len(self.ingress) - 1
-
-    def _control(self, data: bytes, source: Address) -> None:
-        self._events.append(ControlDatagram(data, source))
-
-    def set_tun(self, fd: int, vnet_hdr: bool) -> None:
-        self.worker.tun_fd, self.worker.vnet_hdr = fd, vnet_hdr
-        for ingress in self.ingress:
-            ingress.set_tun(fd, vnet_hdr)
-        self.egress = Egress(fd, self.sock, self.peers, self._events.append,
-                             clock=lambda: self.now, mss=self.config.mss, vnet_hdr=vnet_hdr)
-
-    def rx_xsk(self, index: int, budget: int, now: float) -> int:
-        self.now = now
-        return self.ingress[index].poll(budget)
-
-    def rx_socket(self, budget: int, now: float) -> int:
-        with self._clock(now):
-            self.worker._tun_write = self._tun_write
-            self.worker._on_udp()
-        for ingress in self.ingress:  # a float on the socket moved the remote: no stale cache
-            for peer in self.peers:
-                ingress.forget_peer(peer.peer_id)
-        return 0
-
-    def _tun_write(self, plain: memoryview) -> None:
-        """The XDP worker's (clamp, zero vnet header), clamping only with an MSS set."""
-        if self.config.mss and len(plain) < 10:
-            # xdppath's clamp reads past a packet this short (IndexError out of the loop):
-            # too short for a SYN, it is written as it is
-            self._plain_write(plain)
-        elif self.config.mss:
-            _XdpWorker._tun_write(self.worker, plain)
-        else:
-            self._plain_write(plain)
-
-    def _plain_write(self, plain: memoryview) -> None:
-        if self.worker.vnet_hdr:
-            os.writev(self.worker.tun_fd, (bytes(VNET_HDR_LEN), plain))
-        else:
-            os.write(self.worker.tun_fd, plain)
-
-    def tx(self, budget: int, now: float) -> int:
-        self.now = now
-        if self.config.gso:
-            assert self.egress is not None
-            self.egress.batch = budget
-            return self.egress.poll()
-        with self._clock(now):
-            socketpath._Worker._on_tun(self.worker)
-        return 0
-
-    def send(self, peer_id: int, payload: bytes, now: float) -> bool:
-        return self.worker._send(self.peers.get(peer_id), payload, now)
-
-    # -- out
     def events(self) -> list:
-        """The loops' events; KeyNeedsRenewal once per (peer, key-id), as the contract says
-        (the egress loop and the socket worker keep a set each today)."""
         events = []
-        for event in self._events:
+        for event in self._engine.events():
             if isinstance(event, KeyNeedsRenewal):
                 if (event.peer_id, event.key_id) in self._renewed:
                     continue
                 self._renewed.add((event.peer_id, event.key_id))
             events.append(event)
-        self._events[:] = []
         return events
-
-    def peer_stats(self, peer_id: int) -> PeerStats:
-        return socketpath._Worker.cmd_get_peer(self.worker, peer_id)
-
-    def activity(self) -> list[tuple[int, float, float]]:
-        return [(p.peer_id, p.last_rx, p.last_tx) for p in self.peers]
-
-    def drops(self) -> dict[str, int]:
-        drops = dict(self.worker.drops)
-        for part in (*self.ingress, self.egress):
-            for reason, count in (part.drops if part else {}).items():
-                drops[reason] = drops.get(reason, 0) + count
-        return drops
-
-    def close(self) -> None:
-        pass
 
 
 # -- scenarios ---------------------------------------------------------------------------
@@ -425,7 +259,6 @@ def frame_header6(src: str, sport: int, dst: str, dport: int, payload: bytes) ->
     return ethernet(b"\x02" * 6, b"\x04" * 6, udp6(src, dst, sport, dport, payload))
 
 
-_U16 = struct.Struct("!H")
 
 
 def set_slot(engine: Any, peer_id: int, slot: int, key_id: int, cipher: str,
