@@ -223,6 +223,11 @@ struct engine {
     uint64_t sends;
     /* the socket path's receive buffers, made on first use */
     uint8_t *sock_bufs;
+    /* stand-in I/O for `bench --per-packet` (as io.Egress's `reader`): TUN reads copy this
+     * packet, sends are counted, not made */
+    const uint8_t *stub_packet;
+    uint32_t stub_len;
+    uint32_t stub_seg, stub_run_len;  /* the last run "sent" */
 };
 
 int engine_init(struct engine *e);

@@ -27,6 +27,7 @@ typedef struct {
     PyObject_HEAD
     struct engine e;
     PyObject *events;
+    PyObject *stub;  /* bench: the packet every TUN read returns (bytes), or NULL */
     Py_buffer xsk_bufs[MAX_XSK][XSK_BUFS];
     int closed;
 } EngineObject;
@@ -144,6 +145,7 @@ static void Engine_dealloc(EngineObject *self)
 {
     engine_close(self);
     Py_XDECREF(self->events);
+    Py_XDECREF(self->stub);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -640,6 +642,33 @@ static PyObject *Engine_io_counts(EngineObject *self, PyObject *noargs)
     return Py_BuildValue("(KKK)", self->e.sends, self->e.co.writes, self->e.co.merged);
 }
 
+/* bench_io(packet): from now on every TUN read returns `packet` (vnet header included when
+ * the TUN has one) and runs are sealed but not sent; bench_io(None) restores real I/O. */
+static PyObject *Engine_bench_io(EngineObject *self, PyObject *args)
+{
+    PyObject *packet;
+    if (!PyArg_ParseTuple(args, "O", &packet) || check_open(self) < 0)
+        return NULL;
+    if (packet != Py_None && (!PyBytes_Check(packet) || PyBytes_GET_SIZE(packet) < 1
+                              || PyBytes_GET_SIZE(packet) > MAX_IP)) {
+        PyErr_SetString(PyExc_ValueError, "a packet of 1..65535 bytes, or None");
+        return NULL;
+    }
+    Py_XSETREF(self->stub, packet == Py_None ? NULL : Py_NewRef(packet));
+    self->e.stub_packet = self->stub ? (const uint8_t *)PyBytes_AS_STRING(self->stub) : NULL;
+    self->e.stub_len = self->stub ? (uint32_t)PyBytes_GET_SIZE(self->stub) : 0;
+    Py_RETURN_NONE;
+}
+
+/* The last run bench_io let through: (its bytes, segment size). */
+static PyObject *Engine_bench_last(EngineObject *self, PyObject *noargs)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    return Py_BuildValue("(y#I)", (const char *)self->e.out, (Py_ssize_t)self->e.stub_run_len,
+                         self->e.stub_seg);
+}
+
 static PyObject *Engine_close(EngineObject *self, PyObject *noargs)
 {
     engine_close(self);
@@ -666,6 +695,8 @@ static PyMethodDef Engine_methods[] = {
     {"drops", (PyCFunction)Engine_drops, METH_NOARGS, NULL},
     {"route", (PyCFunction)Engine_route, METH_VARARGS, NULL},
     {"io_counts", (PyCFunction)Engine_io_counts, METH_NOARGS, NULL},
+    {"bench_io", (PyCFunction)Engine_bench_io, METH_VARARGS, NULL},
+    {"bench_last", (PyCFunction)Engine_bench_last, METH_NOARGS, NULL},
     {"close", (PyCFunction)Engine_close, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

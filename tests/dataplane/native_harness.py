@@ -30,22 +30,6 @@ FRAME_SIZE = 2048
 FRAMES = 256
 RING = 256
 HEADROOM = 256  # copy mode puts the packet this far into its frame
-_WORDS = (0, 16, 32)  # producer, consumer, flags at bytes 0, 64, 128 (own cache lines)
-_DESC_AT = 192
-
-
-def _ring(size: int, entry: int) -> _Ring:
-    """An xsk._Ring over an anonymous mapping with the kernel's layout."""
-    ring = object.__new__(_Ring)
-    ring.size, ring.mask = size, size - 1
-    ring.mm = mmap.mmap(-1, _DESC_AT + size * entry)
-    whole = memoryview(ring.mm)
-    ring.words = whole.cast("I")
-    ring.prod, ring.cons, ring.flags = _WORDS
-    table = whole[_DESC_AT : _DESC_AT + size * entry]
-    ring.q, ring.d = table.cast("Q"), table.cast("I")
-    ring._views = (ring.q, ring.d, table, ring.words, whole)
-    return ring
 
 
 class _Umem:
@@ -63,8 +47,8 @@ class FakeXsk:
 
     def __init__(self) -> None:
         self.umem = _Umem()
-        self._rx = _ring(RING, 16)
-        self._fr = _ring(RING, 8)
+        self._rx = _Ring.anonymous(RING, 16)
+        self._fr = _Ring.anonymous(RING, 8)
         self._next_frame = 0
         self._fd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # never woken: flags 0
 
