@@ -131,6 +131,13 @@ class _CountingSocket:
         return len(data)
 
 
+def _sealed_batch(sender: DataChannelCrypto, round_: int) -> list[bytes]:
+    """Round `round_`'s BATCH frames: consecutive TCP segments of one flow, sealed."""
+    first = 1 + round_ * BATCH * TCP_PAYLOAD
+    return [_frame(sender.encrypt(_tcp_segment(first + i * TCP_PAYLOAD), 0.0))
+            for i in range(BATCH)]
+
+
 def _median(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[len(ordered) // 2] * 1e6 / BATCH
@@ -149,13 +156,8 @@ def receive_cost(rounds: int) -> tuple[float, Peer]:
     samples = []
     try:
         ingress.set_tun(null, vnet_hdr=True)
-        seq = 1
-        for _ in range(rounds):
-            frames = []
-            for _ in range(BATCH):
-                frames.append(_frame(sender.encrypt(_tcp_segment(seq), 0.0)))
-                seq += TCP_PAYLOAD
-            ring.load(frames)
+        for round_ in range(rounds):
+            ring.load(_sealed_batch(sender, round_))
             start = time.perf_counter()
             ingress.poll(BATCH)
             samples.append(time.perf_counter() - start)
@@ -298,13 +300,8 @@ def native_receive_cost(cipher: str, rounds: int) -> tuple[float, object]:
     samples = []
     try:
         engine.set_tun(null, True)
-        seq = 1
-        for _ in range(rounds):
-            frames = []
-            for _ in range(BATCH):
-                frames.append(_frame(sender.encrypt(_tcp_segment(seq), 0.0)))
-                seq += TCP_PAYLOAD
-            ring.load(frames)
+        for round_ in range(rounds):
+            ring.load(_sealed_batch(sender, round_))
             start = time.perf_counter()
             engine.rx_xsk(0, BATCH, 0.0)
             samples.append(time.perf_counter() - start)
