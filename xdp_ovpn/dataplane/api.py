@@ -55,6 +55,9 @@ class PeerStats:
     link_tx_packets: int = 0
     link_tx_bytes: int = 0
     drops: dict[str, int] = field(default_factory=dict)  # reason -> count
+    # The source of the last packet dropped as BAD_SOURCE (peers.py): 4 or 16 packed bytes,
+    # b"" when that packet was not IP or too short for its IP header; None: no such drop.
+    last_bad_source: bytes | None = None
     last_rx: float | None = None  # monotonic seconds
     last_tx: float | None = None
     primary_key_id: int | None = None

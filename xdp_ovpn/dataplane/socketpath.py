@@ -4,8 +4,9 @@ The reference data path and the fallback when XDP is unavailable. The control pl
 opens the UDP socket, then `SocketDataPlane(sock)` forks a worker that:
 
 - reads the UDP socket: DATA_V2 is decrypted here (replay window, float detection,
-  keepalive pings and OCC exit consumed) and written to the TUN; every other datagram
-  goes up to the control plane over a socketpair (`control_fd` / `read_control`);
+  keepalive pings and OCC exit consumed, on a server the inner source address checked)
+  and written to the TUN; every other datagram goes up to the control plane over a
+  socketpair (`control_fd` / `read_control`);
 - reads the TUN: the destination address picks the peer (peers.py), the primary key
   encrypts, the UDP socket sends;
 - runs keepalive (ping when idle, expire when silent) as DCO does;
@@ -324,6 +325,8 @@ class _Worker:
         if n == len(OCC_EXIT_PAYLOAD) and plain == OCC_EXIT_PAYLOAD:
             self.peers.remove(peer.peer_id)
             self._notify(PeerExpired(peer.peer_id, "exit"))
+            return
+        if not self.peers.owns_source(peer, plain, 0, n):  # counted there
             return
         if self.tun_fd is None:
             peer.drop("no tun")
