@@ -1,8 +1,8 @@
 """The ingress loop's per-batch caches (peer and key by DATA_V2 word, the peer's source) must
 not leak one packet's state into the next: frames of several peers, a float, an unknown
-peer-id, a replay and a packet from another peer's VPN address in one RX batch. No root:
-the batch is laid out in a bytearray as the kernel would in the UMEM, and the "TUN" is a
-datagram socket that keeps packet boundaries."""
+peer-id, a replay, a keepalive ping, a payload that is not IP and a packet from another
+peer's VPN address in one RX batch. No root: the batch is laid out in a bytearray as the
+kernel would in the UMEM, and the "TUN" is a datagram socket that keeps packet boundaries."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import socket
 
 from packets import ethernet, udp4
 
-from xdp_ovpn.dataplane.api import PeerFloated
+from xdp_ovpn.dataplane.api import BAD_SOURCE, PeerFloated
 from xdp_ovpn.dataplane.io import Ingress
-from xdp_ovpn.dataplane.peers import BAD_SOURCE, Peer, PeerTable
+from xdp_ovpn.dataplane.peers import Peer, PeerTable
+from xdp_ovpn.proto.constants import PING_PAYLOAD
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
 
 FRAME = 2048
@@ -76,6 +77,8 @@ def test_one_batch_of_mixed_peers_keeps_each_packet_to_its_own_peer() -> None:
         _frame("10.1.0.2", 40000, bytes(stranger)),
         _frame("10.1.0.3", 40000, b_first),  # replayed
         _frame("10.1.0.9", 40001, a_tx.encrypt(_inner("10.8.0.3", b"as-b"), 0.0)),  # spoofed
+        _frame("10.1.0.9", 40001, a_tx.encrypt(b"not IP", 0.0)),
+        _frame("10.1.0.9", 40001, a_tx.encrypt(PING_PAYLOAD, 0.0)),  # keepalive: no drop
         _frame("10.1.0.9", 40001, a_tx.encrypt(_inner("10.8.0.2", b"a-three"), 0.0)),
     ]
     xsk = _RxBatch(frames)
@@ -90,7 +93,7 @@ def test_one_batch_of_mixed_peers_keeps_each_packet_to_its_own_peer() -> None:
     assert (a.stats.rx_packets, b.stats.rx_packets) == (3, 1)
     assert a.last_rx and b.last_rx  # both authenticated in this batch
     assert b.stats.drops == {"ReplayError": 1}
-    assert a.stats.drops == {BAD_SOURCE: 1}
+    assert a.stats.drops == {BAD_SOURCE: 2}
     assert ingress.drops == {"unknown peer-id": 1}
     assert notes == [PeerFloated(1, ("10.1.0.9", 40001))] and a.remote == ("10.1.0.9", 40001)
     assert sorted(xsk.filled) == [i * FRAME for i in range(len(frames))]

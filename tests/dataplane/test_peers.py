@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from xdp_ovpn.dataplane.api import DataPlaneError
-from xdp_ovpn.dataplane.peers import BAD_SOURCE, LINK_LOCAL_SOURCE, Peer, PeerTable, packed
+from xdp_ovpn.dataplane.api import BAD_SOURCE, LINK_LOCAL_SOURCE, DataPlaneError
+from xdp_ovpn.dataplane.peers import Peer, PeerTable, packed
 
 
 def _table() -> PeerTable:

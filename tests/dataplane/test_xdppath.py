@@ -28,7 +28,7 @@ from interop import redirected, underlay
 from nsfork import in_netns
 
 from xdp_ovpn.capabilities import CAP_BPF
-from xdp_ovpn.dataplane.peers import LINK_LOCAL_SOURCE
+from xdp_ovpn.dataplane.api import LINK_LOCAL_SOURCE
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 

@@ -38,6 +38,16 @@ class KeySlot(enum.IntEnum):
     SECONDARY = 1
 
 
+# Drop reasons (PeerStats.drops) the control plane acts on. BAD_SOURCE: on a server, a
+# decrypted packet whose inner source is not its peer's VPN address or inside one of its
+# iroutes, or that is not IP or too short for its IP header; logged (rate-limited) and
+# reported. LINK_LOCAL_SOURCE: an IPv6 link-local source (fe80::/10), no peer's either,
+# but clients' kernels send from one on their own (router solicitations, MLD): dropped as
+# openvpn does, apart, so that BAD_SOURCE counts only what deserves a look.
+BAD_SOURCE = "bad source address"
+LINK_LOCAL_SOURCE = "IPv6 link-local source"
+
+
 @dataclass
 class PeerStats:
     """Counters of one peer (`get_peer`)."""

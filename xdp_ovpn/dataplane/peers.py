@@ -22,14 +22,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdp_ovpn.dataplane.api import Address, DataPlaneError, PeerStats
-
-# The drop reason for a packet whose inner source is not its peer's (or that is not IP).
-BAD_SOURCE = "bad source address"
-# An IPv6 link-local source (fe80::/10) is no peer's either, but clients' kernels send
-# from one on their own (router solicitations, MLD): dropped as openvpn does, under a
-# reason of its own so that BAD_SOURCE only counts what deserves a look.
-LINK_LOCAL_SOURCE = "IPv6 link-local source"
+from xdp_ovpn.dataplane.api import (
+    BAD_SOURCE,
+    LINK_LOCAL_SOURCE,
+    Address,
+    DataPlaneError,
+    PeerStats,
+)
 
 _IPV4_SOURCE = struct.Struct("!B11x4s").unpack_from  # version/IHL, source address
 _IPV6_SOURCE = struct.Struct("!8x16s").unpack_from
