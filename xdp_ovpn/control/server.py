@@ -441,6 +441,8 @@ class Server:
         """openvpn's "bad source address" line, once a BAD_SOURCE_LOG_SECONDS at most, with
         the number of packets since the last one and the last offending source."""
         count = stats.drops.get(BAD_SOURCE, 0)
+        if count < client.bad_sources_logged:  # a replacement worker counts from 0 again
+            client.bad_sources_logged = 0
         new = count - client.bad_sources_logged
         if new <= 0 or (not final and now - client.bad_source_logged_at < BAD_SOURCE_LOG_SECONDS):
             return
