@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import socket
 import time
 from collections.abc import Awaitable, Callable
 
@@ -71,6 +72,29 @@ KILL_GRACE = 1.0  # seconds a killed client has to receive its RESTART/HALT
 BAD_SOURCE_LOG_SECONDS = 10.0
 
 
+@dataclasses.dataclass
+class BadSourceLog:
+    """One client's rate-limited "bad source address" log line (openvpn's, with a count)."""
+
+    reported: int = 0  # the BAD_SOURCE count the log has told of
+    at: float = -BAD_SOURCE_LOG_SECONDS  # monotonic time of the last line
+
+    def due(self, stats: PeerStats, now: float, final: bool = False) -> str | None:
+        """The line to log for these counters now, if one is due (`final`: the client is
+        leaving, so no waiting); None otherwise."""
+        count = stats.drops.get(BAD_SOURCE, 0)
+        if count < self.reported:  # a replacement worker counts from 0 again
+            self.reported = 0
+        new = count - self.reported
+        if new <= 0 or (not final and now - self.at < BAD_SOURCE_LOG_SECONDS):
+            return None
+        self.reported, self.at = count, now
+        source = stats.last_bad_source
+        shown = _address_text(source) if source else "no IP header"
+        return (f"MULTI: bad source address from client [{shown}], {new} packet"
+                f"{'' if new == 1 else 's'} dropped")
+
+
 @dataclasses.dataclass(eq=False)
 class ClientInstance:
     """One connected (or connecting) client."""
@@ -95,8 +119,7 @@ class ClientInstance:
     admitted: bool = False  # client-connect accepted it: client-disconnect runs at the end
     routes: list[str] = dataclasses.field(default_factory=list)  # kernel routes for iroutes
     last_stats: PeerStats | None = None  # the data plane's counters when last read
-    bad_sources_logged: int = 0  # the BAD_SOURCE count the log has reported
-    bad_source_logged_at: float = -BAD_SOURCE_LOG_SECONDS  # monotonic
+    bad_sources: BadSourceLog = dataclasses.field(default_factory=BadSourceLog)
     task: asyncio.Task | None = None  # the admission in progress
 
     @property
@@ -438,19 +461,9 @@ class Server:
 
     def _log_bad_sources(self, client: ClientInstance, stats: PeerStats, now: float,
                          final: bool = False) -> None:
-        """openvpn's "bad source address" line, once a BAD_SOURCE_LOG_SECONDS at most, with
-        the number of packets since the last one and the last offending source."""
-        count = stats.drops.get(BAD_SOURCE, 0)
-        if count < client.bad_sources_logged:  # a replacement worker counts from 0 again
-            client.bad_sources_logged = 0
-        new = count - client.bad_sources_logged
-        if new <= 0 or (not final and now - client.bad_source_logged_at < BAD_SOURCE_LOG_SECONDS):
-            return
-        client.bad_sources_logged, client.bad_source_logged_at = count, now
-        source = stats.last_bad_source
-        shown = ipaddress.ip_address(source) if source else "no IP header"
-        self.log.warning("%s MULTI: bad source address from client [%s], %d packet%s dropped",
-                         client.driver.label, shown, new, "" if new == 1 else "s")
+        line = client.bad_sources.due(stats, now, final)
+        if line is not None:
+            self.log.warning("%s %s", client.driver.label, line)
 
     @staticmethod
     def _link_bytes(client: ClientInstance, stats: PeerStats | None) -> tuple[int, int]:
@@ -557,6 +570,11 @@ class Server:
             self._remove(client, "shutdown")
         if self._tasks:  # client-disconnect and learn-address delete of the last clients
             await asyncio.wait(set(self._tasks), timeout=self.scripts.timeout)
+
+
+def _address_text(packed: bytes) -> str:
+    """4 or 16 packed bytes as text; IPv4-mapped IPv6 in its dotted form (::ffff:a.b.c.d)."""
+    return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
 
 
 def _host(host: str) -> str:
