@@ -23,7 +23,7 @@ def sources(**kw) -> MetricsSources:
     clients = [
         ClientSnapshot("alice", ("10.1.0.2", 50429), 0, 1795268940, vpn_ipv4="10.8.0.2",
                        bytes_received=2103, bytes_sent=2198, packets_received=12,
-                       packets_sent=13),
+                       packets_sent=13, drops={"bad source address": 4, "ReplayError": 1}),
         ClientSnapshot('we"ird\\cn', ("fd00:1::2", 1194), 1, 1795268945),
     ]  # fmt: skip
     return MetricsSources(lambda: StatusSnapshot(clients), **kw)
@@ -55,6 +55,11 @@ def test_render_parses_with_the_reference_parser():
     assert value(fams, "xdp_ovpn_peer_sent_bytes", common_name='we"ird\\cn',
                  real_address="fd00:1::2") == 0
     assert value(fams, "xdp_ovpn_handshakes") == 5
+    assert value(fams, "xdp_ovpn_peer_dropped_packets", common_name="alice",
+                 reason="bad source address") == 4
+    assert value(fams, "xdp_ovpn_peer_dropped_packets", reason="ReplayError") == 1
+    assert fams["xdp_ovpn_peer_dropped_packets"].type == "counter"
+    assert len(fams["xdp_ovpn_peer_dropped_packets"].samples) == 2  # none for a clean peer
     assert fams["xdp_ovpn_handshakes"].type == "counter"
     assert value(fams, "xdp_ovpn_xdp_verdicts", verdict="redirect") == 1000
     assert value(fams, "xdp_ovpn_worker_up", worker="rxq1") == 0

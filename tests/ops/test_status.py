@@ -16,6 +16,7 @@ import time
 import pytest
 
 from xdp_ovpn.control.status import (
+    BAD_SOURCE_STAT,
     TITLE,
     ClientSnapshot,
     StatusError,
@@ -144,6 +145,22 @@ def test_openvpn_monitor_parses_version_3():
     assert sessions["fd00:8::1000"]["bytes_recv"] == 2103
     assert sessions["10.8.0.3"]["username"] == "second"  # UNDEF falls back to the CN
     assert sessions["10.8.0.3"]["peer_id"] == "1"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_bad_source_drops_are_one_global_stat_once_there_are_any():
+    snap = same_client()
+    snap.bad_source_drops = 7
+    v1, v2, v3 = (render(snap, v) for v in (1, 2, 3))
+    assert v1[-3:] == ["Max bcast/mcast queue length,0", f"{BAD_SOURCE_STAT},7", "END"]
+    assert v2[-3:] == ["GLOBAL_STATS,dco_enabled,0", f"GLOBAL_STATS,{BAD_SOURCE_STAT},7", "END"]
+    assert v3[-2] == f"GLOBAL_STATS\t{BAD_SOURCE_STAT}\t7"
+    snap.bad_source_drops = 0
+    assert not any(BAD_SOURCE_STAT in line for v in (1, 2, 3) for line in render(snap, v))
+    collector = pytest.importorskip("opsmonitor").collector()
+    sessions = collector.parse_status("\r\n".join(v3) + "\r\n",
+                                      collector.version_info("2.6.14"), None)
+    assert sessions["fd00:8::1000"]["bytes_recv"] == 2103  # the line does not bother it
 
 
 def test_status_file_is_written_now_periodically_and_at_close(tmp_path):

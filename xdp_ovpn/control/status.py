@@ -6,7 +6,8 @@ exporters, home-grown scripts) read ours unchanged. The server feeds a `StatusSn
 `render` turns it into lines; `StatusFile` rewrites the file atomically every N seconds.
 
 Byte counts are link bytes, as openvpn reports them: UDP payload received from and sent
-to the client, control channel included.
+to the client, control channel included. One line is ours: GLOBAL STATS counts packets
+clients sent from addresses not theirs, once there are any.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _CLIENT_HEADER = (
     "Bytes Received", "Bytes Sent", "Connected Since", "Connected Since (time_t)",
     "Username", "Client ID", "Peer ID", "Data Channel Cipher",
 )  # fmt: skip
+BAD_SOURCE_STAT = "Bad source address drops"
 _ROUTE_HEADER = ("Virtual Address", "Common Name", "Real Address", "Last Ref", "Last Ref (time_t)")
 
 
@@ -65,6 +67,7 @@ class ClientSnapshot:
     client_id: int = 0  # management client id (openvpn's cid)
     cipher: str = ""
     last_ref: float | None = None  # unix time of the last packet from the client
+    drops: dict[str, int] = field(default_factory=dict)  # data-plane drops by reason (metrics)
 
 
 @dataclass
@@ -74,6 +77,8 @@ class StatusSnapshot:
     clients: list[ClientSnapshot] = field(default_factory=list)
     now: float = field(default_factory=time.time)
     dco: bool = True  # the data channel runs outside the control process, as with DCO
+    # Packets clients sent from addresses not theirs, dropped since start (GLOBAL STATS).
+    bad_source_drops: int = 0
 
 
 def time_string(t: float) -> str:
@@ -125,8 +130,16 @@ def _render_v1(s: StatusSnapshot) -> list[str]:
         last = time_string(c.last_ref or c.connected_since)
         for route in _routes(c):
             lines.append(f"{route},{c.common_name},{real_address(c.real_address)},{last}")
-    lines += ["GLOBAL STATS", "Max bcast/mcast queue length,0", "END"]
+    lines += ["GLOBAL STATS", "Max bcast/mcast queue length,0", *_bad_sources(s, ","), "END"]
     return lines
+
+
+def _bad_sources(s: StatusSnapshot, sep: str, tag: tuple[str, ...] = ()) -> list[str]:
+    """Our one GLOBAL STATS line of our own, there once there is something to count (so a
+    clean server's report stays openvpn's text; its parsers skip unknown global stats)."""
+    if not s.bad_source_drops:
+        return []
+    return [sep.join((*tag, BAD_SOURCE_STAT, str(s.bad_source_drops)))]
 
 
 def _render_v23(s: StatusSnapshot, sep: str) -> list[str]:
@@ -155,6 +168,7 @@ def _render_v23(s: StatusSnapshot, sep: str) -> list[str]:
     lines += [
         row("GLOBAL_STATS", "Max bcast/mcast queue length", 0),
         row("GLOBAL_STATS", "dco_enabled", int(s.dco)),
+        *_bad_sources(s, sep, ("GLOBAL_STATS",)),
         "END",
     ]
     return lines
