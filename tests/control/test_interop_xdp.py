@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from interop import iperf3, p2p_with_openvpn, ping, redirected
+from interop import iperf3, p2p_with_openvpn, ping, redirected, underlay
 from test_interop import MATRIX, _tunnel
 
-from xdp_ovpn.lab.openvpn import Endpoint, started
+from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNClient, OpenVPNServer, TunnelSpec, started
+from xdp_ovpn.lab.pki import PKI
 
 pytestmark = [pytest.mark.root, pytest.mark.openvpn, pytest.mark.bpf]
 
@@ -63,3 +64,27 @@ def test_tls_p2p_with_openvpn_over_xdp(lab, xdp_is_tls_server: bool) -> None:
         out = iperf3(net.server_ns, net.client_ns, server.tunnel_ipv4, lab)
         assert re.search(r"receiver", out)
         assert redirected(net.server_ns if xdp_is_tls_server else net.client_ns) > 200
+
+
+
+# (RX queues allocated, in use): None = the kernel's choice, as `ip link add` makes it.
+SHAPES = {"plain-veth": (None, None), "2-in-use": (2, None), "4-allocated-1-in-use": (4, 1)}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_xdp_server_engages_on_the_veths_users_make(lab, tmp_path, shape: str) -> None:
+    net = underlay(lab, 4, *SHAPES[shape])
+    spec = TunnelSpec(PKI(), wrapping="tls-crypt", proto=net.proto)
+    status = tmp_path / "status.txt"
+    server = use_xdp(OpenVPNServer(net.server_ns, spec, program="xdp-ovpn",
+                                   extra=[f"status {status} 1", "status-version 2"]))
+    client = OpenVPNClient(net.client_ns, server, remote=net.server_addr)
+    with started(server), started(client):
+        server.wait_for_log(r"Data path: xdp")
+        ping(net.client_ns, server.tunnel_ipv4)
+        iperf3(net.server_ns, net.client_ns, server.tunnel_ipv4, lab)
+        assert redirected(net.server_ns) > 200
+        assert lab.wait_for(lambda: "CLIENT_LIST,client" in status.read_text(), timeout=5)
+        log = server.log()
+    assert "WARNING" not in log, log
+    assert "GLOBAL_STATS,dco_enabled,1" in status.read_text()

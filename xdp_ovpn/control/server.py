@@ -43,6 +43,7 @@ from xdp_ovpn.dataplane.api import (
     PeerFloated,
     PeerStats,
 )
+from xdp_ovpn.dataplane.factory import offloaded
 from xdp_ovpn.dataplane.tun import Tun, TunError
 from xdp_ovpn.proto.constants import MAX_PEER_ID, Opcode
 from xdp_ovpn.proto.errors import ProtocolError
@@ -449,7 +450,7 @@ class Server:
                 username=c.username, client_id=c.client_id, cipher=c.cipher,
                 last_ref=now - (mono - last) if last is not None else None,
             ))  # fmt: skip
-        return StatusSnapshot(out, now=now)
+        return StatusSnapshot(out, now=now, dco=offloaded(self.dataplane))
 
     def totals(self) -> tuple[int, int]:
         """Link bytes in and out since start (load-stats)."""

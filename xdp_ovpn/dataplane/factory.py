@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Sequence
 
+from xdp_ovpn.config import XDP_MODES
 from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
 from xdp_ovpn.dataplane.socketpath import SocketDataPlane
 from xdp_ovpn.dataplane.xsk import AF_XDP
@@ -48,10 +50,17 @@ def open_dataplane(
     replay_window: int,
     replay_time: float,
     log: logging.Logger,
+    interfaces: Sequence[str] = (),
+    xdp_mode: str | None = None,
 ) -> DataPlane:
-    """Start the chosen data path on the bound UDP socket."""
+    """Start the chosen data path on the bound UDP socket; XDP on `interfaces` (default:
+    every interface the socket's traffic can use) in `xdp_mode` (auto|native|generic)."""
     if kind not in DATA_PATHS:
         raise DataPlaneError(f"unknown data path {kind!r} (auto, xdp or socket)")
+    if xdp_mode not in (None, *XDP_MODES):
+        raise DataPlaneError(f"unknown XDP mode {xdp_mode!r} ({', '.join(XDP_MODES)})")
+    if kind == "socket" and (interfaces or xdp_mode):
+        raise DataPlaneError("xdp-interface and xdp-mode need XDP, not --data-path socket")
     if kind in ("auto", "xdp"):
         reason = xdp_unavailable()
         if kind == "xdp" and reason:
@@ -62,7 +71,9 @@ def open_dataplane(
             try:
                 dataplane = XdpDataPlane(sock, single_peer=single_peer,
                                          replay_window=replay_window,
-                                         replay_time=replay_time, log=log)
+                                         replay_time=replay_time, log=log,
+                                         interfaces=interfaces or None,
+                                         xdp_mode=None if xdp_mode == "auto" else xdp_mode)
             except DataPlaneError as exc:
                 if kind == "xdp":
                     raise DataPlaneError(f"--data-path xdp: {exc}") from None
@@ -71,8 +82,14 @@ def open_dataplane(
                 log.info("Data path: xdp (AF_XDP ingress on %s, worker pid %d)",
                          ", ".join(dataplane.interfaces), dataplane.pid)
                 return dataplane
-        log.info("Data path: socket (XDP unavailable: %s)", reason)
+        log.warning("WARNING: Data path: socket (XDP unavailable: %s)", reason)
     else:
         log.info("Data path: socket (as requested)")
     return SocketDataPlane(sock, single_peer=single_peer, replay_window=replay_window,
                            replay_time=replay_time)
+
+
+def offloaded(dataplane: DataPlane) -> bool:
+    """True while DATA_V2 is steered to AF_XDP (what `dco_enabled` and `[DCO]` report):
+    the XDP path with at least one RX queue bound, not the socket path nor its fallback."""
+    return getattr(dataplane, "af_xdp_queues", 0) > 0
