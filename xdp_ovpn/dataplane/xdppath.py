@@ -14,9 +14,11 @@ black hole. What it owns beyond that:
 
 - BPF `peers` map in step with the keys: a peer-id/key-id is mirrored only after the worker
   holds that key, and removed before the key or the peer goes.
-- One worker, holding one AF_XDP socket per (interface, RX queue), so one process owns each
-  key's packet-id sender (two encrypting processes would reuse nonces). On veth there is one
-  queue; several queues share the worker's loop.
+- One worker, holding one AF_XDP socket per (interface, RX queue in use), so one process
+  owns each key's packet-id sender (two encrypting processes would reuse nonces); several
+  queues share the worker's loop. The queues are those in use (rxqueues), not those
+  allocated; a queue that still cannot be bound is left to the socket and reported, and
+  only a worker that binds none fails.
 - Supervision: a thread in the control-plane process waits on the worker's pidfd. If the
   worker dies, the thread posts a sentinel on the notification socket; on that (or on a
   failed verb) the handle clears the BPF peers map (the dead AF_XDP socket already left the
@@ -265,22 +267,34 @@ class _XdpWorker(_Worker):
         self.unbound: list[str] = []  # "IF queue N: why", for the parent to log
         for under in underlays:
             for queue in range(under.queues):
-                try:
-                    xsk = XskSocket(under.ifname, queue, tx_size=0, comp_size=64,
-                                    frame_count=FRAME_COUNT, fill_size=FRAME_COUNT)
-                except XskError as exc:
-                    # Nothing in the XSKMAP for it: the classifier passes it to the socket.
-                    self.unbound.append(f"{under.ifname} queue {queue}: {exc}")
-                    continue
-                self.xsks.append(xsk)
-                xsk.fill(xsk.umem.frames())
-                ingress = Ingress(xsk, -1, self.peers, self._notify,
-                                  on_control=self._hand_up, mapped_v4=mapped, mss=self.mss)
-                self.ingress.append(ingress)
-                self.sel.register(xsk.fileno(), selectors.EVENT_READ, self._rx(ingress))
-                under.maps.bind_queue(queue, xsk.fileno())
+                why = self._bind_queue(under, queue, mapped)
+                if why:
+                    self.unbound.append(f"{under.ifname} queue {queue}: {why}")
         if underlays and not self.xsks:
             raise DataPlaneError("no RX queue takes an AF_XDP socket: " + "; ".join(self.unbound))
+
+    def _bind_queue(self, under: _Underlay, queue: int, mapped: bool) -> str | None:
+        """An AF_XDP socket on the queue, entered in the classifier's XSKMAP; else why not
+        (with no XSKMAP entry the classifier passes the queue's packets up to the socket)."""
+        from loader.errors import MapError
+
+        try:
+            xsk = XskSocket(under.ifname, queue, tx_size=0, comp_size=64,
+                            frame_count=FRAME_COUNT, fill_size=FRAME_COUNT)
+        except XskError as exc:
+            return str(exc)
+        xsk.fill(xsk.umem.frames())
+        try:
+            under.maps.bind_queue(queue, xsk.fileno())
+        except MapError as exc:  # e.g. beyond the XSKMAP's size
+            xsk.close()
+            return f"not in the classifier's map: {exc}"
+        self.xsks.append(xsk)
+        ingress = Ingress(xsk, -1, self.peers, self._notify,
+                          on_control=self._hand_up, mapped_v4=mapped, mss=self.mss)
+        self.ingress.append(ingress)
+        self.sel.register(xsk.fileno(), selectors.EVENT_READ, self._rx(ingress))
+        return None
 
     @staticmethod
     def _rx(ingress: Ingress):
