@@ -67,6 +67,12 @@ def test_render_parses_with_the_reference_parser():
     assert value(fams, "xdp_ovpn_worker_rx_batch_avg", worker="rxq0") == 12.5
 
 
+@pytest.mark.parametrize("dco", [True, False])
+def test_dco_enabled_says_whether_the_data_channel_is_offloaded(dco: bool):
+    fams = families(render(MetricsSources(lambda: StatusSnapshot(dco=dco))))
+    assert value(fams, "xdp_ovpn_dco_enabled") == int(dco)
+
+
 def test_http_endpoint_serves_metrics_404_and_survives_a_failing_source():
     def broken():
         raise RuntimeError("maps gone")

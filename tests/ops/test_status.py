@@ -17,7 +17,6 @@ import pytest
 
 from xdp_ovpn.control.status import (
     BAD_SOURCE_STAT,
-    TITLE,
     ClientSnapshot,
     StatusError,
     StatusFile,
@@ -25,6 +24,7 @@ from xdp_ovpn.control.status import (
     real_address,
     render,
     render_text,
+    title,
 )
 
 # From openvpn 2.6.14 (`status 2` over its management interface), see the module docstring.
@@ -82,7 +82,7 @@ def ours(text: str) -> str:
     out = []
     for line in lines:
         if line.startswith("TITLE"):
-            line = f"TITLE{sep}{TITLE}"
+            line = f"TITLE{sep}{title(False)}"
         elif line.startswith(("GLOBAL_STATS", "Max bcast")) and "queue length" in line:
             line = line[: line.rindex(sep) + 1] + "0"
         out.append(line)
@@ -102,13 +102,20 @@ def test_version_1_is_openvpns_text():
     assert render_text(same_client(), 1) == ours(OPENVPN_V1)
 
 
-def test_no_username_prints_undef_and_dco_flag_is_set_by_default():
+def test_no_username_prints_undef():
     snap = same_client()
     snap.clients[0].username = None
-    snap.dco = True
+    assert render(snap, 2)[3].split(",")[9] == "UNDEF"
+
+
+@pytest.mark.parametrize("dco", [True, False])
+def test_dco_enabled_and_the_title_flag_follow_the_data_path(dco: bool):
+    snap = same_client()
+    snap.dco = dco
     lines = render(snap, 2)
-    assert lines[3].split(",")[9] == "UNDEF"
-    assert "GLOBAL_STATS,dco_enabled,1" in lines
+    assert f"GLOBAL_STATS,dco_enabled,{int(dco)}" in lines
+    assert ("[DCO]" in lines[0]) == dco
+    assert ("[DCO]" in render(StatusSnapshot(), 3)[0]) is False  # unless told, not offloaded
 
 
 def test_iroutes_appear_in_the_routing_table_with_prefix_length():

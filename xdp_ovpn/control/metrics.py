@@ -79,8 +79,12 @@ class _Writer:
 def render(sources: MetricsSources) -> str:
     """The exposition text for one scrape."""
     w = _Writer()
-    clients = sources.snapshot().clients
+    snapshot = sources.snapshot()
+    clients = snapshot.clients
     w.family("clients", "gauge", "Connected clients.", [({}, len(clients))])
+    w.family("dco_enabled", "gauge", "1 while the data channel is offloaded to XDP and "
+             "AF_XDP (openvpn's dco_enabled), 0 on the socket path.",
+             [({}, int(snapshot.dco))])
 
     def peer(c) -> dict[str, object]:
         return {"common_name": c.common_name, "peer_id": c.peer_id,

@@ -45,6 +45,7 @@ from xdp_ovpn.dataplane.api import (
     PeerFloated,
     PeerStats,
 )
+from xdp_ovpn.dataplane.factory import offloaded
 from xdp_ovpn.dataplane.tun import Tun, TunError
 from xdp_ovpn.proto.constants import MAX_PEER_ID, Opcode
 from xdp_ovpn.proto.errors import ProtocolError
@@ -496,7 +497,8 @@ class Server:
                 drops=dict(stats.drops) if stats else {},
             ))  # fmt: skip
         bad = self.departed_bad_sources + sum(c.drops.get(BAD_SOURCE, 0) for c in out)
-        return StatusSnapshot(out, now=now, bad_source_drops=bad)
+        return StatusSnapshot(out, now=now, dco=offloaded(self.dataplane),
+                              bad_source_drops=bad)
 
     def totals(self) -> tuple[int, int]:
         """Link bytes in and out since start (load-stats)."""

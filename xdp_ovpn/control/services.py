@@ -51,8 +51,12 @@ def _forwarding() -> bool:
 def worker_health(dataplane: DataPlane) -> Callable[[], Sequence[WorkerHealth]]:
     def health() -> list[WorkerHealth]:
         pid = getattr(dataplane, "pid", 0)
+        extra = {}
+        if hasattr(dataplane, "af_xdp_queues"):  # RX queues on AF_XDP, and those left out
+            extra = {"af_xdp_queues": dataplane.af_xdp_queues,
+                     "af_xdp_queues_unbound": len(dataplane.unbound)}  # type: ignore[attr-defined]
         return [WorkerHealth(dataplane.name, bool(pid) and _alive(pid),
-                             getattr(dataplane, "restarts", 0))]
+                             getattr(dataplane, "restarts", 0), extra)]
     return health
 
 

@@ -29,10 +29,15 @@ from xdp_ovpn.control.log import get_logger
 # The openvpn release whose formats we reproduce. Tools take the version from the
 # second word of the title (openvpn-monitor picks its status parser by it).
 COMPAT_RELEASE = "2.6.14"
-TITLE = (
-    f"OpenVPN {COMPAT_RELEASE} {platform.machine() or 'x86_64'}-pc-linux-gnu "
-    f"[SSL (OpenSSL)] [AEAD] [DCO] [xdp-ovpn {__version__}]"
-)
+
+
+def title(dco: bool) -> str:
+    """openvpn's title line; `[DCO]` only while the data channel is offloaded (on XDP)."""
+    flags = "[SSL (OpenSSL)] [AEAD]" + (" [DCO]" if dco else "")
+    return (f"OpenVPN {COMPAT_RELEASE} {platform.machine() or 'x86_64'}-pc-linux-gnu "
+            f"{flags} [xdp-ovpn {__version__}]")
+
+
 UNDEF = "UNDEF"  # openvpn's username when the client sent none (tls_username)
 
 _CLIENT_HEADER = (
@@ -76,7 +81,9 @@ class StatusSnapshot:
 
     clients: list[ClientSnapshot] = field(default_factory=list)
     now: float = field(default_factory=time.time)
-    dco: bool = True  # the data channel runs outside the control process, as with DCO
+    # The data channel is offloaded as with DCO: on the XDP path, AF_XDP bound. The socket
+    # path's worker is a userspace loop like openvpn's own, so it reports 0.
+    dco: bool = False
     # Packets clients sent from addresses not theirs, dropped since start (GLOBAL STATS).
     bad_source_drops: int = 0
 
@@ -147,7 +154,7 @@ def _render_v23(s: StatusSnapshot, sep: str) -> list[str]:
         return sep.join(str(f) for f in fields)
 
     lines = [
-        row("TITLE", TITLE),
+        row("TITLE", title(s.dco)),
         row("TIME", time_string(s.now), int(s.now)),
         row("HEADER", "CLIENT_LIST", *_CLIENT_HEADER),
     ]
