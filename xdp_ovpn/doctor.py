@@ -215,8 +215,19 @@ def collect() -> list[Check]:
     else:
         checks.extend(_scratch_namespace_checks())
     checks.append(_openvpn())
+    checks.append(_engine())
     checks.append(_data_path(checks))
     return checks
+
+
+def _engine() -> Check:
+    """Which per-packet engine `run --engine auto` takes (never stops the data path)."""
+    from xdp_ovpn.dataplane.engine import native_available
+
+    if native_available():
+        return Check("engine", OK, "native: the C batch engine (xdp_ovpn._native) is built")
+    return Check("engine", WARN, "python: the native engine is not built (xdp_ovpn._native "
+                 "missing; `scripts/setup.sh env` builds it)")
 
 
 def _data_path(checks: list[Check]) -> Check:

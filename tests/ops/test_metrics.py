@@ -73,6 +73,12 @@ def test_dco_enabled_says_whether_the_data_channel_is_offloaded(dco: bool):
     assert value(fams, "xdp_ovpn_dco_enabled") == int(dco)
 
 
+def test_the_engine_is_named_when_known():
+    fams = families(render(MetricsSources(lambda: StatusSnapshot(engine="native"))))
+    assert value(fams, "xdp_ovpn_engine_info", engine="native") == 1
+    assert "xdp_ovpn_engine_info" not in families(render(MetricsSources(StatusSnapshot)))
+
+
 def test_http_endpoint_serves_metrics_404_and_survives_a_failing_source():
     def broken():
         raise RuntimeError("maps gone")

@@ -118,6 +118,13 @@ def test_dco_enabled_and_the_title_flag_follow_the_data_path(dco: bool):
     assert ("[DCO]" in render(StatusSnapshot(), 3)[0]) is False  # unless told, not offloaded
 
 
+def test_the_title_names_the_engine_after_the_openvpn_release():
+    snap = same_client()
+    snap.engine = "python"
+    line = render(snap, 2)[0]
+    assert line.startswith("TITLE,OpenVPN 2.6.14 ") and line.endswith(" engine python]")
+
+
 def test_iroutes_appear_in_the_routing_table_with_prefix_length():
     snap = same_client()
     snap.clients[0].iroutes = ("192.168.50.0/24", "10.77.0.5/32", "fd00:77::/64")

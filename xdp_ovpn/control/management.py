@@ -253,7 +253,8 @@ class ManagementInterface:
                 "END"]
 
     def _title(self) -> str:
-        return title(self.hooks.snapshot().dco)
+        snapshot = self.hooks.snapshot()
+        return title(snapshot.dco, snapshot.engine)
 
     def _pid(self, args: list[str], conn: _Connection | None) -> list[str]:
         return [f"SUCCESS: pid={os.getpid()}"]

@@ -85,6 +85,9 @@ def render(sources: MetricsSources) -> str:
     w.family("dco_enabled", "gauge", "1 while the data channel is offloaded to XDP and "
              "AF_XDP (openvpn's dco_enabled), 0 on the socket path.",
              [({}, int(snapshot.dco))])
+    if snapshot.engine:
+        w.family("engine_info", "gauge", "The data plane's per-packet engine (label), always 1.",
+                 [({"engine": snapshot.engine}, 1)])
 
     def peer(c) -> dict[str, object]:
         return {"common_name": c.common_name, "peer_id": c.peer_id,

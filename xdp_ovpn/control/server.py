@@ -498,6 +498,7 @@ class Server:
             ))  # fmt: skip
         bad = self.departed_bad_sources + sum(c.drops.get(BAD_SOURCE, 0) for c in out)
         return StatusSnapshot(out, now=now, dco=offloaded(self.dataplane),
+                              engine=self.dataplane.engine,
                               bad_source_drops=bad)
 
     def totals(self) -> tuple[int, int]:

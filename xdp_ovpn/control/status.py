@@ -31,11 +31,13 @@ from xdp_ovpn.control.log import get_logger
 COMPAT_RELEASE = "2.6.14"
 
 
-def title(dco: bool) -> str:
-    """openvpn's title line; `[DCO]` only while the data channel is offloaded (on XDP)."""
+def title(dco: bool, engine: str = "") -> str:
+    """openvpn's title line; `[DCO]` only while the data channel is offloaded (on XDP),
+    then our own release and the data plane's per-packet engine."""
     flags = "[SSL (OpenSSL)] [AEAD]" + (" [DCO]" if dco else "")
+    ours = f"xdp-ovpn {__version__}" + (f" engine {engine}" if engine else "")
     return (f"OpenVPN {COMPAT_RELEASE} {platform.machine() or 'x86_64'}-pc-linux-gnu "
-            f"{flags} [xdp-ovpn {__version__}]")
+            f"{flags} [{ours}]")
 
 
 UNDEF = "UNDEF"  # openvpn's username when the client sent none (tls_username)
@@ -86,6 +88,7 @@ class StatusSnapshot:
     dco: bool = False
     # Packets clients sent from addresses not theirs, dropped since start (GLOBAL STATS).
     bad_source_drops: int = 0
+    engine: str = ""  # the data plane's per-packet engine: "native" or "python"
 
 
 def time_string(t: float) -> str:
@@ -154,7 +157,7 @@ def _render_v23(s: StatusSnapshot, sep: str) -> list[str]:
         return sep.join(str(f) for f in fields)
 
     lines = [
-        row("TITLE", title(s.dco)),
+        row("TITLE", title(s.dco, s.engine)),
         row("TIME", time_string(s.now), int(s.now)),
         row("HEADER", "CLIENT_LIST", *_CLIENT_HEADER),
     ]
