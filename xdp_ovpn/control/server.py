@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import socket
 import time
 from collections.abc import Awaitable, Callable
 
@@ -34,6 +35,7 @@ from xdp_ovpn.control.pool import AddressPool
 from xdp_ovpn.control.scripts import ScriptRunner
 from xdp_ovpn.control.status import ClientSnapshot, StatusSnapshot
 from xdp_ovpn.dataplane.api import (
+    BAD_SOURCE,
     Address,
     DataPlane,
     DataPlaneError,
@@ -43,6 +45,7 @@ from xdp_ovpn.dataplane.api import (
     PeerFloated,
     PeerStats,
 )
+from xdp_ovpn.dataplane.factory import offloaded
 from xdp_ovpn.dataplane.tun import Tun, TunError
 from xdp_ovpn.proto.constants import MAX_PEER_ID, Opcode
 from xdp_ovpn.proto.errors import ProtocolError
@@ -65,6 +68,32 @@ from xdp_ovpn.proto.session import Session, SessionConfig
 
 _CLIENT_RESETS = (Opcode.HARD_RESET_CLIENT_V2, Opcode.HARD_RESET_CLIENT_V3)
 KILL_GRACE = 1.0  # seconds a killed client has to receive its RESTART/HALT
+# A client's packets from a source that is not its own are logged at most this often, with
+# how many there were since (the data plane only counts them: a flood costs no log lines).
+BAD_SOURCE_LOG_SECONDS = 10.0
+
+
+@dataclasses.dataclass
+class BadSourceLog:
+    """One client's rate-limited "bad source address" log line (openvpn's, with a count)."""
+
+    reported: int = 0  # the BAD_SOURCE count the log has told of
+    at: float = -BAD_SOURCE_LOG_SECONDS  # monotonic time of the last line
+
+    def due(self, stats: PeerStats, now: float, final: bool = False) -> str | None:
+        """The line to log for these counters now, if one is due (`final`: the client is
+        leaving, so no waiting); None otherwise."""
+        count = stats.drops.get(BAD_SOURCE, 0)
+        if count < self.reported:  # a replacement worker counts from 0 again
+            self.reported = 0
+        new = count - self.reported
+        if new <= 0 or (not final and now - self.at < BAD_SOURCE_LOG_SECONDS):
+            return None
+        self.reported, self.at = count, now
+        source = stats.last_bad_source
+        shown = _address_text(source) if source else "no IP header"
+        return (f"MULTI: bad source address from client [{shown}], {new} packet"
+                f"{'' if new == 1 else 's'} dropped")
 
 
 @dataclasses.dataclass(eq=False)
@@ -91,6 +120,7 @@ class ClientInstance:
     admitted: bool = False  # client-connect accepted it: client-disconnect runs at the end
     routes: list[str] = dataclasses.field(default_factory=list)  # kernel routes for iroutes
     last_stats: PeerStats | None = None  # the data plane's counters when last read
+    bad_sources: BadSourceLog = dataclasses.field(default_factory=BadSourceLog)
     task: asyncio.Task | None = None  # the admission in progress
 
     @property
@@ -119,6 +149,7 @@ class Server:
         self._tasks: set[asyncio.Task] = set()
         # Link bytes of clients that left (load-stats counts since start) and event counts.
         self.departed_rx = self.departed_tx = 0
+        self.departed_bad_sources = 0
         self.counts = {"handshakes_total": 0, "auth_failures_total": 0,
                        "connections_total": 0, "disconnections_total": 0}
         # Server side of keepalive: the pushed timeout, not openvpn's doubled one, so that a
@@ -391,6 +422,9 @@ class Server:
         rx, tx = self._link_bytes(client, stats)
         self.departed_rx += rx
         self.departed_tx += tx
+        if stats is not None:
+            self._log_bad_sources(client, stats, time.monotonic(), final=True)
+            self.departed_bad_sources += stats.drops.get(BAD_SOURCE, 0)
         self.log.debug("%s removed: %s", client.driver.label, reason)
         if client.task is None:  # else the admission task finishes the job
             self._after_client(client, rx, tx)
@@ -418,7 +452,19 @@ class Server:
         if client.keys.installed:
             with contextlib.suppress(DataPlaneError):
                 client.last_stats = self.dataplane.get_peer(client.peer_id)
+                self._log_bad_sources(client, client.last_stats, time.monotonic())
         return client.last_stats
+
+    def read_counters(self) -> None:
+        """Read every client's counters, for what they are logged for (BAD_SOURCE)."""
+        for client in self.clients():
+            self.stats(client)
+
+    def _log_bad_sources(self, client: ClientInstance, stats: PeerStats, now: float,
+                         final: bool = False) -> None:
+        line = client.bad_sources.due(stats, now, final)
+        if line is not None:
+            self.log.warning("%s %s", client.driver.label, line)
 
     @staticmethod
     def _link_bytes(client: ClientInstance, stats: PeerStats | None) -> tuple[int, int]:
@@ -448,8 +494,12 @@ class Server:
                 packets_sent=stats.link_tx_packets if stats else 0,
                 username=c.username, client_id=c.client_id, cipher=c.cipher,
                 last_ref=now - (mono - last) if last is not None else None,
+                drops=dict(stats.drops) if stats else {},
             ))  # fmt: skip
-        return StatusSnapshot(out, now=now)
+        bad = self.departed_bad_sources + sum(c.drops.get(BAD_SOURCE, 0) for c in out)
+        return StatusSnapshot(out, now=now, dco=offloaded(self.dataplane),
+                              engine=self.dataplane.engine,
+                              bad_source_drops=bad)
 
     def totals(self) -> tuple[int, int]:
         """Link bytes in and out since start (load-stats)."""
@@ -523,6 +573,11 @@ class Server:
             self._remove(client, "shutdown")
         if self._tasks:  # client-disconnect and learn-address delete of the last clients
             await asyncio.wait(set(self._tasks), timeout=self.scripts.timeout)
+
+
+def _address_text(packed: bytes) -> str:
+    """4 or 16 packed bytes as text; IPv4-mapped IPv6 in its dotted form (::ffff:a.b.c.d)."""
+    return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
 
 
 def _host(host: str) -> str:
