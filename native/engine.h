@@ -17,6 +17,7 @@
  * strings are the contract's (engine.py); "send <errno>" is kept apart. */
 enum drop {
     D_REPLAY, D_AUTH, D_PARSE, D_KEYERR, D_NO_KEY, D_NO_TUN, D_TUN_WRITE, D_BAD_SOURCE,
+    D_LINK_LOCAL,
     D_PEER_COUNT,
     D_UNKNOWN_PEER = D_PEER_COUNT, D_SHORT_FRAME, D_NOT_UDP, D_IP_FRAGMENT, D_NOT_IP,
     D_BAD_UDP_LEN, D_NOT_DATA_V2, D_SHORT_DATA, D_DATA_V1, D_SOCKET_ERROR, D_TUN_READ,
@@ -95,6 +96,7 @@ struct remote {
 struct route { uint8_t fam, len; uint8_t net[16]; };
 
 #define SEND_ERR_SLOTS 4
+#define BAD_SOURCE_NONE 0xFF
 struct peer_stats {
     uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes;
     uint64_t link_rx_packets, link_rx_bytes, link_tx_packets, link_tx_bytes;
@@ -112,6 +114,8 @@ struct peer {
     struct key *keys[2];  /* primary, secondary */
     double last_rx, last_tx;
     uint8_t renewal_sent; /* bit per key-id: KeyNeedsRenewal already reported */
+    uint8_t bad_source_len;  /* the last D_BAD_SOURCE packet's source: 0, 4 or 16 bytes; */
+    uint8_t bad_source[16];  /* BAD_SOURCE_NONE: no such drop yet */
     struct peer_stats st;
     struct peer *prev, *next; /* insertion order */
 };

@@ -82,13 +82,27 @@ static int key_open(struct key *k, uint8_t *pkt, uint32_t len, uint64_t room, do
     return D_PEER_COUNT;
 }
 
-/* The server's anti-spoofing rule: the inner source must route back to this peer. */
+/* The server's anti-spoofing rule (peers.py owns_source): the inner source must be one the
+ * transmit path's lookup gives to this peer. A refused packet is counted, its source kept;
+ * an IPv6 link-local source (clients' router solicitations) is counted apart. */
 static int source_ok(struct engine *e, struct peer *p, const uint8_t *pkt, uint32_t n)
 {
+    const uint8_t *src = NULL;
+    int fam = 0;
     if (n >= IPV4_HLEN && pkt[0] >> 4 == 4)
-        return table_by_destination(&e->peers, 4, pkt + 12) == p;
-    if (n >= IPV6_HLEN && pkt[0] >> 4 == 6)
-        return table_by_destination(&e->peers, 6, pkt + 8) == p;
+        src = pkt + 12, fam = 4;
+    else if (n >= IPV6_HLEN && pkt[0] >> 4 == 6)
+        src = pkt + 8, fam = 6;
+    if (src && table_by_destination(&e->peers, fam, src) == p)
+        return 1;
+    if (fam == 6 && src[0] == 0xFE && (src[1] & 0xC0) == 0x80) {
+        peer_drop(p, D_LINK_LOCAL);
+        return 0;
+    }
+    peer_drop(p, D_BAD_SOURCE);
+    p->bad_source_len = fam == 4 ? 4 : fam == 6 ? 16 : 0;
+    if (src)
+        memcpy(p->bad_source, src, p->bad_source_len);
     return 0;
 }
 
@@ -260,10 +274,8 @@ static void xsk_frame(struct engine *e, struct xsk *x, uint64_t addr, uint32_t l
     plain = pay + DATA_V2_HEADER_LEN;
     if (n < SYN_MAX_LEN && short_packet(e, p, plain, n))
         return;
-    if (e->check_source && !source_ok(e, p, plain, n)) {
-        peer_drop(p, D_BAD_SOURCE);
+    if (e->check_source && !source_ok(e, p, plain, n)) /* counted there */
         return;
-    }
     if (e->vnet_hdr && e->tun_fd >= 0) { /* counts rx (or the drop) when it writes */
         coalesce_add(e, plain, n, p);
         return;
@@ -409,12 +421,10 @@ static void on_data(struct engine *e, uint8_t *pkt, uint32_t len,
         emit(e, &ev);
         return;
     }
+    if (e->check_source && !source_ok(e, p, plain, n)) /* counted there */
+        return;
     if (e->tun_fd < 0) {
         peer_drop(p, D_NO_TUN);
-        return;
-    }
-    if (e->check_source && !source_ok(e, p, plain, n)) {
-        peer_drop(p, D_BAD_SOURCE);
         return;
     }
     if (e->mss && n < SYN_MAX_LEN)

@@ -13,6 +13,7 @@ const char *const DROP_NAMES[D_COUNT] = {
     [D_REPLAY] = "ReplayError", [D_AUTH] = "AuthError", [D_PARSE] = "ParseError",
     [D_KEYERR] = "KeyError_", [D_NO_KEY] = "no key", [D_NO_TUN] = "no tun",
     [D_TUN_WRITE] = "tun write", [D_BAD_SOURCE] = "bad source address",
+    [D_LINK_LOCAL] = "IPv6 link-local source",
     [D_UNKNOWN_PEER] = "unknown peer-id", [D_SHORT_FRAME] = "short frame",
     [D_NOT_UDP] = "not UDP", [D_IP_FRAGMENT] = "IP fragment", [D_NOT_IP] = "not IP",
     [D_BAD_UDP_LEN] = "bad UDP length", [D_NOT_DATA_V2] = "not DATA_V2",
@@ -236,6 +237,7 @@ static PyObject *Engine_add_peer(EngineObject *self, PyObject *args)
         return PyErr_NoMemory();
     p->id = id;
     p->last_rx = p->last_tx = now;
+    p->bad_source_len = BAD_SOURCE_NONE;
     if (parse_remote(remote, &p->remote) < 0 || set_addresses(p, vpn4, vpn6, routes) < 0) {
         free(p->routes);
         free(p);
@@ -563,7 +565,8 @@ static PyObject *drops_dict(const uint64_t *counts, int from, int to)
 }
 
 /* (rx, rx bytes, tx, tx bytes, link rx, link rx bytes, link tx, link tx bytes, drops,
- *  {errno: count} of send errors, last rx, last tx, primary key-id, secondary key-id) */
+ *  {errno: count} of send errors, last rx, last tx, primary key-id, secondary key-id,
+ *  the last bad source or None) */
 static PyObject *Engine_stats(EngineObject *self, PyObject *args)
 {
     unsigned int id;
@@ -587,11 +590,18 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *args)
         Py_DECREF(k);
         Py_DECREF(v);
     }
-    return Py_BuildValue("(KKKKKKKKNNddNN)", s->rx_packets, s->rx_bytes, s->tx_packets,
+    PyObject *bad;
+    if (p->bad_source_len == BAD_SOURCE_NONE) {
+        bad = Py_None;
+        Py_INCREF(bad);
+    } else {
+        bad = PyBytes_FromStringAndSize((const char *)p->bad_source, p->bad_source_len);
+    }
+    return Py_BuildValue("(KKKKKKKKNNddNNN)", s->rx_packets, s->rx_bytes, s->tx_packets,
                          s->tx_bytes, s->link_rx_packets, s->link_rx_bytes,
                          s->link_tx_packets, s->link_tx_bytes,
                          drops_dict(s->drops, 0, D_PEER_COUNT), errs, p->last_rx, p->last_tx,
-                         key_id_or_none(p->keys[0]), key_id_or_none(p->keys[1]));
+                         key_id_or_none(p->keys[0]), key_id_or_none(p->keys[1]), bad);
 }
 
 static PyObject *Engine_activity(EngineObject *self, PyObject *noargs)

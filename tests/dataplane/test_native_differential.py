@@ -8,13 +8,14 @@ the frames given back to the fill ring, the packet-id ledger. No root."""
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from native_harness import (
     FakeXsk,
@@ -94,7 +95,7 @@ def inner_packets(draw: Any, spec: PeerSpec, remote: Remote) -> list[bytes]:
     """Plaintexts a peer sends: a TCP run, pings, OCC exit, SYNs, spoofed, junk."""
     kind = draw(st.sampled_from(["run4", "run6", "ping", "syn", "udp", "junk", "spoof", "exit"]))
     src4 = bytes(int(x) for x in (spec.vpn_ipv4 or "10.9.9.9").split("."))
-    src6 = bytes(15) + bytes([spec.peer_id + 1]) if spec.vpn_ipv6 else bytes(16)
+    src6 = ipaddress.ip_address(spec.vpn_ipv6 or "fd00::99").packed
     dst4, dst6 = bytes((10, 8, 0, 1)), bytes(15) + b"\x01"
     if kind in ("run4", "run6"):
         count = draw(st.integers(1, 12))
@@ -124,8 +125,13 @@ def inner_packets(draw: Any, spec: PeerSpec, remote: Remote) -> list[bytes]:
         return [ipv4(src4, dst4, 6, segment) if v4 else ipv6(src6, dst6, 6, segment)]
     if kind == "udp":
         return [ipv4(src4, dst4, 17, bytes(draw(st.integers(8, 300))))]
-    if kind == "spoof":
-        return [ipv4(bytes((172, 16, 0, 9)), dst4, 17, bytes(20))]
+    if kind == "spoof":  # someone else's address, an iroute's, nobody's, link-local
+        source = ipaddress.ip_address(draw(st.sampled_from(
+            ["172.16.0.9", "10.8.0.3", "192.168.2.5", "192.168.7.7", "fe80::1", "fd00::3",
+             "fd01::9", "::ffff:10.8.0.2"]))).packed
+        if len(source) == 4:
+            return [ipv4(source, dst4, 17, bytes(20))]
+        return [ipv6(source, dst6, 17, bytes(20))]
     return [draw(st.binary(min_size=1, max_size=80))]
 
 
@@ -173,6 +179,7 @@ def scenarios(draw: Any) -> Scenario:
         replay_time=draw(st.sampled_from([0, 2.0])),
         mss=draw(st.sampled_from([0, 1300])) if gso else 0,  # the socket worker never clamps
         gso=gso,
+        check_source=not single,  # as the workers configure it
     )
     ciphers = {p.peer_id: draw(st.sampled_from(CIPHERS)) for p in peers}
     # vnet_hdr TUNs belong to the XDP worker, which sends in GSO runs; the socket worker's
@@ -237,8 +244,6 @@ def scenarios(draw: Any) -> Scenario:
                     if target == "junk":
                         packet = draw(st.binary(min_size=0, max_size=30))
                     elif ":" in target:
-                        import ipaddress
-
                         dst = ipaddress.ip_address(target).packed
                         packet = ipv6(bytes(16), dst, 17, bytes(max(n - 40, 0)))
                     else:
@@ -317,7 +322,16 @@ def assert_same(reference: Any, native: Any) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.data_too_large])
 def test_native_engine_does_what_the_python_loops_do(sc: Scenario) -> None:
-    assert_same(run(PythonReference, sc), run(NativeEngine, sc))
+    native = run(NativeEngine, sc)
+    assert_same(run(PythonReference, sc), native)
+    # what the scenarios reach (--hypothesis-show-statistics)
+    for reason in {*native.drops, *(r for s in native.stats.values() for r in s.drops)}:
+        event(f"drop: {reason}")
+    for kind in {type(e).__name__ for e in native.events}:
+        event(f"event: {kind}")
+    event(f"TUN writes: {min(len(native.tun), 3)}+, datagrams sent: {min(len(native.sent), 3)}+")
+    if any(t[1] for t in native.tun if len(t) > 1):
+        event("a GSO super-packet written")
 
 
 def test_the_rig_sees_everything() -> None:
@@ -329,7 +343,8 @@ def test_the_rig_sees_everything() -> None:
     frames = [frame_header("127.0.0.2", 40001, DST, remote.seal(1, 0, p)) for p in run4]
     frames.append(frame_header("127.0.1.3", 40002, DST, remote.seal(2, 0, PING_PAYLOAD)))
     frames.append(frame_header("127.0.0.4", 40005, DST, b"\x20hello"))
-    sc = Scenario(EngineConfig(single_peer=False, replay_window=64, replay_time=15, gso=True),
+    sc = Scenario(EngineConfig(single_peer=False, replay_window=64, replay_time=15, gso=True,
+                               check_source=True),
                   PEERS, dict(remote.ciphers), True, 0)
     sc.steps = [("xsk", 0.0, frames),
                 ("tun", 0.0, [ipv4(bytes(4), bytes((192, 168, 2, 1)), 17, bytes(1000))] * 3),

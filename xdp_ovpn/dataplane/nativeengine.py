@@ -254,7 +254,7 @@ class NativeEngine:
     def peer_stats(self, peer_id: int) -> PeerStats:
         record = self._known(peer_id)
         (rx, rx_bytes, tx, tx_bytes, link_rx, link_rx_bytes, link_tx, link_tx_bytes, drops,
-         send_errors, last_rx, last_tx, primary, secondary) = self._c.stats(peer_id)
+         send_errors, last_rx, last_tx, primary, secondary, bad_source) = self._c.stats(peer_id)
         for code, count in send_errors.items():
             reason = f"send {errno.errorcode.get(code, code)}"
             drops[reason] = drops.get(reason, 0) + count
@@ -263,7 +263,7 @@ class NativeEngine:
             rx_packets=rx, rx_bytes=rx_bytes, tx_packets=tx, tx_bytes=tx_bytes,
             link_rx_packets=link_rx, link_rx_bytes=link_rx_bytes,
             link_tx_packets=link_tx, link_tx_bytes=link_tx_bytes, drops=drops,
-            last_rx=last_rx, last_tx=last_tx, primary_key_id=primary,
+            last_bad_source=bad_source, last_rx=last_rx, last_tx=last_tx, primary_key_id=primary,
             secondary_key_id=secondary,
         )
 
