@@ -165,11 +165,13 @@ class Rig:
 
     def __init__(self, factory: Callable[[socket.socket, EngineConfig], Any],
                  config: EngineConfig, peers: Sequence[PeerSpec], vnet_hdr: bool,
-                 ledger_start: int = 0) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+                 ledger_start: int = 0, family: int = socket.AF_INET) -> None:
+        # An IPv6 socket is dual-stack, as a server's on "::": IPv4 peers are IPv4-mapped.
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0) if family == socket.AF_INET else ("::", 0))
         self.sock.setblocking(False)
-        self.address = self.sock.getsockname()
+        self.address = ("127.0.0.1", self.sock.getsockname()[1])
+        mapped = "::ffff:" if family == socket.AF_INET6 else ""
         self.tun, self.tun_far = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         for s in (self.tun, self.tun_far):
             s.setblocking(False)
@@ -194,7 +196,7 @@ class Rig:
             s.bind(float_address(spec))
             s.setblocking(False)
             self.float_socks[spec.peer_id] = s
-            self.engine.add_peer(spec.peer_id, (spec.host, spec.port), spec.vpn_ipv4,
+            self.engine.add_peer(spec.peer_id, (mapped + spec.host, spec.port), spec.vpn_ipv4,
                                  spec.vpn_ipv6, spec.iroutes, 0.0)
         self.outcome = Outcome()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import socket
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,6 +166,7 @@ class Scenario:
     ciphers: dict[int, str]
     vnet_hdr: bool
     ledger_start: int
+    family: int = socket.AF_INET
     steps: list[tuple] = field(default_factory=list)
 
 
@@ -185,7 +187,8 @@ def scenarios(draw: Any) -> Scenario:
     # vnet_hdr TUNs belong to the XDP worker, which sends in GSO runs; the socket worker's
     # one-datagram sends read plain TUNs
     vnet_hdr = config.gso and draw(st.booleans())
-    sc = Scenario(config, peers, ciphers, vnet_hdr, draw(st.sampled_from(LEDGER_STARTS)))
+    sc = Scenario(config, peers, ciphers, vnet_hdr, draw(st.sampled_from(LEDGER_STARTS)),
+                  draw(st.sampled_from([socket.AF_INET, socket.AF_INET6])))
     remote = Remote(ciphers)
     key_ids = {p.peer_id: 0 for p in peers}  # the newest key-id each peer has
     for _ in range(draw(st.integers(1, 10))):
@@ -273,7 +276,7 @@ def scenarios(draw: Any) -> Scenario:
 
 
 def run(factory: Any, sc: Scenario) -> Any:
-    rig = Rig(factory, sc.config, sc.peers, sc.vnet_hdr, sc.ledger_start)
+    rig = Rig(factory, sc.config, sc.peers, sc.vnet_hdr, sc.ledger_start, sc.family)
     engine = rig.engine
     try:
         for spec in sc.peers:
