@@ -169,6 +169,17 @@ struct engine;
 void coalesce_add(struct engine *e, uint8_t *pkt, uint32_t n, struct peer *peer);
 void coalesce_flush(struct engine *e);
 
+/* TUN reads with offloads on (TUNSETOFFLOAD CSUM, TSO4/6): a packet whose checksum is left
+ * to us, or a TCP super-packet to cut into segments as the kernel's GSO would. */
+struct tso {
+    uint32_t hlen, mss; /* IP + TCP headers; the segments' payload size */
+    int v6;
+};
+enum vnet_kind { VNET_PLAIN, VNET_SUPER, VNET_BAD };
+enum vnet_kind vnet_read(const uint8_t *hdr, uint8_t *pkt, uint32_t n, struct tso *t);
+uint32_t tso_segment(const struct tso *t, const uint8_t *super, uint32_t n, uint32_t i,
+                     uint8_t *out);
+
 /* -- mss.c ------------------------------------------------------------------------------ */
 int clamp_mss(uint8_t *pkt, uint32_t n, int mss_v4);
 
@@ -229,6 +240,7 @@ struct engine {
     uint8_t *sock_bufs;
     /* stand-in I/O for `bench --per-packet` (as io.Egress's `reader`): TUN reads copy this
      * packet, sends are counted, not made */
+    uint8_t *tso_buf; /* a super-packet being cut, made on first use */
     const uint8_t *stub_packet;
     uint32_t stub_len;
     uint32_t stub_seg, stub_run_len;  /* the last run "sent" */

@@ -31,7 +31,8 @@ void engine_free(struct engine *e)
     table_free(&e->peers, e->release);
     free(e->out);
     free(e->sock_bufs);
-    e->out = e->sock_bufs = NULL;
+    free(e->tso_buf);
+    e->out = e->sock_bufs = e->tso_buf = NULL;
 }
 
 static void count(struct engine *e, enum drop reason) { e->drops[reason]++; }
@@ -684,6 +685,48 @@ int send_payload(struct engine *e, struct peer *p, const uint8_t *payload, uint3
     return send_single(e, p, buf, n, now);
 }
 
+/* One plaintext read (or cut from a super-packet) at out[pos:pos+n]: clamped, routed, added
+ * to the run. */
+static void tx_packet(struct engine *e, struct peer *only, uint32_t pos, int n, double now)
+{
+    uint8_t *pkt = e->out + pos;
+    int version;
+    struct peer *p;
+    if (n < SYN_MAX_LEN) {
+        if (n <= 0) {
+            count(e, D_NOT_IP);
+            return;
+        }
+        if (e->mss)
+            clamp_mss(pkt, n, e->mss);
+    }
+    version = pkt[0] >> 4;
+    if (only && (version == 4 || version == 6)) {
+        run_add(e, only, pos, n, now);
+        return;
+    }
+    p = route(e, pkt, n);
+    if (p)
+        run_add(e, p, pos, n, now);
+}
+
+/* A TSO super-packet read at out[pos:pos+n] (offload.c checked it): each segment is cut
+ * straight to the end of the run, then handled as a read packet would be. */
+static void tx_super_packet(struct engine *e, struct peer *only, uint32_t pos, int n,
+                            const struct tso *t, double now)
+{
+    uint32_t segments = (n - t->hlen + t->mss - 1) / t->mss;
+    if (!e->tso_buf && !(e->tso_buf = malloc(MAX_IP))) {
+        count(e, D_NOT_IP);
+        return;
+    }
+    memcpy(e->tso_buf, e->out + pos, n); /* the run's end moves over it as segments land */
+    for (uint32_t i = 0; i < segments; i++) {
+        uint32_t at = e->run_len + DATA_V2_HEADER_LEN;
+        tx_packet(e, only, at, (int)tso_segment(t, e->tso_buf, n, i, e->out + at), now);
+    }
+}
+
 static int tx_gso(struct engine *e, int budget, double now)
 {
     uint8_t *out = e->out;
@@ -693,14 +736,14 @@ static int tx_gso(struct engine *e, int budget, double now)
     while (n_read < budget) {
         uint32_t pos = e->run_len + DATA_V2_HEADER_LEN;
         ssize_t r;
+        struct tso t;
+        int n;
         if (e->stub_packet) {
             memcpy(out + pos - skip, e->stub_packet, e->stub_len);
             r = e->stub_len;
         } else {
             r = read(e->tun_fd, out + pos - skip, MAX_IP + skip);
         }
-        int n, version;
-        struct peer *p;
         if (r < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 count(e, D_TUN_READ);
@@ -708,22 +751,19 @@ static int tx_gso(struct engine *e, int budget, double now)
         }
         n = (int)r - skip;
         n_read++;
-        if (n < SYN_MAX_LEN) {
-            if (n <= 0) {
+        if (skip && n > 0) { /* the vnet header, read into this packet's DATA_V2 slot */
+            switch (vnet_read(out + pos - skip, out + pos, (uint32_t)n, &t)) {
+            case VNET_SUPER:
+                tx_super_packet(e, only, pos, n, &t, now);
+                continue;
+            case VNET_BAD:
                 count(e, D_NOT_IP);
                 continue;
+            default:
+                break;
             }
-            if (e->mss)
-                clamp_mss(out + pos, n, e->mss);
         }
-        version = out[pos] >> 4;
-        if (only && (version == 4 || version == 6)) {
-            run_add(e, only, pos, n, now);
-            continue;
-        }
-        p = route(e, out + pos, n);
-        if (p)
-            run_add(e, p, pos, n, now);
+        tx_packet(e, only, pos, n, now);
     }
     flush_run(e, now);
     return n_read;

@@ -1,4 +1,6 @@
-/* GRO for a vnet_hdr TUN (dataplane/offload.py TcpCoalescer): the decrypted TCP segments of
+/* The vnet_hdr TUN's offloads, both ways.
+ *
+ * Receive: GRO for a vnet_hdr TUN (dataplane/offload.py TcpCoalescer): the decrypted TCP segments of
  * one RX batch that Linux's tcp_gro_receive would merge go to the TUN as one GSO
  * super-packet, one writev straight from the UMEM frames. A run shares addresses, ports,
  * TOS, ACK number and TCP options; flags are ACK (PSH ends it); sequence numbers are
@@ -184,4 +186,102 @@ void coalesce_flush(struct engine *e)
         c->merged += count;
     c->peer->st.rx_packets += count;
     c->peer->st.rx_bytes += c->len + (uint64_t)(count - 1) * c->hlen;
+}
+
+/* -- transmit: TSO super-packets and partial checksums read from the TUN ----------------- */
+
+#define VNET_GSO_ECN 0x80
+#define TCP_FIN 0x01
+#define TCP_CWR 0x80
+
+/* Ones' complement sum of p[0:len] (big-endian words, an odd byte padded). */
+static uint64_t sum_bytes(const uint8_t *p, uint32_t len, uint64_t total)
+{
+    uint32_t i = 0;
+    for (; i + 4 <= len; i += 4)
+        total += be32(p + i);
+    for (; i + 2 <= len; i += 2)
+        total += be16(p + i);
+    if (i < len)
+        total += (uint32_t)p[i] << 8;
+    return total;
+}
+
+static uint16_t fold64(uint64_t total)
+{
+    while (total >> 16)
+        total = (total & 0xFFFF) + (total >> 16);
+    return (uint16_t)total;
+}
+
+enum vnet_kind vnet_read(const uint8_t *hdr, uint8_t *pkt, uint32_t n, struct tso *t)
+{
+    uint16_t w[4];
+    uint8_t gso = hdr[1] & ~VNET_GSO_ECN;
+    memcpy(w, hdr + 2, sizeof(w)); /* hdr_len, gso_size, csum_start, csum_offset (native) */
+    if (gso == VNET_GSO_TCPV4 || gso == VNET_GSO_TCPV6) {
+        uint32_t ip, doff;
+        t->v6 = gso == VNET_GSO_TCPV6;
+        if (t->v6) {
+            if (n < IPV6_HLEN + 20 || pkt[0] >> 4 != 6 || pkt[6] != PROTO_TCP)
+                return VNET_BAD;
+            ip = IPV6_HLEN;
+        } else {
+            if (n < IPV4_HLEN + 20 || pkt[0] >> 4 != 4 || pkt[9] != PROTO_TCP)
+                return VNET_BAD;
+            ip = (pkt[0] & 0x0F) * 4;
+            if (ip < IPV4_HLEN || ip + 20 > n)
+                return VNET_BAD;
+        }
+        doff = (pkt[ip + 12] >> 4) * 4;
+        t->hlen = ip + doff;
+        t->mss = w[1];
+        if (doff < 20 || t->hlen >= n || !t->mss)
+            return VNET_BAD;
+        return VNET_SUPER;
+    }
+    if (gso != 0)
+        return VNET_BAD; /* UDP and others: never asked for */
+    if (hdr[0] & VNET_NEEDS_CSUM) { /* the sum the kernel left to the device */
+        uint32_t start = w[2], field = w[2] + w[3];
+        uint16_t csum;
+        if (start >= n || field + 2 > n)
+            return VNET_BAD;
+        csum = (uint16_t)~fold64(sum_bytes(pkt + start, n - start, 0));
+        put16(pkt + field, csum ? csum : 0xFFFF);
+    }
+    return VNET_PLAIN;
+}
+
+/* Segment i of a TCP super-packet written to out (as Linux's tcp_gso_segment): the headers
+ * with the length, IPv4 id + i, sequence number + i * mss, FIN and PSH on the last segment
+ * only, CWR on the first only, both checksums computed. Returns the segment's length. */
+uint32_t tso_segment(const struct tso *t, const uint8_t *super, uint32_t n, uint32_t i,
+                     uint8_t *out)
+{
+    uint32_t payload = n - t->hlen, off = i * t->mss;
+    uint32_t chunk = payload - off < t->mss ? payload - off : t->mss, len = t->hlen + chunk;
+    uint32_t ip = t->v6 ? IPV6_HLEN : (super[0] & 0x0F) * 4, tcp_len = len - ip;
+    uint8_t *tcp = out + ip;
+    uint64_t sum;
+    memcpy(out, super, t->hlen);
+    memcpy(out + t->hlen, super + t->hlen + off, chunk);
+    if (t->v6) {
+        put16(out + 4, (uint16_t)tcp_len);
+        sum = sum_bytes(out + 8, 32, 0) + tcp_len + PROTO_TCP;
+    } else {
+        put16(out + 2, (uint16_t)len);
+        put16(out + 4, (uint16_t)(be16(super + 4) + i));
+        put16(out + 10, 0);
+        put16(out + 10, (uint16_t)~fold64(sum_bytes(out, ip, 0)));
+        sum = sum_bytes(out + 12, 8, 0) + tcp_len + PROTO_TCP;
+    }
+    put32(tcp + 4, be32(super + ip + 4) + off);
+    if (i)
+        tcp[13] &= ~TCP_CWR;
+    if (off + chunk < payload)
+        tcp[13] &= ~(TCP_FIN | TCP_PSH);
+    put16(tcp + 16, 0);
+    put16(tcp + 16, (uint16_t)~fold64(sum_bytes(tcp, tcp_len, sum)));
+    return len;
 }

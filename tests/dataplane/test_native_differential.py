@@ -159,6 +159,92 @@ def mangle(draw: Any, frame: bytes) -> bytes:
     return frame[:14] + bytes(ip) + b"\x01\x01\x01\x00" + frame[34:]
 
 
+@dataclass(frozen=True)
+class Offloaded:
+    """What a TUN with offloads hands the native engine (vnet header + packet) and what the
+    Python engine, whose TUN has them off, reads for it instead."""
+
+    native: bytes
+    python: tuple[bytes, ...]
+
+
+def _tcp_checksum(ip_header: bytes, segment: bytes, v6: bool) -> int:
+    if v6:
+        pseudo = ip_header[8:40] + struct.pack("!IxxxB", len(segment), 6)
+    else:
+        pseudo = ip_header[12:20] + struct.pack("!xBH", 6, len(segment))
+    return checksum(pseudo + segment)
+
+
+def kernel_segments(packet: bytes, mss: int) -> list[bytes]:
+    """The segments Linux's TCP GSO cuts a super-packet into (tcp_gso_segment,
+    inet_gso_segment): lengths, IPv4 id + i, seq + i * mss, FIN/PSH on the last segment
+    only, CWR on the first only, checksums computed."""
+    v6 = packet[0] >> 4 == 6
+    ip = 40 if v6 else (packet[0] & 0x0F) * 4
+    hlen = ip + (packet[ip + 12] >> 4) * 4
+    body = packet[hlen:]
+    seq = struct.unpack_from("!I", packet, ip + 4)[0]
+    out = []
+    for i, off in enumerate(range(0, len(body), mss)):
+        chunk = body[off : off + mss]
+        head = bytearray(packet[:hlen])
+        if v6:
+            head[4:6] = struct.pack("!H", hlen - 40 + len(chunk))
+        else:
+            head[2:4] = struct.pack("!H", hlen + len(chunk))
+            head[4:6] = struct.pack("!H", (struct.unpack_from("!H", packet, 4)[0] + i) & 0xFFFF)
+            head[10:12] = b"\0\0"
+            head[10:12] = struct.pack("!H", checksum(bytes(head[:ip])))
+        head[ip + 4 : ip + 8] = struct.pack("!I", (seq + off) & 0xFFFFFFFF)
+        if i:
+            head[ip + 13] &= ~0x80
+        if off + mss < len(body):
+            head[ip + 13] &= ~0x09
+        head[ip + 16 : ip + 18] = b"\0\0"
+        csum = _tcp_checksum(bytes(head[:ip]), bytes(head[ip:]) + chunk, v6)
+        head[ip + 16 : ip + 18] = struct.pack("!H", csum)
+        out.append(bytes(head) + chunk)
+    return out
+
+
+def offloaded(draw: Any) -> Offloaded:
+    """A TCP super-packet (TSO) or a packet with its checksum left to finish (CSUM)."""
+    v6 = draw(st.booleans())
+    dst = draw(st.sampled_from(["10.8.0.2", "10.8.0.4", "192.168.2.7", "10.99.0.1"]))
+    src4, dst4 = bytes((10, 8, 0, 1)), ipaddress.ip_address(dst).packed
+    src6, dst6 = ipaddress.ip_address("fd00::1").packed, ipaddress.ip_address(
+        draw(st.sampled_from(["fd00::2", "fd01::7", "fd09::1"]))).packed
+    flags = 0x10 | draw(st.sampled_from([0, 0x08, 0x09, 0x80, 0x88]))
+    payload = bytes(range(256)) * 80
+    size = draw(st.integers(1, 9000))
+    segment = tcp(draw(st.integers(0, 2**32 - 1)), flags, payload[:size], ts=draw(st.booleans()))
+    packet = bytearray(ipv6(src6, dst6, 6, segment) if v6 else ipv4(src4, dst4, 6, segment))
+    if not v6:
+        packet[4:6] = struct.pack("!H", draw(st.integers(0, 0xFFFF)))  # the IP id
+        packet[10:12] = b"\0\0"
+        packet[10:12] = struct.pack("!H", checksum(bytes(packet[:20])))
+    ip = 40 if v6 else 20
+    hlen = ip + (packet[ip + 12] >> 4) * 4
+    kind = draw(st.sampled_from(["tso", "csum"]))
+    mss = draw(st.sampled_from([536, 1200, 1448]))
+    if kind == "tso" and size > mss:
+        header = struct.pack("=BBHHHH", 1, 4 if v6 else 1, hlen, mss, ip, 16)
+        return Offloaded(header + bytes(packet), tuple(kernel_segments(bytes(packet), mss)))
+    # the checksum field holds the pseudo header's sum, as the kernel leaves it (partial)
+    packet[ip + 16 : ip + 18] = b"\0\0"
+    packet[ip + 16 : ip + 18] = struct.pack("!H", _tcp_checksum(bytes(packet[:ip]),
+                                                                bytes(packet[ip:]), v6))
+    full = bytes(packet)
+    tcp_len = len(packet) - ip
+    pseudo = (bytes(packet[8:40]) + struct.pack("!IxxxB", tcp_len, 6) if v6
+              else bytes(packet[12:20]) + struct.pack("!xBH", 6, tcp_len))
+    partial = (~checksum(pseudo)) & 0xFFFF
+    packet[ip + 16 : ip + 18] = struct.pack("!H", partial)
+    header = struct.pack("=BBHHHH", 1, 0, 0, 0, ip, 16)
+    return Offloaded(header + bytes(packet), (full,))
+
+
 @dataclass
 class Scenario:
     config: EngineConfig
@@ -256,7 +342,12 @@ def scenarios(draw: Any) -> Scenario:
             if draw(st.booleans()):
                 packets.append(ipv4(bytes(4), bytes((10, 8, 0, 3)), 6,
                                     tcp(1, 0x02, b"", mss=1460)))
-            sc.steps.append(("tun", dt, packets[:64]))
+            packets = packets[:64]
+            if vnet_hdr:  # TUN offloads on: super-packets and partial checksums to finish
+                for _ in range(draw(st.integers(0, 3))):
+                    at = draw(st.integers(0, len(packets)))
+                    packets.insert(at, offloaded(draw))
+            sc.steps.append(("tun", dt, packets))
         elif step == "send":
             spec = draw(st.sampled_from(peers))
             sc.steps.append(("send", dt, spec.peer_id,
@@ -298,8 +389,15 @@ def run(factory: Any, sc: Scenario) -> Any:
             elif kind == "tun":
                 header = bytes(10) if sc.vnet_hdr else b""
                 for packet in step[2]:
-                    rig.tun_far.send(header + packet)
-                engine.tx(64, now)
+                    if not isinstance(packet, Offloaded):
+                        rig.tun_far.send(header + packet)
+                    elif factory is NativeEngine:
+                        rig.tun_far.send(packet.native)
+                    else:
+                        for segment in packet.python:
+                            rig.tun_far.send(header + segment)
+                while engine.tx(64, now) == 64:  # until the TUN is drained
+                    pass
             elif kind == "send" and step[2] in alive:
                 engine.send(step[2], step[3], now)
             elif kind == "new_key" and step[2] in alive:
@@ -335,6 +433,10 @@ def test_native_engine_does_what_the_python_loops_do(sc: Scenario) -> None:
     event(f"TUN writes: {min(len(native.tun), 3)}+, datagrams sent: {min(len(native.sent), 3)}+")
     if any(t[1] for t in native.tun if len(t) > 1):
         event("a GSO super-packet written")
+    for step in sc.steps:
+        if step[0] == "tun" and any(isinstance(p, Offloaded) for p in step[2]):
+            event("TUN offloads: a super-packet or a partial checksum read")
+            break
 
 
 def test_the_rig_sees_everything() -> None:
@@ -359,3 +461,23 @@ def test_the_rig_sees_everything() -> None:
     assert [type(e).__name__ for e in native.events] == ["PeerFloated", "ControlDatagram"]
     assert native.stats[1].rx_packets == 4 and native.refilled and native.ledger[4] > 0
     assert isinstance(FakeXsk, type)
+
+
+def test_kernel_segments_reference_makes_valid_segments() -> None:
+    """The Python reference for TSO reads cuts valid packets (checksums verify, lengths,
+    sequence numbers and flags as Linux sets them)."""
+    body = bytes(range(256)) * 12
+    for v6 in (False, True):
+        segment = tcp(0xFFFFFF00, 0x10 | 0x80 | 0x08 | 0x01, body)
+        packet = (ipv6(bytes(15) + b"\x01", bytes(15) + b"\x02", 6, segment) if v6
+                  else ipv4(bytes((10, 0, 0, 1)), bytes((10, 0, 0, 2)), 6, segment))
+        segments = kernel_segments(packet, 1000)
+        ip = 40 if v6 else 20
+        assert len(segments) == 4
+        assert b"".join(s[ip + 32 :] for s in segments) == body
+        for i, seg in enumerate(segments):
+            assert _tcp_checksum(seg[:ip], seg[ip:], v6) == 0
+            assert v6 or checksum(seg[:20]) == 0
+            assert struct.unpack_from("!I", seg, ip + 4)[0] == (0xFFFFFF00 + 1000 * i) % 2**32
+            assert bool(seg[ip + 13] & 0x80) == (i == 0)  # CWR first only
+            assert bool(seg[ip + 13] & 0x09) == (i == 3)  # FIN, PSH last only

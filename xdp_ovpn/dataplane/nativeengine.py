@@ -13,7 +13,9 @@ record's remote.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -29,6 +31,7 @@ from xdp_ovpn.dataplane.api import (
     PeerStats,
 )
 from xdp_ovpn.dataplane.engine import ControlDatagram, EngineConfig, EngineEvent
+from xdp_ovpn.dataplane.offload import TUNSETOFFLOAD
 from xdp_ovpn.proto.constants import AEAD_CIPHERS, MAX_PEER_ID
 
 _CIPHERS = {
@@ -38,6 +41,8 @@ _CIPHERS = {
     "CHACHA20-POLY1305": _native.CHACHA20_POLY1305,
 }
 assert set(_CIPHERS) == set(AEAD_CIPHERS)
+# linux/if_tun.h: TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN
+_TUN_OFFLOADS = 0x01 | 0x02 | 0x04 | 0x08
 
 
 @dataclass
@@ -234,6 +239,12 @@ class NativeEngine:
         return index
 
     def set_tun(self, fd: int, vnet_hdr: bool) -> None:
+        """With a vnet_hdr TUN and GSO sends, reads come as TCP super-packets (TSO) and with
+        checksums left to finish (CSUM): the C loop cuts and checksums them, one read for
+        up to 64 KB instead of one a packet. Anything else than a TUN keeps plain reads."""
+        if vnet_hdr and self.config.gso:
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(fd, TUNSETOFFLOAD, _TUN_OFFLOADS)
         self._c.set_tun(fd, vnet_hdr)
 
     def rx_xsk(self, index: int, budget: int, now: float) -> int:
