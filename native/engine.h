@@ -212,6 +212,9 @@ struct xsk {
 #define RX_MAX 256          /* descriptors taken a call at most */
 #define SOCK_BATCH 16       /* datagrams a recvmmsg */
 #define SOCK_BUF (65536 + 256)
+#define MAX_RUN_LEN (MAX_IP + DATA_V2_HEADER_LEN > GSO_MAX_BYTES \
+                     ? MAX_IP + DATA_V2_HEADER_LEN : GSO_MAX_BYTES)
+#define OUT_SIZE (MAX_RUN_LEN + DATA_V2_HEADER_LEN + MAX_IP + AEAD_TAG_LEN)
 
 struct engine {
     /* configuration */

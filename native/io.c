@@ -22,7 +22,9 @@ int engine_init(struct engine *e)
     e->tun_fd = -1;
     e->gso_ok = 1;
     e->gso_max_seg = MAX_IP;
-    e->out = malloc(GSO_MAX_BYTES + DATA_V2_HEADER_LEN + MAX_IP + AEAD_TAG_LEN + VNET_HDR_LEN);
+    /* A run is at most GSO_MAX_BYTES, or one packet as big as IP allows; the next read
+     * lands after it with room for a whole packet (or TSO super-packet) and its tag. */
+    e->out = malloc(OUT_SIZE);
     return e->out ? 0 : -1;
 }
 
