@@ -319,6 +319,8 @@ def scenarios(draw: Any) -> Scenario:
                 else:
                     frame = frame_header(host, port, DST, packet)
                 frames_or_datagrams.append(mangle(draw, frame) if broken else frame)
+            if step == "xsk" and draw(st.integers(0, 4)) == 0:  # noise off the wire
+                frames_or_datagrams.append(draw(st.binary(max_size=300)))
             sc.steps.append((step, dt, frames_or_datagrams))
         elif step == "tun":
             packets = []
