@@ -2,7 +2,12 @@
  *
  * DATA_V2 for a peer-id/key-id the data plane holds keys for goes to the AF_XDP socket of
  * this RX queue; everything else the fast path does not own goes up the stack untouched,
- * and only packets to a listener that cannot be OpenVPN are dropped.
+ * except what userspace would only throw away:
+ * - packets to a listener that cannot be OpenVPN (too short, no such opcode);
+ * - while the data plane is authoritative for `peers` (a worker holds it): DATA_V2 for a
+ *   peer-id it does not hold, and DATA_V1, which it never takes;
+ * - control packets from a source that is not a connected peer's address, beyond a token
+ *   bucket per source address and one for all such sources together.
  *
  * The loader passes the wire constants (OP_*, MIN_*) and verdict indices (V_*) with -D, so
  * they are spelled out once, in Python.
@@ -18,15 +23,16 @@
 #define IP_OFFSET 0x1fff
 #define NEXTHDR_FRAGMENT 44
 #define CFG_OBSERVE 1
-#define CFG_RESET_LIMIT 2
+#define CFG_CONTROL_LIMIT 2
 #define NSEC 1000000000ULL
 #define MAX_REFILL_NS (10 * NSEC) /* caps elapsed * rate against u64 overflow */
 
-struct listener_key {
+/* A UDP endpoint: a listener (addr all zero: any address of that family) or a peer's remote. */
+struct endpoint {
     u32 family; /* 4 or 6 */
     u16 port;   /* network byte order */
     u16 pad;
-    u8 addr[16]; /* all zero: any address of that family */
+    u8 addr[16];
 };
 
 struct peer_keys {
@@ -39,9 +45,11 @@ struct peer_counters {
 };
 
 struct config {
-    u32 flags;       /* CFG_* */
-    u32 reset_rate;  /* HARD_RESET tokens per second, per source address */
-    u32 reset_burst; /* bucket size */
+    u32 flags;        /* CFG_* */
+    u32 source_rate;  /* control packets a second from one source address (not a peer's) */
+    u32 source_burst; /* its bucket size */
+    u32 global_rate;  /* the same for all such sources together */
+    u32 global_burst;
     u32 pad;
 };
 
@@ -55,13 +63,17 @@ struct bucket {
     u64 credit; /* tokens * NSEC, so refills need no division */
 };
 
-BPF_HASH(listeners, struct listener_key, u8, 16);
+BPF_HASH(listeners, struct endpoint, u8, 16);
 BPF_HASH(peers, u32, struct peer_keys, 65536);
+BPF_HASH(remotes, struct endpoint, u8, 65536); /* connected peers' addresses */
+BPF_ARRAY(authority, u32, 1); /* nonzero: `peers` is all the data plane serves */
 BPF_PERCPU_HASH(peer_stats, u32, struct peer_counters, 65536);
 BPF_PERCPU_ARRAY(opcode_stats, u64, 32);
 BPF_PERCPU_ARRAY(verdict_stats, u64, V_COUNT);
 BPF_ARRAY(config, struct config, 1);
-BPF_TABLE("lru_hash", struct source_key, struct bucket, reset_buckets, 65536);
+/* LRU: a spoofed flood evicts old sources instead of growing the map. */
+BPF_TABLE("lru_hash", struct source_key, struct bucket, source_buckets, 65536);
+BPF_ARRAY(global_bucket, struct bucket, 1);
 BPF_XSKMAP(xsks, 64);
 
 static __always_inline int verdict(u32 v, int action, struct config *cfg)
@@ -75,32 +87,66 @@ static __always_inline int verdict(u32 v, int action, struct config *cfg)
     return action;
 }
 
-/* Token bucket per source address; racing CPUs may both spend a token: harmless. */
-static __always_inline int reset_allowed(struct source_key *src, struct config *cfg)
+/* Refill a token bucket and spend one token if `reserve` tokens (x NSEC) stay in it.
+ * Racing CPUs may both spend a token: harmless. */
+static __always_inline int take_token(struct bucket *b, u64 now, u32 rate, u32 burst,
+                                      u64 reserve)
 {
-    u64 now = bpf_ktime_get_ns();
-    u64 cap = (u64)cfg->reset_burst * NSEC;
-    struct bucket *b = reset_buckets.lookup(src);
-    if (!b) {
-        if (cap < NSEC) /* burst 0: nothing ever passes */
-            return 0;
-        struct bucket fresh = {.stamp_ns = now, .credit = cap - NSEC}; /* spend the first */
-        reset_buckets.update(src, &fresh);
-        return 1;
-    }
-    u64 elapsed = now - b->stamp_ns;
+    u64 elapsed = now > b->stamp_ns ? now - b->stamp_ns : 0;
     if (elapsed > MAX_REFILL_NS)
         elapsed = MAX_REFILL_NS;
-    u64 credit = b->credit + elapsed * cfg->reset_rate;
+    u64 cap = (u64)burst * NSEC;
+    u64 credit = b->credit + elapsed * rate;
     if (credit > cap)
         credit = cap;
     b->stamp_ns = now;
-    if (credit < NSEC) {
+    if (credit < reserve + NSEC) {
         b->credit = credit;
         return 0;
     }
     b->credit = credit - NSEC;
     return 1;
+}
+
+static __always_inline int take_global(u64 now, struct config *cfg, u64 reserve)
+{
+    u32 zero = 0;
+    struct bucket *g = global_bucket.lookup(&zero);
+    return !g || take_token(g, now, cfg->global_rate, cfg->global_burst, reserve);
+}
+
+/* The verdict on a control packet. A connected peer's (renegotiation, EXIT) always passes.
+ * Any other source pays a token of its own bucket and one of the global bucket. A first
+ * contact (no bucket yet: what a spoofed flood is made of) may only take the global
+ * bucket's upper half; the lower half is kept for sources seen before, so a client whose
+ * first HARD_RESET was shed under a flood gets in with its retry. */
+static __always_inline u32 admit_control(struct endpoint *from, struct source_key *src,
+                                         struct config *cfg)
+{
+    if (!cfg || !(cfg->flags & CFG_CONTROL_LIMIT) || remotes.lookup(from))
+        return V_PASS_CONTROL;
+    u64 now = bpf_ktime_get_ns();
+    struct bucket *b = source_buckets.lookup(src);
+    if (!b) {
+        u64 half = (u64)cfg->global_burst * NSEC / 2;
+        int ok = take_global(now, cfg, half);
+        u64 full = (u64)cfg->source_burst * NSEC;
+        struct bucket fresh = {.stamp_ns = now, .credit = ok && full ? full - NSEC : full};
+        source_buckets.update(src, &fresh);
+        return ok ? V_PASS_CONTROL : V_DROP_CONTROL_GLOBAL;
+    }
+    if (!take_token(b, now, cfg->source_rate, cfg->source_burst, 0))
+        return V_DROP_CONTROL_SOURCE;
+    if (!take_global(now, cfg, 0))
+        return V_DROP_CONTROL_GLOBAL;
+    return V_PASS_CONTROL;
+}
+
+static __always_inline int authoritative(void)
+{
+    u32 zero = 0;
+    u32 *on = authority.lookup(&zero);
+    return on && *on;
 }
 
 int xdp_classify(struct xdp_md *ctx)
@@ -109,7 +155,8 @@ int xdp_classify(struct xdp_md *ctx)
     void *end = (void *)(long)ctx->data_end;
     u32 zero = 0;
     struct config *cfg = config.lookup(&zero);
-    struct listener_key lk = {};
+    struct endpoint lk = {};
+    struct endpoint from = {}; /* the sender, as `remotes` holds connected peers */
     struct source_key src = {};
 
     struct ethhdr *eth = data;
@@ -136,9 +183,10 @@ int xdp_classify(struct xdp_md *ctx)
         if (ihl < sizeof(*ip))
             return verdict(V_PASS_OTHER, XDP_PASS, cfg);
         udp = l3 + ihl;
-        lk.family = src.family = 4;
+        lk.family = from.family = src.family = 4;
         __builtin_memcpy(lk.addr, &ip->daddr, 4);
         __builtin_memcpy(src.addr, &ip->saddr, 4);
+        __builtin_memcpy(from.addr, &ip->saddr, 4);
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = l3;
         if ((void *)(ip6 + 1) > end)
@@ -149,9 +197,10 @@ int xdp_classify(struct xdp_md *ctx)
         if (ip6->nexthdr != IPPROTO_UDP)
             return verdict(V_PASS_OTHER, XDP_PASS, cfg);
         udp = (void *)(ip6 + 1);
-        lk.family = src.family = 6;
+        lk.family = from.family = src.family = 6;
         __builtin_memcpy(lk.addr, &ip6->daddr, 16);
         __builtin_memcpy(src.addr, &ip6->saddr, 16);
+        __builtin_memcpy(from.addr, &ip6->saddr, 16);
     } else {
         return verdict(V_PASS_OTHER, XDP_PASS, cfg);
     }
@@ -159,6 +208,7 @@ int xdp_classify(struct xdp_md *ctx)
     if ((void *)(udp + 1) > end)
         return verdict(V_PASS_OTHER, XDP_PASS, cfg);
     lk.port = udp->dest;
+    from.port = udp->source;
     if (!listeners.lookup(&lk)) {
         __builtin_memset(lk.addr, 0, sizeof(lk.addr));
         if (!listeners.lookup(&lk))
@@ -190,24 +240,23 @@ int xdp_classify(struct xdp_md *ctx)
     case OP_DATA_V1:
         if (len < MIN_DATA_V1)
             return verdict(V_DROP_SHORT, XDP_DROP, cfg);
+        if (authoritative()) /* the data plane never takes DATA_V1 */
+            return verdict(V_DROP_DATA_V1, XDP_DROP, cfg);
         return verdict(V_PASS_DATA_V1, XDP_PASS, cfg);
-    case OP_HARD_RESET_CLIENT_V2:
-    case OP_HARD_RESET_CLIENT_V3:
-        if (len < MIN_CONTROL)
-            return verdict(V_DROP_SHORT, XDP_DROP, cfg);
-        if (cfg && (cfg->flags & CFG_RESET_LIMIT) && !reset_allowed(&src, cfg))
-            return verdict(V_DROP_RATE_LIMIT, XDP_DROP, cfg);
-        return verdict(V_PASS_CONTROL, XDP_PASS, cfg);
     case OP_HARD_RESET_CLIENT_V1:
     case OP_HARD_RESET_SERVER_V1:
     case OP_SOFT_RESET_V1:
     case OP_CONTROL_V1:
     case OP_ACK_V1:
+    case OP_HARD_RESET_CLIENT_V2:
     case OP_HARD_RESET_SERVER_V2:
-    case OP_CONTROL_WKC_V1:
+    case OP_HARD_RESET_CLIENT_V3:
+    case OP_CONTROL_WKC_V1: {
         if (len < MIN_CONTROL)
             return verdict(V_DROP_SHORT, XDP_DROP, cfg);
-        return verdict(V_PASS_CONTROL, XDP_PASS, cfg);
+        u32 v = admit_control(&from, &src, cfg);
+        return verdict(v, v == V_PASS_CONTROL ? XDP_PASS : XDP_DROP, cfg);
+    }
     default:
         return verdict(V_DROP_BAD_OPCODE, XDP_DROP, cfg);
     }
@@ -216,8 +265,11 @@ int xdp_classify(struct xdp_md *ctx)
         return verdict(V_DROP_SHORT, XDP_DROP, cfg);
     u32 peer_id = (u32)p[1] << 16 | (u32)p[2] << 8 | p[3];
     struct peer_keys *peer = peers.lookup(&peer_id);
-    if (!peer)
+    if (!peer) {
+        if (authoritative()) /* nobody here could decrypt it */
+            return verdict(V_DROP_UNKNOWN_PEER, XDP_DROP, cfg);
         return verdict(V_PASS_UNKNOWN_PEER, XDP_PASS, cfg);
+    }
     if (!(peer->key_mask & (1 << kid)))
         return verdict(V_PASS_UNKNOWN_KEY, XDP_PASS, cfg);
     /* Our peers use AEAD only: anything shorter than its header cannot be theirs. */

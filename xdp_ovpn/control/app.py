@@ -61,6 +61,7 @@ def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True,
         dataplane = open_dataplane(
             data_path, sock, single_peer=cfg.role is not Role.SERVER,
             replay_window=cfg.replay_window, replay_time=cfg.replay_time, log=log,
+            control_limits=cfg.xdp_control_limit,
         )
         if cfg.writepid:
             cfg.writepid.write_text(f"{os.getpid()}\n")

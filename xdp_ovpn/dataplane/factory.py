@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 
+from loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
 from xdp_ovpn.dataplane.socketpath import SocketDataPlane
 from xdp_ovpn.dataplane.xsk import AF_XDP
@@ -48,8 +49,10 @@ def open_dataplane(
     replay_window: int,
     replay_time: float,
     log: logging.Logger,
+    control_limits: ControlLimits | None = DEFAULT_CONTROL_LIMITS,
 ) -> DataPlane:
-    """Start the chosen data path on the bound UDP socket."""
+    """Start the chosen data path on the bound UDP socket; `control_limits` are the XDP
+    classifier's (the socket path has no classifier: it says so when they were set)."""
     if kind not in DATA_PATHS:
         raise DataPlaneError(f"unknown data path {kind!r} (auto, xdp or socket)")
     if kind in ("auto", "xdp"):
@@ -62,7 +65,8 @@ def open_dataplane(
             try:
                 dataplane = XdpDataPlane(sock, single_peer=single_peer,
                                          replay_window=replay_window,
-                                         replay_time=replay_time, log=log)
+                                         replay_time=replay_time,
+                                         control_limits=control_limits, log=log)
             except DataPlaneError as exc:
                 if kind == "xdp":
                     raise DataPlaneError(f"--data-path xdp: {exc}") from None
@@ -74,5 +78,7 @@ def open_dataplane(
         log.info("Data path: socket (XDP unavailable: %s)", reason)
     else:
         log.info("Data path: socket (as requested)")
+    if control_limits is not DEFAULT_CONTROL_LIMITS:
+        log.info("WARNING: xdp-control-limit has no effect on the socket data path")
     return SocketDataPlane(sock, single_peer=single_peer, replay_window=replay_window,
                            replay_time=replay_time)
