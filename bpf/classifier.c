@@ -7,7 +7,8 @@
  * - while the data plane is authoritative for `peers` (a worker holds it): DATA_V2 for a
  *   peer-id it does not hold, and DATA_V1, which it never takes;
  * - control packets from a source that is not a connected peer's address, beyond a token
- *   bucket per source address and one for all such sources together.
+ *   bucket per source (address and port: clients behind one NAT are not one source) and
+ *   one for all such sources together.
  *
  * The loader passes the wire constants (OP_*, MIN_*) and verdict indices (V_*) with -D, so
  * they are spelled out once, in Python.
@@ -46,16 +47,11 @@ struct peer_counters {
 
 struct config {
     u32 flags;        /* CFG_* */
-    u32 source_rate;  /* control packets a second from one source address (not a peer's) */
+    u32 source_rate;  /* control packets a second from one address:port (not a peer's) */
     u32 source_burst; /* its bucket size */
     u32 global_rate;  /* the same for all such sources together */
     u32 global_burst;
     u32 pad;
-};
-
-struct source_key {
-    u32 family;
-    u8 addr[16];
 };
 
 struct bucket {
@@ -72,7 +68,7 @@ BPF_PERCPU_ARRAY(opcode_stats, u64, 32);
 BPF_PERCPU_ARRAY(verdict_stats, u64, V_COUNT);
 BPF_ARRAY(config, struct config, 1);
 /* LRU: a spoofed flood evicts old sources instead of growing the map. */
-BPF_TABLE("lru_hash", struct source_key, struct bucket, source_buckets, 65536);
+BPF_TABLE("lru_hash", struct endpoint, struct bucket, source_buckets, 65536);
 BPF_ARRAY(global_bucket, struct bucket, 1);
 BPF_XSKMAP(xsks, 64);
 
@@ -120,19 +116,18 @@ static __always_inline int take_global(u64 now, struct config *cfg, u64 reserve)
  * contact (no bucket yet: what a spoofed flood is made of) may only take the global
  * bucket's upper half; the lower half is kept for sources seen before, so a client whose
  * first HARD_RESET was shed under a flood gets in with its retry. */
-static __always_inline u32 admit_control(struct endpoint *from, struct source_key *src,
-                                         struct config *cfg)
+static __always_inline u32 admit_control(struct endpoint *from, struct config *cfg)
 {
     if (!cfg || !(cfg->flags & CFG_CONTROL_LIMIT) || remotes.lookup(from))
         return V_PASS_CONTROL;
     u64 now = bpf_ktime_get_ns();
-    struct bucket *b = source_buckets.lookup(src);
+    struct bucket *b = source_buckets.lookup(from);
     if (!b) {
         u64 half = (u64)cfg->global_burst * NSEC / 2;
         int ok = take_global(now, cfg, half);
         u64 full = (u64)cfg->source_burst * NSEC;
         struct bucket fresh = {.stamp_ns = now, .credit = ok && full ? full - NSEC : full};
-        source_buckets.update(src, &fresh);
+        source_buckets.update(from, &fresh);
         return ok ? V_PASS_CONTROL : V_DROP_CONTROL_GLOBAL;
     }
     if (!take_token(b, now, cfg->source_rate, cfg->source_burst, 0))
@@ -156,8 +151,7 @@ int xdp_classify(struct xdp_md *ctx)
     u32 zero = 0;
     struct config *cfg = config.lookup(&zero);
     struct endpoint lk = {};
-    struct endpoint from = {}; /* the sender, as `remotes` holds connected peers */
-    struct source_key src = {};
+    struct endpoint from = {}; /* the sender: `remotes` and `source_buckets` key */
 
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end) /* verifier: every header read is bounds-checked */
@@ -183,9 +177,8 @@ int xdp_classify(struct xdp_md *ctx)
         if (ihl < sizeof(*ip))
             return verdict(V_PASS_OTHER, XDP_PASS, cfg);
         udp = l3 + ihl;
-        lk.family = from.family = src.family = 4;
+        lk.family = from.family = 4;
         __builtin_memcpy(lk.addr, &ip->daddr, 4);
-        __builtin_memcpy(src.addr, &ip->saddr, 4);
         __builtin_memcpy(from.addr, &ip->saddr, 4);
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = l3;
@@ -197,9 +190,8 @@ int xdp_classify(struct xdp_md *ctx)
         if (ip6->nexthdr != IPPROTO_UDP)
             return verdict(V_PASS_OTHER, XDP_PASS, cfg);
         udp = (void *)(ip6 + 1);
-        lk.family = from.family = src.family = 6;
+        lk.family = from.family = 6;
         __builtin_memcpy(lk.addr, &ip6->daddr, 16);
-        __builtin_memcpy(src.addr, &ip6->saddr, 16);
         __builtin_memcpy(from.addr, &ip6->saddr, 16);
     } else {
         return verdict(V_PASS_OTHER, XDP_PASS, cfg);
@@ -254,7 +246,7 @@ int xdp_classify(struct xdp_md *ctx)
     case OP_CONTROL_WKC_V1: {
         if (len < MIN_CONTROL)
             return verdict(V_DROP_SHORT, XDP_DROP, cfg);
-        u32 v = admit_control(&from, &src, cfg);
+        u32 v = admit_control(&from, cfg);
         return verdict(v, v == V_PASS_CONTROL ? XDP_PASS : XDP_DROP, cfg);
     }
     default:

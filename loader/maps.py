@@ -40,7 +40,7 @@ class Verdict(IntEnum):
     REDIRECT = 8
     DROP_SHORT = 9
     DROP_BAD_OPCODE = 10
-    DROP_CONTROL_SOURCE = 11  # control packet over its source address's token bucket
+    DROP_CONTROL_SOURCE = 11  # control packet over its source address:port's bucket
     DROP_CONTROL_GLOBAL = 12  # control packet over the bucket all sources share
     DROP_UNKNOWN_PEER = 13  # DATA_V2 for a peer-id the (authoritative) data plane lacks
     DROP_DATA_V1 = 14  # the (authoritative) data plane never takes DATA_V1

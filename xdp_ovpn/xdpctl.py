@@ -45,7 +45,7 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.option(
     "--control-limit", type=(int, int, int, int),
     metavar="SOURCE_RATE SOURCE_BURST GLOBAL_RATE GLOBAL_BURST",
-    help="Token-bucket control packets per source address and all together (packets/s, "
+    help="Token-bucket control packets per source address:port and all together (packets/s, "
     "bucket size). Off by default here: without a data plane no peer is known as connected.",
 )  # fmt: skip
 def attach(

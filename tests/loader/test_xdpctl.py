@@ -36,10 +36,12 @@ def test_stats_and_detach_from_other_processes(lab):
     lab.link(gw, cl, addrs=("10.9.0.1/24", "10.9.0.2/24"))
     owner = _attach(gw, "-l", "10.9.0.1:1194", "--mode", "generic",
                     "--control-limit", "1", "2", "100", "200")
-    # Three HARD_RESET_CLIENT_V2 (opcode 7) with 18 more bytes, from the other namespace: the
-    # source's bucket of 2 lets two through.
-    cl.run(["bash", "-c", "for i in 1 2 3; do "
-            "printf '\\x38AAAAAAAAAAAAAAAAAA' > /dev/udp/10.9.0.1/1194; done"])
+    # Three HARD_RESET_CLIENT_V2 (opcode 7) with 18 more bytes, from one socket in the other
+    # namespace: the source's bucket of 2 lets two through.
+    # (An unconnected socket: a connected one would fail a send on the port unreachable.)
+    cl.run([sys.executable, "-c", "import socket; s = socket.socket(socket.AF_INET, "
+            "socket.SOCK_DGRAM); [s.sendto(b'\\x38' + b'A' * 18, ('10.9.0.1', 1194)) "
+            "for _ in range(3)]"])
     out = gw.run([*CLI, "stats", "-i", "veth0"]).stdout
     assert "HARD_RESET_CLIENT_V2             3" in out
     assert "pass_control                     2" in out

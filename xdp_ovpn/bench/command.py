@@ -55,13 +55,15 @@ def write_outputs(doc: dict, out: Path, charts: bool) -> list[Path]:
 @click.option("--peers", "peer_counts", metavar="N,N,...", help="Peer counts for memory per peer.")
 @click.option("--handshake-clients", type=click.IntRange(1), help="Clients connecting at once.")
 @click.option("--udp-pps", type=click.IntRange(1), help="Offered UDP load, packets/s.")
+@click.option("--flood", "flood_pps", type=click.IntRange(1), metavar="PPS",
+              help="Also TCP up once more while a hostile mix floods the server's port.")
 @click.option("--no-charts", is_flag=True, help="Skip the PNG charts (no matplotlib needed).")
 @click.option("--per-packet", is_flag=True,
               help="Only time the data path's own code a packet, in-process (no root), then exit.")
 def bench(quick: bool, out_dir: Path | None, compare: tuple[Path, Path] | None,
           scenarios: str | None, repetitions: int | None, seconds: int | None,
           peer_counts: str | None, handshake_clients: int | None, udp_pps: int | None,
-          no_charts: bool, per_packet: bool) -> None:
+          flood_pps: int | None, no_charts: bool, per_packet: bool) -> None:
     """Compare the data paths on one namespace topology, within one run."""
     from xdp_ovpn.bench import report
 
@@ -105,6 +107,8 @@ def bench(quick: bool, out_dir: Path | None, compare: tuple[Path, Path] | None,
         overrides["handshake_clients"] = handshake_clients
     if udp_pps:
         overrides["udp_pps"] = udp_pps
+    if flood_pps:
+        overrides["flood_pps"] = flood_pps
     config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)  # type: ignore[arg-type]
     out = out_dir or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
     interrupt_on_sigterm()
