@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from test_interop_xdp import use_xdp
@@ -69,7 +70,9 @@ def test_flood_is_shed_at_xdp_while_the_tunnel_keeps_going_and_a_new_client_conn
         try:
             assert lab.wait_for(lambda: _verdicts(maps)["drop_unknown_peer"]
                                 > before["drop_unknown_peer"], timeout=10)
+            began = time.monotonic()
             with started(late, timeout=30):
+                print(f"second client up {time.monotonic() - began:.1f} s into the flood")
                 assert _ping_loss(c, server.tunnel_ipv4, 20) == 0
                 assert _ping_loss(late_ns, server.tunnel_ipv4, 5) == 0
                 assert flood.poll() is None, "the flood ended before the checks did"
