@@ -158,8 +158,18 @@ def test_connected_peers_are_never_limited(limited):
         # The same address from another port is not that peer.
         other = frame(openvpn(Opcode.CONTROL_V1), src="10.9.0.60", sport=40001)
         assert Verdict.DROP_CONTROL_SOURCE in [run(limited, other)[1] for _ in range(5)]
+        # A dual-stack socket's peer: its IPv4-mapped address is the IPv4 packet's source.
+        limited.maps.add_remote("::ffff:10.9.0.61", 40000)
+        mapped = frame(openvpn(Opcode.CONTROL_V1), src="10.9.0.61", sport=40000)
+        assert [run(limited, mapped)[1] for _ in range(5)] == [Verdict.PASS_CONTROL] * 5
+        limited.maps.add_remote("fd00:9::61", 40000)
+        v6 = frame(openvpn(Opcode.CONTROL_V1), dst="fd00:9::1", src="fd00:9::61", sport=40000)
+        assert [run(limited, v6)[1] for _ in range(5)] == [Verdict.PASS_CONTROL] * 5
+        assert limited.maps.control_limits == ControlLimits(1, 3, 1, 8)
     finally:
         limited.maps.remove_remote("10.9.0.60", 40000)
+        limited.maps.remove_remote("10.9.0.61", 40000)
+        limited.maps.remove_remote("fd00:9::61", 40000)
 
 
 def test_first_contacts_leave_half_the_global_bucket_to_returning_sources(limited):
