@@ -371,8 +371,8 @@ class _XdpWorker(_Worker):
 
     # -- verbs that touch the mirror ----------------------------------------------------
 
-    def cmd_new_peer(self, peer_id: int, remote: Address, *args: Any) -> None:
-        super().cmd_new_peer(peer_id, remote, *args)
+    def cmd_new_peer(self, peer_id: int, remote: Address, *args: Any, **kw: Any) -> None:
+        super().cmd_new_peer(peer_id, remote, *args, **kw)
         self._mirror_remote(peer_id, remote)
 
     def cmd_set_peer(self, peer_id: int, **kw: Any) -> None:
