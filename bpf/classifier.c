@@ -69,7 +69,12 @@ BPF_PERCPU_ARRAY(verdict_stats, u64, V_COUNT);
 BPF_ARRAY(config, struct config, 1);
 /* LRU: a spoofed flood evicts old sources instead of growing the map. */
 BPF_TABLE("lru_hash", struct endpoint, struct bucket, source_buckets, 65536);
-BPF_ARRAY(global_bucket, struct bucket, 1);
+/* [ALL]: every control packet from a non-peer; [NEW]: first contacts, an eighth of that:
+ * a handshake is about ten control packets from the client, its first is one of them. */
+#define ALL 0
+#define NEW 1
+#define NEW_SHARE_SHIFT 3
+BPF_ARRAY(global_bucket, struct bucket, 2);
 BPF_XSKMAP(xsks, 64);
 
 static __always_inline int verdict(u32 v, int action, struct config *cfg)
@@ -83,10 +88,9 @@ static __always_inline int verdict(u32 v, int action, struct config *cfg)
     return action;
 }
 
-/* Refill a token bucket and spend one token if `reserve` tokens (x NSEC) stay in it.
+/* Refill a token bucket and spend one token if it has one.
  * Racing CPUs may both spend a token: harmless. */
-static __always_inline int take_token(struct bucket *b, u64 now, u32 rate, u32 burst,
-                                      u64 reserve)
+static __always_inline int take_token(struct bucket *b, u64 now, u32 rate, u32 burst)
 {
     u64 elapsed = now > b->stamp_ns ? now - b->stamp_ns : 0;
     if (elapsed > MAX_REFILL_NS)
@@ -96,7 +100,7 @@ static __always_inline int take_token(struct bucket *b, u64 now, u32 rate, u32 b
     if (credit > cap)
         credit = cap;
     b->stamp_ns = now;
-    if (credit < reserve + NSEC) {
+    if (credit < NSEC) {
         b->credit = credit;
         return 0;
     }
@@ -104,18 +108,24 @@ static __always_inline int take_token(struct bucket *b, u64 now, u32 rate, u32 b
     return 1;
 }
 
-static __always_inline int take_global(u64 now, struct config *cfg, u64 reserve)
+static __always_inline int take_global(u32 which, u64 now, struct config *cfg)
 {
-    u32 zero = 0;
-    struct bucket *g = global_bucket.lookup(&zero);
-    return !g || take_token(g, now, cfg->global_rate, cfg->global_burst, reserve);
+    struct bucket *g = global_bucket.lookup(&which);
+    if (!g)
+        return 1;
+    u32 rate = cfg->global_rate, burst = cfg->global_burst;
+    if (which == NEW) {
+        rate = (rate >> NEW_SHARE_SHIFT) ?: 1;
+        burst = (burst >> NEW_SHARE_SHIFT) ?: 1;
+    }
+    return take_token(g, now, rate, burst);
 }
 
 /* The verdict on a control packet. A connected peer's (renegotiation, EXIT) always passes.
  * Any other source pays a token of its own bucket and one of the global bucket. A first
- * contact (no bucket yet: what a spoofed flood is made of) may only take the global
- * bucket's upper half; the lower half is kept for sources seen before, so a client whose
- * first HARD_RESET was shed under a flood gets in with its retry. */
+ * contact (no bucket of its own yet: what a spoofed flood is made of) also pays one of the
+ * smaller NEW bucket, so a flood of them cannot take the global bucket from the sources
+ * seen before, and a client whose first HARD_RESET was shed gets in with its retry. */
 static __always_inline u32 admit_control(struct endpoint *from, struct config *cfg)
 {
     if (!cfg || !(cfg->flags & CFG_CONTROL_LIMIT) || remotes.lookup(from))
@@ -123,16 +133,15 @@ static __always_inline u32 admit_control(struct endpoint *from, struct config *c
     u64 now = bpf_ktime_get_ns();
     struct bucket *b = source_buckets.lookup(from);
     if (!b) {
-        u64 half = (u64)cfg->global_burst * NSEC / 2;
-        int ok = take_global(now, cfg, half);
+        int ok = take_global(NEW, now, cfg) && take_global(ALL, now, cfg);
         u64 full = (u64)cfg->source_burst * NSEC;
         struct bucket fresh = {.stamp_ns = now, .credit = ok && full ? full - NSEC : full};
         source_buckets.update(from, &fresh);
         return ok ? V_PASS_CONTROL : V_DROP_CONTROL_GLOBAL;
     }
-    if (!take_token(b, now, cfg->source_rate, cfg->source_burst, 0))
+    if (!take_token(b, now, cfg->source_rate, cfg->source_burst))
         return V_DROP_CONTROL_SOURCE;
-    if (!take_global(now, cfg, 0))
+    if (!take_global(ALL, now, cfg))
         return V_DROP_CONTROL_GLOBAL;
     return V_PASS_CONTROL;
 }

@@ -66,8 +66,11 @@ class ControlLimits:
     """Token buckets for control packets from addresses that are not a connected peer's.
 
     A handshake from an openvpn 2.6 client sends about 10 control packets in 10-20 ms (and
-    the server about 6), so the per-source burst holds several handshakes and the rate one a
-    second. The global rate is above what the Python control plane can handshake anyway.
+    the server about 6), so the per-source (address:port) burst holds several handshakes
+    and the rate one a second. The global rate is above what the Python control plane can
+    handshake anyway (about 200 a second); first contacts, a handshake's first packet,
+    also pay from an eighth of it, so a spoofed flood (all first contacts) gets no more
+    than that up to the control plane, and clients seen before keep the rest.
     """
 
     source_rate: int = 16
@@ -293,8 +296,9 @@ class ClassifierMaps:
         self.config.update(_U32.pack(0), _CONFIG.pack(
             flags | CFG_CONTROL_LIMIT, limits.source_rate, limits.source_burst,
             limits.global_rate, limits.global_burst, 0))  # fmt: skip
-        # Whatever the old settings left in the shared bucket: start full.
-        self.global_bucket.update(_U32.pack(0), _BUCKET.pack(0, 0))
+        # Whatever the old settings left in the shared buckets: start full.
+        for index in range(2):  # all non-peers, first contacts
+            self.global_bucket.update(_U32.pack(index), _BUCKET.pack(0, 0))
 
     @property
     def control_limits(self) -> ControlLimits | None:

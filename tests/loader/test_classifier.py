@@ -132,7 +132,7 @@ def test_unknown_data_is_dropped_while_the_data_plane_is_authoritative(classifie
 
 @pytest.fixture
 def limited(classifier):
-    classifier.maps.set_control_limits(ControlLimits(1, 3, 1, 8))
+    classifier.maps.set_control_limits(ControlLimits(1, 3, 8, 64))
     try:
         yield classifier
     finally:
@@ -165,20 +165,20 @@ def test_connected_peers_are_never_limited(limited):
         limited.maps.add_remote("fd00:9::61", 40000)
         v6 = frame(openvpn(Opcode.CONTROL_V1), dst="fd00:9::1", src="fd00:9::61", sport=40000)
         assert [run(limited, v6)[1] for _ in range(5)] == [Verdict.PASS_CONTROL] * 5
-        assert limited.maps.control_limits == ControlLimits(1, 3, 1, 8)
+        assert limited.maps.control_limits == ControlLimits(1, 3, 8, 64)
     finally:
         limited.maps.remove_remote("10.9.0.60", 40000)
         limited.maps.remove_remote("10.9.0.61", 40000)
         limited.maps.remove_remote("fd00:9::61", 40000)
 
 
-def test_first_contacts_leave_half_the_global_bucket_to_returning_sources(limited):
+def test_first_contacts_get_an_eighth_of_the_global_bucket_and_retries_the_rest(limited):
     reset = openvpn(Opcode.HARD_RESET_CLIENT_V3)
     spoofed = [run(limited, frame(reset, src=f"10.77.0.{i}"))[1] for i in range(1, 40)]
-    # Half the global burst of 8 goes to first contacts (a refill of 1/s may add one).
-    assert spoofed.count(Verdict.PASS_CONTROL) in (4, 5)
+    # An eighth of the global burst of 64 (a refill of 1/s may add one).
+    assert spoofed.count(Verdict.PASS_CONTROL) in (8, 9)
     assert spoofed[-1] == Verdict.DROP_CONTROL_GLOBAL
-    # A shed source that retries is served from the other half.
+    # A shed source that retries is served from the rest of the global bucket.
     assert run(limited, frame(reset, src="10.77.0.39")) == ("PASS", Verdict.PASS_CONTROL)
 
 
