@@ -106,3 +106,34 @@ def test_plugin_refusal_hints_at_the_replacement() -> None:
         "p.conf:1: plugin: plugins are not supported; use 'auth-user-pass-verify' with a "
         "script that checks PAM"
     )
+
+
+# ---------------------------------------------------------------- the README
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_option_table_is_the_generated_one() -> None:
+    from xdp_ovpn.optionscmd import markdown_table
+
+    start, end = "<!-- options-table -->\n", "<!-- /options-table -->"
+    table = README[README.index(start) + len(start):README.index(end)]
+    assert table == markdown_table(), "regenerate it: xdp-ovpn options --markdown"
+
+
+def test_readme_example_configs_parse_as_server_and_client(tmp_path) -> None:
+    from xdp_ovpn.config import Role
+    from xdp_ovpn.control.sessionconfig import session_config
+    from xdp_ovpn.lab.openvpn import genkey
+
+    pki = PKI()
+    pki.write(tmp_path, pki.server("server"))
+    pki.write(tmp_path, pki.client("client"))
+    (tmp_path / "ta.key").write_bytes(genkey("secret"))
+    examples = re.findall(r"```conf\n(.*?)```", README, re.S)
+    roles = []
+    for text in examples:
+        cfg = parse_text(text, "example.conf", tmp_path)
+        session_config(cfg)
+        roles.append(cfg.role)
+    assert roles == [Role.SERVER, Role.CLIENT]

@@ -12,6 +12,7 @@ import click
 from xdp_ovpn import __version__
 from xdp_ovpn.bench.command import bench
 from xdp_ovpn.lab.demo import demo
+from xdp_ovpn.optionscmd import options
 from xdp_ovpn.runcmd import check_config, run
 from xdp_ovpn.vm.command import vmtest
 from xdp_ovpn.xdpctl import attach, detach, stats
@@ -54,7 +55,7 @@ def lab() -> None:
     """Network-namespace labs: the demo."""
 
 
-for _command in (run, check_config, attach, detach, stats, vmtest, bench):
+for _command in (run, check_config, options, attach, detach, stats, vmtest, bench):
     main.add_command(_command)
 lab.add_command(demo)
 

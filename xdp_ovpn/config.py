@@ -194,7 +194,6 @@ class Config:
     ping_restart: int = 0
     ping_exit: int = 0
     reneg_sec: int = 3600
-    reneg_sec_min: int | None = None
     hand_window: int = 60
     tran_window: int = 3600
     replay_window: int = DEFAULT_REPLAY_WINDOW
@@ -559,13 +558,46 @@ class OptionEntry:
 
     name: str
     outcome: Outcome
-    note: str = ""  # refused: the reason; ignored: why it is harmless
+    note: str = ""  # refused: the reason; ignored: why it is harmless; supported: limits
     fields: tuple[str, ...] = ()  # supported: the Config fields it acts through
+
+
+# What a supported option accepts of what openvpn does; the rest is refused with a line.
+_LIMITS = {
+    "allow-compression": "'no' only",
+    "auth-retry": "'none' only",
+    "auth-user-pass": "a file or an inline block (xdp-ovpn does not prompt)",
+    "cipher": "an AEAD cipher in p2p; with pull or a server ignored for negotiation (2.6)",
+    "crl-verify": "a file, re-read when it changes (not the 'dir' form)",
+    "data-ciphers": "AEAD ciphers only (AES-128/192/256-GCM, CHACHA20-POLY1305)",
+    "data-ciphers-fallback": "AEAD ciphers only",
+    "ncp-ciphers": "AEAD ciphers only",
+    "dev": "tun devices only",
+    "dev-type": "tun only",
+    "down": "needs script-security 2",
+    "management": "server only, for now",
+    "ping-exit": "client and p2p",
+    "proto": "UDP only (udp, udp4, udp6)",
+    "pull-filter": "client only",
+    "redirect-gateway": "client and p2p (a server pushes it)",
+    "remote": "UDP only",
+    "reneg-sec": "one argument (the server's random lower bound is not supported)",
+    "route-nopull": "client only",
+    "route-up": "needs script-security 2",
+    "status": "server only, for now",
+    "tls-cipher": "OpenSSL cipher names",
+    "tls-ciphersuites": "OpenSSL names",
+    "tls-groups": "OpenSSL names",
+    "topology": "a server needs 'topology subnet' written out (openvpn's default is net30)",
+    "up": "needs script-security 2",
+}
 
 
 def option_table() -> list[OptionEntry]:
     """Every option the parser knows, sorted by name, with its one outcome."""
-    rows = [OptionEntry(n, Outcome.SUPPORTED, fields=_FIELDS[n]) for n in _HANDLERS]
+    rows = [
+        OptionEntry(n, Outcome.SUPPORTED, _LIMITS.get(n, ""), _FIELDS[n]) for n in _HANDLERS
+    ]
     rows += [OptionEntry(n, Outcome.REFUSED, r) for n, r in _REFUSED.items()]
     rows += [OptionEntry(n, Outcome.IGNORED, r) for n, r in IGNORED_OPTIONS.items()]
     return sorted(rows, key=lambda row: row.name)
@@ -1063,7 +1095,11 @@ def _keepalive(p: _Parser, d: Directive) -> None:
 def _reneg_sec(p: _Parser, d: Directive) -> None:
     p.cfg.reneg_sec = _int(d, d.args[0])
     if len(d.args) > 1:
-        p.cfg.reneg_sec_min = _int(d, d.args[1])
+        raise ConfigError(
+            f"the second argument (a random lower bound) is {_NOT_YET}; give one value",
+            d.name,
+            d.where,
+        )
 
 
 @_option("replay-window", min_args=1, max_args=2, fields=("replay_window", "replay_time"))
