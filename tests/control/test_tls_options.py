@@ -14,42 +14,32 @@ from xdp_ovpn.lab.pki import PKI
 pytestmark = [pytest.mark.root, pytest.mark.openvpn]
 
 
-def test_client_offering_only_excluded_tls13_suites_is_refused(lab) -> None:
+TLS13 = "tls-ciphersuites TLS_CHACHA20_POLY1305_SHA256"
+TLS12 = "tls-cipher ECDHE-ECDSA-CHACHA20-POLY1305"
+POLICIES = [
+    ([TLS13], ["tls-ciphersuites TLS_AES_256_GCM_SHA384"], [TLS13]),
+    ([TLS12], ["tls-version-max 1.2", "tls-cipher ECDHE-ECDSA-AES256-GCM-SHA384"],
+     ["tls-version-max 1.2", TLS12]),
+]
+
+
+@pytest.mark.parametrize(("ours", "excluded", "allowed"), POLICIES, ids=["tls13", "tls12"])
+def test_client_offering_only_excluded_suites_is_refused(lab, ours, excluded, allowed) -> None:
     net = underlay(lab, 4)
     spec = TunnelSpec(PKI(), proto=net.proto)
-    server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn",
-                           extra=["tls-ciphersuites TLS_CHACHA20_POLY1305_SHA256"])
-    excluded = OpenVPNClient(net.client_ns, server, remote=net.server_addr,
-                             extra=["tls-ciphersuites TLS_AES_256_GCM_SHA384"])
+    server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn", extra=ours)
+    refused = OpenVPNClient(net.client_ns, server, remote=net.server_addr, extra=excluded)
     with started(server):
-        excluded.start(wait=False)
+        refused.start(wait=False)
         try:
             server.wait_for_log(r"TLS Error: .*(no shared cipher|handshake failure)",
                                 timeout=20)
-            assert "Initialization Sequence Completed" not in excluded.log()
+            assert "Initialization Sequence Completed" not in refused.log()
         finally:
-            excluded.stop()
-        allowed = OpenVPNClient(net.client_ns, server, remote=net.server_addr,
-                                extra=["tls-ciphersuites TLS_CHACHA20_POLY1305_SHA256"])
-        with started(allowed):
+            refused.stop()
+        with started(OpenVPNClient(net.client_ns, server, remote=net.server_addr,
+                                   extra=allowed)):
             ping(net.client_ns, server.tunnel_ipv4, count=1)
-
-
-def test_client_offering_only_excluded_tls12_ciphers_is_refused(lab) -> None:
-    net = underlay(lab, 4)
-    spec = TunnelSpec(PKI(), proto=net.proto)
-    server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn",
-                           extra=["tls-cipher ECDHE-ECDSA-CHACHA20-POLY1305"])
-    excluded = OpenVPNClient(net.client_ns, server, remote=net.server_addr,
-                             extra=["tls-version-max 1.2",
-                                    "tls-cipher ECDHE-ECDSA-AES256-GCM-SHA384"])
-    with started(server):
-        excluded.start(wait=False)
-        try:
-            server.wait_for_log(r"TLS Error: .*(no shared cipher|handshake failure)",
-                                timeout=20)
-        finally:
-            excluded.stop()
 
 
 def test_certificate_revoked_while_the_server_runs_is_refused_next_time(lab, tmp_path) -> None:
