@@ -10,6 +10,7 @@ import signal
 import pytest
 from interop import ping, routes, underlay
 
+from tests.ops.mgmtclient import Client as MgmtClient
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 
@@ -71,3 +72,19 @@ def test_sighup_rereads_the_config_and_the_client_reconnects(lab) -> None:
         assert "10.98.0.0/16 via 10.8.0.1 dev tun0" in routes(net.client_ns)
         assert server.running and server.proc.pid == pid
         assert server.stop() == 0
+
+
+def test_management_signal_command_restarts_as_the_signal_does(lab, tmp_path) -> None:
+    sock = tmp_path / "mgmt.sock"
+    net, server, client = _pair(lab, extra=[f"management {sock} unix"])
+    with started(server), started(client):
+        mgmt = MgmtClient(str(sock))
+        try:
+            mgmt.greeting()
+            mark, client_mark = server.log_size(), client.log_size()
+            assert mgmt.ask("signal SIGHUP").strip() == "SUCCESS: signal SIGHUP thrown"
+        finally:
+            mgmt.close()
+        server.wait_for_log("SIGHUP received: EXIT to the peers, then restart", since=mark)
+        client.wait_for_log("Initialization Sequence Completed", timeout=60, since=client_mark)
+        ping(net.client_ns, server.tunnel_ipv4, count=1)
