@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from interop import kill, ping, routes, underlay
+from interop import IPV4_UNDERLAY, kill, ping, routes, underlay
 
 from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
@@ -119,3 +119,34 @@ def test_connect_retry_max_gives_up_after_each_remote_was_tried(lab) -> None:
         assert client.log().count("UDP link remote:") == 4
     finally:
         client.stop()
+
+
+def test_lport_and_rport_choose_the_ports_of_the_underlay(lab) -> None:
+    net = underlay(lab, 4)
+    spec = TunnelSpec(PKI(), proto=net.proto, port=1195)
+    server = OpenVPNServer(net.server_ns, spec)
+    text = spec.client_config(net.server_addr).replace(
+        f"remote {net.server_addr} 1195", f"remote {net.server_addr}")
+    client = Endpoint(net.client_ns, text + "rport 1195\nbind\nlport 1300\n", program="xdp-ovpn")
+    with started(server), started(client):
+        ping(net.client_ns, server.tunnel_ipv4, count=1)
+        assert f"{IPV4_UNDERLAY[1]}:1300" in server.log()  # the client's address
+
+
+def test_persist_tun_keeps_the_tun_while_reconnecting(lab) -> None:
+    net = underlay(lab, 4)
+    spec = TunnelSpec(PKI(), proto=net.proto, keepalive=(1, 3))
+    server = OpenVPNServer(net.server_ns, spec)
+    client = OpenVPNClient(net.client_ns, server, remote=net.server_addr, program="xdp-ovpn",
+                           extra=["persist-tun"])
+    with started(server), started(client):
+        ping(net.client_ns, server.tunnel_ipv4, count=1)
+        mark = client.log_size()
+        kill(server)
+        client.wait_for_log(r"Inactivity timeout \(--ping-restart\)", timeout=15, since=mark)
+        client.wait_for_log(r"UDP link remote:", timeout=15, since=client.log_size())
+        assert "tun0" in net.client_ns.run(["ip", "-br", "link"]).stdout
+        restarted = OpenVPNServer(net.server_ns, spec)
+        with started(restarted):
+            client.wait_for_log("Initialization Sequence Completed", timeout=30, since=mark)
+            ping(net.client_ns, restarted.tunnel_ipv4, count=1)
