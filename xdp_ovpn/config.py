@@ -238,6 +238,8 @@ class Config:
     route_up: str | None = None
     script_security: int = 1
     setenv: dict[str, str] = field(default_factory=dict)  # extra script environment
+    # Own dhcp-option / dns lines: on Linux openvpn only hands them to the up script.
+    script_dns_options: list[str] = field(default_factory=list)
     # process
     writepid: Path | None = None
     log: Path | None = None
@@ -498,8 +500,6 @@ _REFUSED: dict[str, str] = {
     "ifconfig-noexec": _NOT_YET,
     "route-noexec": _NOT_YET,
     "redirect-private": _NOT_YET,
-    "dhcp-option": f"{_NOT_YET} on this side (push it to clients instead)",
-    "dns": f"{_NOT_YET} on this side (push dhcp-option to clients instead)",
     "auth-gen-token": _NOT_YET,
     "auth-user-pass-optional": _NOT_YET,
     "client-cert-not-required": "use 'verify-client-cert none'",
@@ -575,6 +575,8 @@ _LIMITS = {
     "dev": "tun devices only",
     "dev-type": "tun only",
     "down": "needs script-security 2",
+    "dhcp-option": "handed to the up script as foreign_option_N (as openvpn on Linux)",
+    "dns": "handed to the up script as dns_* variables (as openvpn on Linux)",
     "management": "server only, for now",
     "ping-exit": "client and p2p",
     "proto": "UDP only (udp, udp4, udp6)",
@@ -1297,6 +1299,11 @@ def _auth_user_pass_verify(p: _Parser, d: Directive) -> None:
     if d.args[1] not in ("via-env", "via-file"):
         raise ConfigError(f"method must be via-env or via-file, not {d.args[1]!r}", d.name, d.where)
     p.cfg.auth_user_pass_verify = (d.args[0], d.args[1])
+
+
+@_option("dhcp-option", "dns", min_args=1, max_args=16, fields=("script_dns_options",))
+def _dns_for_scripts(p: _Parser, d: Directive) -> None:
+    p.cfg.script_dns_options.append(" ".join((d.name, *d.args)))
 
 
 @_option("setenv", "setenv-safe", min_args=1, max_args=64, fields=("setenv",))

@@ -49,12 +49,14 @@ def test_up_route_up_down_scripts_get_foreign_options_and_routes(lab, tmp_path) 
     client = OpenVPNClient(net.client_ns, server, remote=net.server_addr, program="xdp-ovpn",
                            extra=["script-security 2", f"up {script}", f"route-up {script}",
                                   f"down {script}", "nice 5", f"writepid {pidfile}",
-                                  "setenv FORWARD_COMPATIBLE 1"])
+                                  "setenv FORWARD_COMPATIBLE 1",
+                                  "dhcp-option DOMAIN-SEARCH own.example"])
     with started(server), started(client):
         up = _env(out / "up.env")
         assert up["script_type"] == "up" and up["dev"] == "tun0"
-        assert up["foreign_option_1"] == "dhcp-option DNS 10.8.0.53"
-        assert up["foreign_option_2"] == "dhcp-option DOMAIN vpn.example"
+        assert up["foreign_option_1"] == "dhcp-option DOMAIN-SEARCH own.example"
+        assert up["foreign_option_2"] == "dhcp-option DNS 10.8.0.53"
+        assert up["foreign_option_3"] == "dhcp-option DOMAIN vpn.example"
         assert up["FORWARD_COMPATIBLE"] == "1"
         local = str(client.tun_ipv4().ip)
         assert (out / "up.args").read_text().split() == [
