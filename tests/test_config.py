@@ -17,6 +17,7 @@ from xdp_ovpn.config import (
     Remote,
     Role,
     Wrapping,
+    ignored_notes,
     load,
     parse_args,
     parse_text,
@@ -511,3 +512,30 @@ def test_status_version_is_parsed_and_bounded(conf_dir):
     cfg = load(write(conf_dir, SERVER + "status s.log 5\nstatus-version 3\n"))
     assert cfg.status_version == 3 and cfg.status_seconds == 5
     assert "status-version" in error_of(conf_dir, SERVER + "status-version 4\n")
+
+
+# ---------------------------------------------------------------- options of another role
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("client-connect /bin/true", "client-connect: needs mode server (as in openvpn)"),
+        ("duplicate-cn", "duplicate-cn: needs mode server (as in openvpn)"),
+        ("push \"route 10.0.0.0 255.0.0.0\"", "push: needs mode server (as in openvpn)"),
+        ("verify-client-cert none", "verify-client-cert: needs mode server (as in openvpn)"),
+        ("user nobody", "user: not supported yet on a client; remove it"),
+        ("status s.log", "status: not supported yet on a client; remove it"),
+        ("tls-verify /bin/true", "tls-verify: not supported yet on a client; remove it"),
+    ],
+)
+def test_server_options_on_a_client_are_refused(conf_dir, line, message):
+    assert error_of(conf_dir, CLIENT + line + "\n") == f"{conf_dir}/test.conf:7: {message}"
+
+
+def test_persist_tun_on_a_server_is_a_logged_ignore(conf_dir):
+    cfg = load(write(conf_dir, SERVER + "persist-tun\n"))
+    assert "persist-tun" in cfg.ignored
+    assert "persist-tun: ignored (a server's restart makes the TUN again" in "\n".join(
+        ignored_notes(cfg)
+    )

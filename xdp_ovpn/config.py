@@ -578,6 +578,10 @@ _LIMITS = {
     "dhcp-option": "handed to the up script as foreign_option_N (as openvpn on Linux)",
     "dns": "handed to the up script as dns_* variables (as openvpn on Linux)",
     "management": "server only, for now",
+    "user": "server only, for now",
+    "group": "server only, for now",
+    "tls-verify": "server only, for now",
+    "persist-tun": "client and p2p; ignored (logged) on a server",
     "ping-exit": "client and p2p",
     "proto": "UDP only (udp, udp4, udp6)",
     "pull-filter": "client only",
@@ -595,11 +599,15 @@ _LIMITS = {
 }
 
 
+def _limit(name: str) -> str:
+    if name in _SERVER_MODE_ONLY:
+        return "server only (needs mode server, as in openvpn)"
+    return _LIMITS.get(name, "")
+
+
 def option_table() -> list[OptionEntry]:
     """Every option the parser knows, sorted by name, with its one outcome."""
-    rows = [
-        OptionEntry(n, Outcome.SUPPORTED, _LIMITS.get(n, ""), _FIELDS[n]) for n in _HANDLERS
-    ]
+    rows = [OptionEntry(n, Outcome.SUPPORTED, _limit(n), _FIELDS[n]) for n in _HANDLERS]
     rows += [OptionEntry(n, Outcome.REFUSED, r) for n, r in _REFUSED.items()]
     rows += [OptionEntry(n, Outcome.IGNORED, r) for n, r in IGNORED_OPTIONS.items()]
     return sorted(rows, key=lambda row: row.name)
@@ -1476,14 +1484,36 @@ def _check_cipher(cfg: Config, where: Callable[..., Location]) -> None:
 
 
 # Options that act in some roles only, and where they would silently do nothing.
-_SERVER_ONLY_SERVICES = ("status", "management")
+# openvpn refuses these without mode server (options_postprocess_verify_ce):
+_SERVER_MODE_ONLY = (
+    "ifconfig-pool", "ifconfig-pool-persist", "ifconfig-ipv6-pool", "max-clients",
+    "client-connect", "client-disconnect", "client-config-dir", "ccd-exclusive",
+    "client-to-client", "duplicate-cn", "username-as-common-name", "auth-user-pass-verify",
+    "learn-address", "push",
+)  # fmt: skip
+# openvpn has these on a client too; here the server has them only, so far:
+_SERVER_ONLY_SO_FAR = ("status", "management", "user", "group", "tls-verify")
 _PULL_ONLY = ("route-nopull", "pull-filter")
+# Harmless in one role: (role, why), logged like IGNORED_OPTIONS.
+_IGNORED_IN_ROLE = {
+    "persist-tun": (Role.SERVER, "a server's restart makes the TUN again; clients reconnect"),
+}
 
 
 def _check_role_options(cfg: Config, where: Callable[..., Location]) -> None:
     loc = cfg.locations
+    for name, (role, _) in _IGNORED_IN_ROLE.items():
+        if cfg.role is role and name in loc:
+            cfg.ignored.setdefault(name, loc[name])
     if cfg.role is not Role.SERVER:
-        for name in _SERVER_ONLY_SERVICES:
+        for name in _SERVER_MODE_ONLY:
+            if name in loc:
+                raise ConfigError("needs mode server (as in openvpn)", name, loc[name])
+        if cfg.verify_client_cert != "require":
+            raise ConfigError(
+                "needs mode server (as in openvpn)", "verify-client-cert", loc["verify-client-cert"]
+            )
+        for name in _SERVER_ONLY_SO_FAR:
             if name in loc:
                 raise ConfigError(f"{_NOT_YET} on a {cfg.role.value}; remove it", name, loc[name])
     else:
@@ -1530,7 +1560,8 @@ def ignored_notes(cfg: Config) -> list[str]:
     """One line per ignored option (its first use), for the log at start."""
     notes = []
     for name, where in cfg.ignored.items():
-        why = IGNORED_OPTIONS.get(name, "listed in ignore-unknown-option")
+        why = IGNORED_OPTIONS.get(name) or _IGNORED_IN_ROLE.get(name, (None, ""))[1]
+        why = why or "listed in ignore-unknown-option"
         notes.append(f"{where}: {name}: ignored ({why})")
     return notes
 
