@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from xdp_ovpn.config import ConfigError, effective_settings, load
+from xdp_ovpn.config import ConfigError, Role, effective_settings, load
 from xdp_ovpn.dataplane.factory import DATA_PATHS
 
 
@@ -64,6 +64,8 @@ def run(config_path: str, data_path: str, key_derivation: str, metrics_listen: s
         metrics = parse_listen(metrics_listen) if metrics_listen else None
     except (ConfigError, MetricsError) as exc:
         _fail(str(exc))
+    if metrics is not None and cfg.role is not Role.SERVER:
+        _fail(f"--metrics: not supported yet on a {cfg.role.value}")
     try:
         code = run_app(cfg, data_path, allow_ekm=key_derivation == "auto", metrics=metrics,
                        reload=lambda: load(config_path, options))

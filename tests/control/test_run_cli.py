@@ -151,3 +151,10 @@ def test_positional_config_is_openvpn_style_run(tmp_path) -> None:
     expected = f"xdp-ovpn: {config}:1: frobnicate: unknown or unsupported option"
     assert _one_line_error(_cli(str(config))) == expected
     assert _one_line_error(_cli("--config", str(config))) == expected
+
+
+def test_metrics_on_a_client_is_refused(tmp_path, client_lines) -> None:
+    config = tmp_path / "c.conf"
+    config.write_text("\n".join(client_lines) + "\n")
+    line = _one_line_error(_run(config, "--metrics", "127.0.0.1:9176"))
+    assert line == "xdp-ovpn: --metrics: not supported yet on a client"
