@@ -151,6 +151,7 @@ class Config:
     dev: str = "tun"  # "tun" = dynamic name (tun0, tun1, ...); "tun3"/"vpn0" = fixed
     dev_type: str = "tun"
     tun_mtu: int = 1500
+    txqueuelen: int | None = None  # the TUN's; None keeps the kernel's default
     # transport
     proto: str = "udp"
     local: str | None = None
@@ -481,7 +482,6 @@ _REFUSED: dict[str, str] = {
     "mssfix": f"{_NOT_YET} (the data path does its own TCP MSS clamping); remove it",
     "sndbuf": f"{_NOT_YET}; remove it (the kernel's default socket buffers are used)",
     "rcvbuf": f"{_NOT_YET}; remove it (the kernel's default socket buffers are used)",
-    "txqueuelen": f"{_NOT_YET}; remove it (the TUN keeps the kernel's default queue length)",
     "reneg-bytes": f"{_NOT_YET}; renegotiate by time with reneg-sec",
     "reneg-pkts": f"{_NOT_YET}; renegotiate by time with reneg-sec",
     "tls-exit": _NOT_YET,
@@ -783,6 +783,7 @@ def _register_simple() -> None:
         ("max-clients", "max_clients", 1, 2**31 - 1),
         ("connect-retry-max", "connect_retry_max", 0, 2**31 - 1),
         ("nice", "nice", -20, 19),
+        ("txqueuelen", "txqueuelen", 0, 2**31 - 1),
         ("script-security", "script_security", 0, 3),
         ("status-version", "status_version", 1, 3),
         ("tls-mtu", "tls_mtu", 512, 1500),

@@ -4,6 +4,7 @@ routes, ping-exit, connect-retry-max, nice and writepid."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -20,6 +21,10 @@ RECORDER = """#!/bin/sh
 /usr/bin/env > "{out}/$script_type.env"
 echo "$@" > "{out}/$script_type.args"
 """
+
+
+def txqueuelen(ns, dev: str = "tun0") -> int:
+    return json.loads(ns.run(["ip", "-j", "link", "show", dev]).stdout)[0]["txqlen"]
 
 
 def _env(path: Path) -> dict[str, str]:
@@ -50,7 +55,7 @@ def test_up_route_up_down_scripts_get_foreign_options_and_routes(lab, tmp_path) 
                            extra=["script-security 2", f"up {script}", f"route-up {script}",
                                   f"down {script}", "nice 5", f"writepid {pidfile}",
                                   "setenv FORWARD_COMPATIBLE 1",
-                                  "dhcp-option DOMAIN-SEARCH own.example"])
+                                  "dhcp-option DOMAIN-SEARCH own.example", "txqueuelen 321"])
     with started(server), started(client):
         up = _env(out / "up.env")
         assert up["script_type"] == "up" and up["dev"] == "tun0"
@@ -65,6 +70,7 @@ def test_up_route_up_down_scripts_get_foreign_options_and_routes(lab, tmp_path) 
         assert route_up["script_type"] == "route-up"
         assert (route_up["route_network_1"], route_up["route_netmask_1"]) == (
             "10.99.0.0", "255.255.0.0")
+        assert txqueuelen(net.client_ns) == 321
         pid = int(pidfile.read_text())
         assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16]) == 5
         ping(net.client_ns, server.tunnel_ipv4, count=1)

@@ -9,6 +9,7 @@ import signal
 
 import pytest
 from interop import ping, routes, underlay
+from test_client_options import txqueuelen
 
 from tests.ops.mgmtclient import Client as MgmtClient
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
@@ -27,8 +28,9 @@ def _pair(lab, extra=()):
 
 
 def test_sigusr2_writes_the_status_to_the_log(lab) -> None:
-    net, server, client = _pair(lab)
+    net, server, client = _pair(lab, extra=["txqueuelen 321"])
     with started(server), started(client):
+        assert txqueuelen(net.server_ns) == 321
         ping(net.client_ns, server.tunnel_ipv4, count=1)
         mark = server.log_size()
         server.proc.send_signal(signal.SIGUSR2)

@@ -31,7 +31,12 @@ from xdp_ovpn.control.endpoint import (
     open_server_socket,
 )
 from xdp_ovpn.control.log import get_logger, setup_logging
-from xdp_ovpn.control.netconfig import in_netlink_thread, open_tun, settings_from_config
+from xdp_ovpn.control.netconfig import (
+    in_netlink_thread,
+    open_tun,
+    set_txqueuelen,
+    settings_from_config,
+)
 from xdp_ovpn.control.server import Server
 from xdp_ovpn.control.services import ServerServices
 from xdp_ovpn.control.sessionconfig import session_config
@@ -232,6 +237,8 @@ class _Instance:
             tun, _ = await in_netlink_thread(open_tun, name, settings, cfg.tun_mtu, None,
                                              self.dataplane.tun_vnet_hdr)
             self.dataplane.attach_tun(tun.fileno(), cfg.tun_mtu)
+            if cfg.txqueuelen is not None:
+                await in_netlink_thread(set_txqueuelen, tun.name, cfg.txqueuelen)
             server.attach_tun(tun)
             self.log.info("TUN/TAP device %s opened", tun.name)
             await scripts.up(settings, tun.name, cfg.tun_mtu)

@@ -29,6 +29,7 @@ from xdp_ovpn.control.netconfig import (
     open_tun,
     own_route_lines,
     parse_settings,
+    set_txqueuelen,
     settings_from_config,
 )
 from xdp_ovpn.control.peerkeys import PeerKeys
@@ -378,6 +379,8 @@ class SinglePeer:
                 self._finish("dataplane-error", exit=True)
                 return
             self.log.info("TUN/TAP device %s opened", tun.name)
+            if self.cfg.txqueuelen is not None:
+                in_netlink_thread(set_txqueuelen, tun.name, self.cfg.txqueuelen)
             if self.scripts.configured:
                 self._script_task = self.loop.create_task(
                     self._run_up(settings, tun.name, mtu, foreign or []))

@@ -192,6 +192,13 @@ def open_tun(name: str, s: TunnelSettings, mtu: int, server_ip: str | None = Non
         raise
 
 
+def set_txqueuelen(name: str, length: int) -> None:
+    """`txqueuelen`: called once the data plane has the TUN, so the admin's value is the
+    one that stays (the XDP path raises a short queue when it attaches)."""
+    with IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=name)[0], txqlen=length)
+
+
 def close_tun(tun: Tun | None, applied: AppliedNetwork | None) -> None:
     """Remove what open_tun made (on the netlink thread)."""
     if applied is not None:
