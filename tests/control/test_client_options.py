@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 from interop import IPV4_UNDERLAY, kill, ping, routes, underlay
 
-from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNClient, OpenVPNServer, TunnelSpec, started
+from xdp_ovpn.lab.openvpn import (
+    Endpoint,
+    OpenVPNClient,
+    OpenVPNPeer,
+    OpenVPNServer,
+    TunnelSpec,
+    started,
+)
 from xdp_ovpn.lab.pki import PKI
 
 pytestmark = [pytest.mark.root, pytest.mark.openvpn]
@@ -158,3 +165,18 @@ def test_persist_tun_keeps_the_tun_while_reconnecting(lab) -> None:
         with started(restarted):
             client.wait_for_log("Initialization Sequence Completed", timeout=30, since=mark)
             ping(net.client_ns, restarted.tunnel_ipv4, count=1)
+
+
+def test_p2p_redirect_gateway_keeps_the_peer_outside_the_tunnel(lab) -> None:
+    net = underlay(lab, 4)
+    spec = TunnelSpec(PKI(), wrapping="tls-crypt", proto=net.proto)
+    server = OpenVPNPeer(net.server_ns, spec, tls_server=True)
+    ours = OpenVPNPeer(net.client_ns, spec, tls_server=False, remote=net.server_addr,
+                       program="xdp-ovpn",
+                       extra=["redirect-gateway def1", "route 192.0.2.0 255.255.255.0"])
+    with started(server, ours):
+        table = routes(net.client_ns)
+        assert "0.0.0.0/1 dev tun0" in table and "128.0.0.0/1 dev tun0" in table
+        assert "192.0.2.0/24 dev tun0" in table
+        ping(net.client_ns, server.tunnel_ipv4, count=1)  # the underlay still reaches it
+    assert "0.0.0.0/1" not in routes(net.client_ns)

@@ -76,17 +76,20 @@ def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True,
     the config again (SIGHUP); without it SIGHUP restarts with the same config."""
     if cfg.nice:
         os.nice(cfg.nice)
+    append = cfg.log_append
     while True:
-        outcome = _run_instance(cfg, data_path, allow_ekm, metrics, reload)
+        outcome = _run_instance(cfg, data_path, allow_ekm, metrics, reload, append)
         if not isinstance(outcome, _Restart):
             return outcome
         cfg = outcome.cfg
+        append = True  # a restart goes on in the same log, as openvpn's does
         get_logger().info("%s[soft,restart] received, restarting", outcome.signal)
 
 
 def _run_instance(cfg: Config, data_path: str, allow_ekm: bool,
-                  metrics: tuple[str, int] | None, reload: Reload | None) -> int | _Restart:
-    log = setup_logging(cfg.verb, cfg.log, cfg.log_append)
+                  metrics: tuple[str, int] | None, reload: Reload | None,
+                  log_append: bool) -> int | _Restart:
+    log = setup_logging(cfg.verb, cfg.log, log_append)
     log.info("xdp-ovpn %s starting as %s", __version__, cfg.role.value)
     for warning in cfg.warnings:
         log.info("WARNING: %s", warning)
@@ -150,6 +153,7 @@ class _Instance:
         if signum == signal.SIGHUP and self.reload is not None:
             try:
                 cfg = self.reload()
+                session_config(cfg)  # keys, wrapping and TLS policy, as the restart takes them
             except ConfigError as exc:
                 for line in str(exc).splitlines():
                     self.log.info("SIGHUP: config not reloaded: %s", line)

@@ -453,8 +453,13 @@ class PeerToPeer(SinglePeer):
     """2.6 TLS peer-to-peer: tls-client starts, tls-server waits; own ifconfig and routes."""
 
     def start_tunnel(self) -> None:
-        """Configure the TUN from our own ifconfig / routes once, before the loop."""
-        self._open_tun(settings_from_config(self.cfg), None)
+        """Configure the TUN from our own ifconfig / routes once, before the loop; with
+        redirect-gateway the (first) remote keeps its route outside the tunnel."""
+        peer = None
+        if self.cfg.redirect_gateway is not None and self.remotes:
+            first = self.remotes[0]
+            peer = resolve(first.host, first.port, first.proto)[1][0]
+        self._open_tun(settings_from_config(self.cfg), peer)
 
     def _begin(self) -> None:
         self.expected = self._next_remote()
