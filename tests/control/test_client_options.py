@@ -5,6 +5,7 @@ routes, ping-exit, connect-retry-max, nice and writepid."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -94,13 +95,15 @@ def test_route_nopull_leaves_pushed_routes_out_and_own_routes_in(lab) -> None:
                                                        'push "redirect-gateway def1"'])
     client = OpenVPNClient(net.client_ns, server, remote=net.server_addr, program="xdp-ovpn",
                            extra=["route-nopull", "route 192.0.2.0 255.255.255.0",
-                                  "pull-filter ignore ping"])
+                                  "pull-filter ignore ping", "mute-replay-warnings"])
     with started(server), started(client):
         table = routes(net.client_ns)
         assert "10.99.0.0" not in table and "0.0.0.0/1" not in table
         assert "192.0.2.0/24 via 10.8.0.1 dev tun0" in table
         ping(net.client_ns, server.tunnel_ipv4, count=1)  # the tunnel's own address stays
         assert "Pushed option removed by filter: 'route 10.99.0.0 255.255.0.0'" in client.log()
+        assert re.search(r"NOTE: \S+:\d+: mute-replay-warnings: ignored \(log volume only\)",
+                         client.log())
 
 
 def test_ping_exit_ends_the_client_when_the_server_goes_silent(lab) -> None:
