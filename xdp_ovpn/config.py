@@ -456,7 +456,7 @@ IGNORED_OPTIONS: dict[str, str] = {
     "single-session": "a p2p endpoint serves one session at a time anyway",
     "opt-verify": "deprecated in openvpn 2.6; the options string is not compared",
     "disable-dco": "xdp-ovpn is its own data path either way",
-    "dh": "TLS uses ECDHE here; DH parameters are not needed (as with 'dh none')",
+    "dh": "TLS uses ECDHE here: DH parameters are not needed, as with 'dh none'",
 }
 
 _AEAD_HINT = "the DCO-style data path does AES-128/192/256-GCM and CHACHA20-POLY1305 only"
