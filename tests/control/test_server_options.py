@@ -1,6 +1,7 @@
 """Server options with real openvpn 2.6 clients: ccd-exclusive refuses a client without
 a client-config-dir entry; duplicate-cn lets two clients share a certificate;
-ifconfig-ipv6-pool hands out IPv6 addresses; extra-certs sends an intermediate CA."""
+ifconfig-ipv6-pool hands out IPv6 addresses; extra-certs sends an intermediate CA; up
+and down run around the server's TUN."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from interop import ping, star, underlay
+from test_client_options import RECORDER
 
 from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
@@ -92,3 +94,23 @@ def test_extra_certs_send_the_intermediate_ca_to_clients(lab) -> None:
                            remote=net.server_addr)  # trusts the root only
     with started(server), started(client):
         ping(net.client_ns, "10.8.0.1", count=1)
+
+
+def test_server_up_and_down_scripts_get_the_tunnel(lab, tmp_path) -> None:
+    net = underlay(lab, 4)
+    out = tmp_path / "out"
+    out.mkdir()
+    script = tmp_path / "record.sh"
+    script.write_text(RECORDER.format(out=out))
+    script.chmod(0o755)
+    spec = TunnelSpec(PKI(), proto=net.proto)
+    server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn",
+                           extra=["script-security 2", f"up {script}", f"down {script}",
+                                  "dhcp-option DNS 10.8.0.1"])
+    with started(server):
+        assert (out / "up.args").read_text().split() == [
+            "tun0", "1500", "0", "10.8.0.1", "255.255.255.0", "init"]
+        up = (out / "up.env").read_text().splitlines()
+        assert "script_type=up" in up and "foreign_option_1=dhcp-option DNS 10.8.0.1" in up
+        assert server.stop() == 0
+    assert "script_type=down" in (out / "down.env").read_text().splitlines()
