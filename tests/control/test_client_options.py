@@ -31,6 +31,16 @@ echo "$@" > "{out}/$script_type.args"
 """
 
 
+def recorder(tmp_path: Path) -> tuple[Path, Path]:
+    """A script that records each call (its environment and arguments) in a directory."""
+    out = tmp_path / "out"
+    out.mkdir()
+    script = tmp_path / "record.sh"
+    script.write_text(RECORDER.format(out=out))
+    script.chmod(0o755)
+    return script, out
+
+
 def txqueuelen(ns, dev: str = "tun0") -> int:
     return json.loads(ns.run(["ip", "-j", "link", "show", dev]).stdout)[0]["txqlen"]
 
@@ -49,11 +59,7 @@ def _wait_for(path: Path, timeout: float = 10.0) -> Path:
 
 def test_up_route_up_down_scripts_get_foreign_options_and_routes(lab, tmp_path) -> None:
     net = underlay(lab, 4)
-    out = tmp_path / "out"
-    out.mkdir()
-    script = tmp_path / "record.sh"
-    script.write_text(RECORDER.format(out=out))
-    script.chmod(0o755)
+    script, out = recorder(tmp_path)
     pidfile = tmp_path / "client.pid"
     spec = TunnelSpec(PKI(), proto=net.proto)
     server = OpenVPNServer(net.server_ns, spec, extra=[

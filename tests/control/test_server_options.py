@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from interop import ping, star, underlay
-from test_client_options import RECORDER
+from test_client_options import recorder
 
 from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
@@ -98,11 +98,7 @@ def test_extra_certs_send_the_intermediate_ca_to_clients(lab) -> None:
 
 def test_server_up_and_down_scripts_get_the_tunnel(lab, tmp_path) -> None:
     net = underlay(lab, 4)
-    out = tmp_path / "out"
-    out.mkdir()
-    script = tmp_path / "record.sh"
-    script.write_text(RECORDER.format(out=out))
-    script.chmod(0o755)
+    script, out = recorder(tmp_path)
     spec = TunnelSpec(PKI(), proto=net.proto)
     server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn",
                            extra=["script-security 2", f"up {script}", f"down {script}",
