@@ -590,7 +590,8 @@ _LIMITS = {
     "reneg-sec": "one argument (the server's random lower bound is not supported)",
     "route-nopull": "client only",
     "route-up": "needs script-security 2",
-    "status": "server only, for now",
+    "status": "a client or p2p endpoint writes openvpn's OpenVPN STATISTICS report",
+    "status-version": "a server's; ignored (logged) on a client, as openvpn does",
     "tls-cipher": "OpenSSL cipher names",
     "tls-ciphersuites": "OpenSSL names",
     "tls-groups": "OpenSSL names",
@@ -1493,18 +1494,22 @@ _SERVER_MODE_ONLY = (
     "learn-address", "push",
 )  # fmt: skip
 # openvpn has these on a client too; here the server has them only, so far:
-_SERVER_ONLY_SO_FAR = ("status", "management", "user", "group", "tls-verify")
+_SERVER_ONLY_SO_FAR = ("management", "user", "group", "tls-verify")
 _PULL_ONLY = ("route-nopull", "pull-filter")
-# Harmless in one role: (role, why), logged like IGNORED_OPTIONS.
+# Harmless in some roles: (roles, why), logged like IGNORED_OPTIONS.
 _IGNORED_IN_ROLE = {
-    "persist-tun": (Role.SERVER, "a server's restart makes the TUN again; clients reconnect"),
+    "persist-tun": ((Role.SERVER,), "a server's restart makes the TUN again; clients reconnect"),
+    "status-version": (
+        (Role.CLIENT, Role.P2P),
+        "a client's status file has one format, as in openvpn",
+    ),
 }
 
 
 def _check_role_options(cfg: Config, where: Callable[..., Location]) -> None:
     loc = cfg.locations
-    for name, (role, _) in _IGNORED_IN_ROLE.items():
-        if cfg.role is role and name in loc:
+    for name, (roles, _) in _IGNORED_IN_ROLE.items():
+        if cfg.role in roles and name in loc:
             cfg.ignored.setdefault(name, loc[name])
     if cfg.role is not Role.SERVER:
         for name in _SERVER_MODE_ONLY:

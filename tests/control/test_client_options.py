@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -41,6 +42,22 @@ def recorder(tmp_path: Path) -> tuple[Path, Path]:
     return script, out
 
 
+def client_status_shows_traffic(path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        fields = dict(line.split(",", 1) for line in lines if "," in line)
+        if lines and int(fields.get("TUN/TAP read bytes", 0)) > 0:
+            break
+        assert time.monotonic() < deadline, f"no traffic in the status file: {lines}"
+        time.sleep(0.2)
+    assert lines[0] == "OpenVPN STATISTICS" and lines[-1] == "END"
+    assert [line.split(",")[0] for line in lines[1:-1]] == [
+        "Updated", "TUN/TAP read bytes", "TUN/TAP write bytes", "TCP/UDP read bytes",
+        "TCP/UDP write bytes", "Auth read bytes"]
+    assert int(fields["TCP/UDP read bytes"]) >= int(fields["TUN/TAP write bytes"]) > 0
+
+
 def txqueuelen(ns, dev: str = "tun0") -> int:
     return json.loads(ns.run(["ip", "-j", "link", "show", dev]).stdout)[0]["txqlen"]
 
@@ -61,6 +78,7 @@ def test_up_route_up_down_scripts_get_foreign_options_and_routes(lab, tmp_path) 
     net = underlay(lab, 4)
     script, out = recorder(tmp_path)
     pidfile = tmp_path / "client.pid"
+    status = tmp_path / "status.log"
     spec = TunnelSpec(PKI(), proto=net.proto)
     server = OpenVPNServer(net.server_ns, spec, extra=[
         'push "dhcp-option DNS 10.8.0.53"', 'push "dhcp-option DOMAIN vpn.example"',
@@ -69,7 +87,8 @@ def test_up_route_up_down_scripts_get_foreign_options_and_routes(lab, tmp_path) 
                            extra=["script-security 2", f"up {script}", f"route-up {script}",
                                   f"down {script}", "nice 5", f"writepid {pidfile}",
                                   "setenv FORWARD_COMPATIBLE 1",
-                                  "dhcp-option DOMAIN-SEARCH own.example", "txqueuelen 321"])
+                                  "dhcp-option DOMAIN-SEARCH own.example", "txqueuelen 321",
+                                  f"status {status} 1", "status-version 2"])
     with started(server), started(client):
         up = _env(out / "up.env")
         assert up["script_type"] == "up" and up["dev"] == "tun0"
@@ -88,6 +107,8 @@ def test_up_route_up_down_scripts_get_foreign_options_and_routes(lab, tmp_path) 
         pid = int(pidfile.read_text())
         assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16]) == 5
         ping(net.client_ns, server.tunnel_ipv4, count=1)
+        # openvpn's client status report, rewritten every second
+        client_status_shows_traffic(status)
         assert not (out / "down.env").exists()
         assert client.stop() == 0
     assert _env(_wait_for(out / "down.env"))["script_type"] == "down"
@@ -110,6 +131,10 @@ def test_route_nopull_leaves_pushed_routes_out_and_own_routes_in(lab) -> None:
         assert "Pushed option removed by filter: 'route 10.99.0.0 255.255.0.0'" in client.log()
         assert re.search(r"NOTE: \S+:\d+: mute-replay-warnings: ignored \(log volume only\)",
                          client.log())
+        mark = client.log_size()
+        client.proc.send_signal(signal.SIGUSR2)  # the client's status report, to the log
+        client.wait_for_log(r"OpenVPN STATISTICS(.|\n)*TCP/UDP read bytes,\d+(.|\n)*END",
+                            since=mark)
 
 
 def test_ping_exit_ends_the_client_when_the_server_goes_silent(lab) -> None:

@@ -18,13 +18,13 @@ import contextlib
 import os
 import signal
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from xdp_ovpn import __version__
 from xdp_ovpn.config import Config, ConfigError, Role, ignored_notes
 from xdp_ovpn.control.client import Client, PeerToPeer, SinglePeer
+from xdp_ovpn.control.clientstatus import ClientStatusFile, statistics
 from xdp_ovpn.control.endpoint import (
     UdpEndpoint,
     open_client_socket,
@@ -162,24 +162,15 @@ class _Instance:
         self.restart = _Restart(cfg, name)
         self._stop()
 
-    def on_status(self) -> None:  # SIGUSR2, as openvpn: dump the status to the log
-        if isinstance(self.role, Server):
-            for line in render(self.role.snapshot(), 1):
-                self.log.info("%s", line)
-        else:
-            self.log.info("OpenVPN STATISTICS")
-            self.log.info("Updated,%s", time.strftime("%a %b %d %H:%M:%S %Y"))
-        for peer_id in self.role.peer_ids():
+    def on_status(self) -> None:  # SIGUSR2, as openvpn: the status report to the log
+        role = self.role
+        lines = (render(role.snapshot(), 1) if isinstance(role, Server)
+                 else statistics(role.counters()))
+        for line in lines:
+            self.log.info("%s", line)
+        for peer_id in role.peer_ids():  # and the data plane's own counters of each peer
             with contextlib.suppress(DataPlaneError):
-                stats = self.dataplane.get_peer(peer_id)
-                if not isinstance(self.role, Server):
-                    self.log.info("TUN/TAP read bytes,%d", stats.tx_bytes)
-                    self.log.info("TUN/TAP write bytes,%d", stats.rx_bytes)
-                    self.log.info("UDP read bytes,%d", stats.link_rx_bytes)
-                    self.log.info("UDP write bytes,%d", stats.link_tx_bytes)
-                self.log.info("STATUS %s", stats)
-        if not isinstance(self.role, Server):
-            self.log.info("END")
+                self.log.info("STATUS %s", self.dataplane.get_peer(peer_id))
 
     def on_management_signal(self, name: str) -> bool:
         handlers = {"SIGTERM": self.on_signal, "SIGINT": self.on_signal,
@@ -269,6 +260,17 @@ class _Instance:
         return 0
 
     async def _single_peer(self, role: SinglePeer) -> int:
+        status = None
+        if self.cfg.status is not None:
+            status = ClientStatusFile(self.cfg.status, self.cfg.status_seconds, role.counters)
+            status.start()
+        try:
+            return await self._run_single_peer(role)
+        finally:
+            if status is not None:
+                status.close()
+
+    async def _run_single_peer(self, role: SinglePeer) -> int:
         if isinstance(role, PeerToPeer):
             role.start_tunnel()
         task = asyncio.create_task(role.run())

@@ -17,6 +17,7 @@ import random
 import time
 
 from xdp_ovpn.config import Config
+from xdp_ovpn.control.clientstatus import Counters
 from xdp_ovpn.control.driver import SessionDriver
 from xdp_ovpn.control.endpoint import UdpEndpoint, resolve, same_family_address
 from xdp_ovpn.control.log import get_logger, peer_label
@@ -291,6 +292,21 @@ class SinglePeer:
 
     def peer_ids(self) -> list[int]:
         return [self.keys.peer_id] if self.keys and self.keys.installed else []
+
+    def counters(self) -> Counters:
+        """This connection's byte counts (status, SIGUSR2): the data plane's for the data
+        channel plus the control channel's."""
+        driver = self.driver
+        control_rx, control_tx = (driver.rx_bytes, driver.tx_bytes) if driver else (0, 0)
+        stats = None
+        for peer_id in self.peer_ids():
+            with contextlib.suppress(DataPlaneError):
+                stats = self.dataplane.get_peer(peer_id)
+        if stats is None:
+            return Counters(0, 0, control_rx, control_tx, control_rx)
+        link_read = stats.link_rx_bytes + control_rx
+        return Counters(stats.tx_bytes, stats.rx_bytes, link_read,
+                        stats.link_tx_bytes + control_tx, link_read)
 
     # -- notifications --------------------------------------------------------
 
