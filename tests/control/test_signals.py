@@ -90,3 +90,20 @@ def test_management_signal_command_restarts_as_the_signal_does(lab, tmp_path) ->
         server.wait_for_log("SIGHUP received: EXIT to the peers, then restart", since=mark)
         client.wait_for_log("Initialization Sequence Completed", timeout=60, since=client_mark)
         ping(net.client_ns, server.tunnel_ipv4, count=1)
+
+
+def test_client_sighup_rereads_its_config_and_reconnects(lab) -> None:
+    net = underlay(lab, 4)
+    spec = TunnelSpec(PKI(), proto=net.proto, keepalive=(1, 10))
+    server = OpenVPNServer(net.server_ns, spec)
+    client = OpenVPNClient(net.client_ns, server, remote=net.server_addr, program="xdp-ovpn")
+    with started(server), started(client):
+        pid = client.proc.pid
+        client.config_path.write_text(client.config_path.read_text()
+                                      + "route 192.0.2.0 255.255.255.0\n")
+        mark = client.log_size()
+        client.proc.send_signal(signal.SIGHUP)
+        client.wait_for_log("Initialization Sequence Completed", timeout=60, since=mark)
+        assert "192.0.2.0/24 via 10.8.0.1 dev tun0" in routes(net.client_ns)
+        ping(net.client_ns, server.tunnel_ipv4, count=1)
+        assert client.running and client.proc.pid == pid
