@@ -17,6 +17,7 @@ from xdp_ovpn.config import (
     Remote,
     Role,
     Wrapping,
+    ignored_notes,
     load,
     parse_args,
     parse_text,
@@ -136,10 +137,12 @@ def test_server_helper_expands_like_openvpn(conf_dir):
     assert (cfg.ping, cfg.ping_restart) == (10, 120)  # the server waits twice as long
 
 
-def test_server_without_topology_uses_subnet(conf_dir):
-    cfg = load(write(conf_dir, SERVER.replace("topology subnet\n", "")))
-    assert cfg.topology == "subnet"
-    assert "topology subnet" in cfg.push
+def test_server_without_topology_is_refused_as_openvpn_default_net30(conf_dir):
+    got = error_of(conf_dir, SERVER.replace("topology subnet\n", ""))
+    assert got == (
+        f"{conf_dir}/test.conf:7: topology: openvpn 2.6's default topology is net30, which a "
+        "server here does not support; add 'topology subnet' (clients take the pushed topology)"
+    )
 
 
 def test_server_nopool_and_small_ipv6_pool(conf_dir):
@@ -263,9 +266,8 @@ def test_stored_server_feature_options(conf_dir):
         push "route 10.1.0.0 255.255.0.0"
         route 10.1.0.0 255.255.0.0
         route-ipv6 fd01::/64
-        compress migrate
         allow-compression no
-        reneg-sec 600 300
+        reneg-sec 600
         replay-window 128 30
         data-ciphers AES-128-GCM:?NOPE-CIPHER:chacha20-poly1305
         crl-verify crl.pem
@@ -289,13 +291,7 @@ def test_stored_server_feature_options(conf_dir):
     assert cfg.push[0] == "route 10.1.0.0 255.255.0.0"
     assert cfg.routes[0].network == ipaddress.IPv4Network("10.1.0.0/16")
     assert cfg.routes_ipv6[0].network == ipaddress.IPv6Network("fd01::/64")
-    assert cfg.compress_migrate
-    assert (cfg.reneg_sec, cfg.reneg_sec_min, cfg.replay_window, cfg.replay_time) == (
-        600,
-        300,
-        128,
-        30,
-    )
+    assert (cfg.reneg_sec, cfg.replay_window, cfg.replay_time) == (600, 128, 30)
     assert cfg.data_ciphers == ("AES-128-GCM", "CHACHA20-POLY1305")
     assert cfg.crl.startswith(b"-----BEGIN X509 CRL") and cfg.crl_path == conf_dir / "crl.pem"
     assert cfg.verify_x509_name == ("client", "name-prefix")
@@ -343,11 +339,11 @@ def test_parse_text_without_files(pki):
 AEAD = "the DCO-style data path does AES-128/192/256-GCM and CHACHA20-POLY1305 only"
 COMPRESS = (
     "compression framing (stubs included) is not supported by the DCO-style data path; "
-    "remove it, or use 'compress migrate' on a server"
+    "remove it"
 )
 COMP_LZO = (
     "compression is not supported by the DCO-style data path (openvpn 2.6 disables DCO for it "
-    "too); remove it, or use 'compress migrate' on a server"
+    "too); remove it"
 )
 TAP = "layer 2 (tap) is not supported: the DCO-style data path is tun only"
 
@@ -383,7 +379,7 @@ TAP = "layer 2 (tap) is not supported: the DCO-style data path is tun only"
         ),
         (
             "fragment 1300",
-            "fragment: not supported by the DCO-style data path; lower tun-mtu or use mssfix",
+            "fragment: not supported by the DCO-style data path; lower tun-mtu",
         ),
         (
             "data-ciphers AES-256-GCM:AES-256-CBC",
@@ -410,9 +406,14 @@ TAP = "layer 2 (tap) is not supported: the DCO-style data path is tun only"
         ("<verb>\n3\n</verb>", "verb: cannot be given as an inline block"),
         ("port 70000", "port: 70000 is out of range (1..65535)"),
         ("verb loud", "verb: 'loud' is not a number"),
-        ("persist-key now", "persist-key: takes 0 arguments, got 1"),
+        ("persist-tun now", "persist-tun: takes 0 arguments, got 1"),
         ("keepalive 10 15", "keepalive: the timeout (15) must be at least twice the interval (10)"),
         ("redirect-gateway def2", "redirect-gateway: unknown flag 'def2'"),
+        (
+            "reneg-sec 600 300",
+            "reneg-sec: the second argument (a random lower bound) is not supported yet; "
+            "give one value",
+        ),
         (
             "auth-user-pass",
             "auth-user-pass: needs a file or an inline block (xdp-ovpn does not prompt)",
@@ -501,7 +502,7 @@ def test_any_option_soup_parses_or_fails_with_one_line(tmp_path, lines):
     try:
         parse_text(text, "fuzz.conf", tmp_path)
     except ConfigError as exc:
-        assert "\n" not in str(exc)
+        assert all("\n" not in str(e) for e in getattr(exc, "errors", [exc]))
 
 
 @settings(
@@ -512,10 +513,58 @@ def test_any_text_parses_or_fails_with_one_line(tmp_path, text):
     try:
         parse_text(text, "fuzz.conf", tmp_path)
     except ConfigError as exc:
-        assert "\n" not in str(exc)
+        assert all("\n" not in str(e) for e in getattr(exc, "errors", [exc]))
 
 
 def test_status_version_is_parsed_and_bounded(conf_dir):
     cfg = load(write(conf_dir, SERVER + "status s.log 5\nstatus-version 3\n"))
     assert cfg.status_version == 3 and cfg.status_seconds == 5
     assert "status-version" in error_of(conf_dir, SERVER + "status-version 4\n")
+
+
+def test_xdp_control_limit_is_xdp_ovpns_own_directive(conf_dir):
+    from loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
+
+    assert load(write(conf_dir, CLIENT)).xdp_control_limit is DEFAULT_CONTROL_LIMITS
+    cfg = load(write(conf_dir, CLIENT + "xdp-control-limit 8 32 500 1000\n"))
+    assert cfg.xdp_control_limit == ControlLimits(8, 32, 500, 1000)
+    assert load(write(conf_dir, CLIENT + "xdp-control-limit off\n")).xdp_control_limit is None
+    cfg = load(write(conf_dir, CLIENT), ["--xdp-control-limit", "1", "2", "3", "4"])
+    assert cfg.xdp_control_limit == ControlLimits(1, 2, 3, 4)
+    for bad, message in [("8 32", "SOURCE_RATE SOURCE_BURST"), ("8 0 1 1", "source burst"),
+                         ("x 1 1 1", "'x' is not a number")]:
+        with pytest.raises(ConfigError, match=message) as err:
+            load(write(conf_dir, CLIENT + f"xdp-control-limit {bad}\n"))
+        assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------- options of another role
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("client-connect /bin/true", "client-connect: needs mode server (as in openvpn)"),
+        ("duplicate-cn", "duplicate-cn: needs mode server (as in openvpn)"),
+        ("push \"route 10.0.0.0 255.0.0.0\"", "push: needs mode server (as in openvpn)"),
+        ("verify-client-cert none", "verify-client-cert: needs mode server (as in openvpn)"),
+        ("user nobody", "user: not supported yet on a client; remove it"),
+        ("management 127.0.0.1 7505", "management: not supported yet on a client; remove it"),
+        ("tls-verify /bin/true", "tls-verify: not supported yet on a client; remove it"),
+    ],
+)
+def test_server_options_on_a_client_are_refused(conf_dir, line, message):
+    assert error_of(conf_dir, CLIENT + line + "\n") == f"{conf_dir}/test.conf:7: {message}"
+
+
+def test_status_version_on_a_client_is_a_logged_ignore(conf_dir):
+    cfg = load(write(conf_dir, CLIENT + "status s.log\nstatus-version 2\n"))
+    assert cfg.status == conf_dir / "s.log" and "status-version" in cfg.ignored
+
+
+def test_persist_tun_on_a_server_is_a_logged_ignore(conf_dir):
+    cfg = load(write(conf_dir, SERVER + "persist-tun\n"))
+    assert "persist-tun" in cfg.ignored
+    assert "persist-tun: ignored (a server's restart makes the TUN again" in "\n".join(
+        ignored_notes(cfg)
+    )

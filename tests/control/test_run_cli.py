@@ -16,7 +16,7 @@ TCP = "TCP is not supported yet (udp, udp4 or udp6)"
 AEAD = "the DCO-style data path does AES-128/192/256-GCM and CHACHA20-POLY1305 only"
 COMPRESS = (
     "compression framing (stubs included) is not supported by the DCO-style data path; "
-    "remove it, or use 'compress migrate' on a server"
+    "remove it"
 )
 
 # Every option the DCO-style data path rejects, with the message the user sees.
@@ -31,13 +31,12 @@ REJECTED = [
     ("socks-proxy h 1080", "socks-proxy: needs TCP, which is not supported yet"),
     ("http-proxy h 8080", "http-proxy: needs TCP, which is not supported yet"),
     ("comp-lzo", "comp-lzo: compression is not supported by the DCO-style data path (openvpn "
-                 "2.6 disables DCO for it too); remove it, or use 'compress migrate' on a server"),
+                 "2.6 disables DCO for it too); remove it"),
     ("compress lz4-v2", f"compress lz4-v2: {COMPRESS}"),
     ("compress stub-v2", f"compress stub-v2: {COMPRESS}"),
     ("allow-compression yes", "allow-compression yes: compression is not supported by the "
                               "DCO-style data path; use 'allow-compression no'"),
-    ("fragment 1300", "fragment: not supported by the DCO-style data path; lower tun-mtu or "
-                      "use mssfix"),
+    ("fragment 1300", "fragment: not supported by the DCO-style data path; lower tun-mtu"),
     ("data-ciphers AES-256-CBC", f"data-ciphers: AES-256-CBC is not an AEAD cipher; {AEAD}"),
     ("data-ciphers-fallback BF-CBC", f"data-ciphers-fallback: BF-CBC is not an AEAD cipher; "
                                      f"{AEAD}"),
@@ -113,3 +112,59 @@ def test_xdp_options_with_the_socket_data_path_are_refused(tmp_path, client_line
     config.write_text("\n".join(client_lines) + "\n")
     line = _one_line_error(_run(config, "--data-path", "socket", *options))
     assert line == "xdp-ovpn: xdp-interface and xdp-mode need XDP, not --data-path socket"
+
+
+def test_every_error_of_a_file_is_reported_in_one_run(tmp_path, client_lines) -> None:
+    config = tmp_path / "c.conf"
+    config.write_text("\n".join(["proto tcp", "verb loud", *client_lines, "frobnicate 3"]) + "\n")
+    proc = _run(config)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"xdp-ovpn: {config}:1: proto tcp: {TCP}",
+        f"xdp-ovpn: {config}:2: verb: 'loud' is not a number",
+        f"xdp-ovpn: {config}:{len(client_lines) + 3 + _inline_extra(client_lines)}: "
+        "frobnicate: unknown or unsupported option",
+    ]
+
+
+def _inline_extra(lines: list[str]) -> int:
+    """Lines an inline <tag> block adds beyond its first."""
+    return sum(line.count("\n") for line in lines)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xdp_ovpn.cli", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_check_prints_effective_settings_and_starts_nothing(tmp_path, client_lines) -> None:
+    config = tmp_path / "c.conf"
+    config.write_text("\n".join([*client_lines, "mute 10", "tls-groups X25519"]) + "\n")
+    for proc in (_run(config, "--check"), _cli("check-config", str(config)),
+                 _cli("check-config", str(config), "--verb", "4")):
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout.splitlines()
+        assert "role = client" in out and "tls_groups = X25519" in out
+        assert any(line.startswith("note: ") and "mute: ignored" in line for line in out)
+        assert out[-1] == f"{config}: OK"
+    assert "verb = 4" in _cli("check-config", str(config), "--verb", "4").stdout.splitlines()
+    bad = tmp_path / "bad.conf"
+    bad.write_text("\n".join([*client_lines, "tls-groups nope"]) + "\n")
+    proc = _cli("check-config", str(bad))
+    assert proc.returncode == 1 and proc.stderr.startswith(f"xdp-ovpn: {bad}:")
+    assert "tls-groups: OpenSSL does not accept 'nope'" in proc.stderr
+
+
+def test_positional_config_is_openvpn_style_run(tmp_path) -> None:
+    config = tmp_path / "s.conf"
+    config.write_text("frobnicate\n")
+    expected = f"xdp-ovpn: {config}:1: frobnicate: unknown or unsupported option"
+    assert _one_line_error(_cli(str(config))) == expected
+    assert _one_line_error(_cli("--config", str(config))) == expected
+
+
+def test_metrics_on_a_client_is_refused(tmp_path, client_lines) -> None:
+    config = tmp_path / "c.conf"
+    config.write_text("\n".join(client_lines) + "\n")
+    line = _one_line_error(_run(config, "--metrics", "127.0.0.1:9176"))
+    assert line == "xdp-ovpn: --metrics: not supported yet on a client"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 
 import pytest
 from cryptography import x509
@@ -11,6 +12,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from xdp_ovpn.config import ConfigError, parse_text
+from xdp_ovpn.control.sessionconfig import CrlFile, tls_config
 from xdp_ovpn.lab.pki import PKI, Credential, self_signed
 from xdp_ovpn.proto.constants import TLS_EKM_LABEL
 from xdp_ovpn.proto.errors import TLSError
@@ -296,3 +299,92 @@ def test_remote_cert_tls_client_requires_client_eku(pki, server_ck):
         )
     # Without remote-cert-tls the same certificate is fine.
     handshake(config(pki.ca_pem, no_eku), config(pki.ca_pem, server_ck))
+
+
+# ---------------------------------------------------------------- tls-cipher, tls-ciphersuites,
+# tls-groups / ecdh-curve reach the context; crl-verify's file is asked for per handshake
+
+
+def side(pki: PKI, cn: str, server: bool, **policy) -> TLSConnection:
+    cred = pki.server(cn) if server else pki.client(cn)
+    cfg = TLSConfig(ca_pem=pki.ca_pem, cert_pem=cred.cert_pem, key_pem=cred.key_pem, **policy)
+    return TLSConnection(cfg, is_server=server)
+
+
+def connect(client: TLSConnection, server: TLSConnection) -> None:
+    pump(client, server)
+    assert client.handshake_complete and server.handshake_complete
+
+
+def test_tls_cipher_restricts_tls12(pki) -> None:
+    c = side(pki, "c", False, tls_version_max="1.2",
+             tls_cipher="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256")
+    s = side(pki, "s", True)
+    connect(c, s)
+    assert "AES128-GCM" in (c.cipher_name or "")
+
+
+def test_disjoint_tls_cipher_lists_fail_the_handshake(pki) -> None:
+    c = side(pki, "c", False, tls_version_max="1.2", tls_cipher="ECDHE-ECDSA-AES128-GCM-SHA256")
+    s = side(pki, "s", True, tls_cipher="ECDHE-ECDSA-CHACHA20-POLY1305")
+    with pytest.raises(TLSError, match=r"no shared cipher|handshake failure"):
+        connect(c, s)
+
+
+def test_tls_ciphersuites_restrict_tls13(pki) -> None:
+    c = side(pki, "c", False, tls_ciphersuites="TLS_CHACHA20_POLY1305_SHA256")
+    s = side(pki, "s", True)
+    connect(c, s)
+    assert c.cipher_name == "TLS_CHACHA20_POLY1305_SHA256"
+    c = side(pki, "c", False, tls_ciphersuites="TLS_AES_128_GCM_SHA256")
+    s = side(pki, "s", True, tls_ciphersuites="TLS_CHACHA20_POLY1305_SHA256")
+    with pytest.raises(TLSError):
+        connect(c, s)
+
+
+def test_disjoint_tls_groups_fail_the_handshake(pki) -> None:
+    connect(side(pki, "c", False, tls_groups="X25519"), side(pki, "s", True,
+                                                               tls_groups="X25519:P-256"))
+    c = side(pki, "c", False, tls_groups="X25519")
+    s = side(pki, "s", True, tls_groups="P-384")
+    with pytest.raises(TLSError):
+        connect(c, s)
+
+
+def _tls_client(pki: PKI, tmp_path, extra: str) -> str:
+    cred = pki.client("pc")
+    return (f"client\nremote h\n<ca>\n{pki.ca_pem.decode()}</ca>\n"
+            f"<cert>\n{cred.cert_pem.decode()}</cert>\n<key>\n{cred.key_pem.decode()}</key>\n"
+            + extra)
+
+
+def test_ecdh_curve_is_the_group_and_bad_names_are_one_config_line(pki, tmp_path) -> None:
+    cfg = parse_text(_tls_client(pki, tmp_path, "ecdh-curve secp384r1\n"), "e.conf", tmp_path)
+    assert tls_config(cfg).tls_groups == "secp384r1"
+    for option, value in (("tls-cipher", "TLS-NOPE"), ("tls-ciphersuites", "NOPE"),
+                          ("tls-groups", "nope"), ("ecdh-curve", "nope")):
+        text = _tls_client(pki, tmp_path, f"{option} {value}\n")
+        cfg = parse_text(text, "e.conf", tmp_path)
+        with pytest.raises(ConfigError) as info:
+            tls_config(cfg)
+        line = text.count("\n")
+        assert str(info.value).startswith(f"e.conf:{line}: {option}: "), str(info.value)
+
+
+def test_crl_file_is_read_again_when_it_changes(pki, tmp_path) -> None:
+    victim = pki.client("victim")
+    path = tmp_path / "crl.pem"
+    path.write_bytes(pki.crl_pem())
+    crl = CrlFile(path, path.read_bytes())
+    server_cfg = TLSConfig(ca_pem=pki.ca_pem, cert_pem=pki.server("s").cert_pem,
+                           key_pem=pki.issued["s"].key_pem, crl_source=crl)
+    client_cfg = TLSConfig(ca_pem=pki.ca_pem, cert_pem=victim.cert_pem, key_pem=victim.key_pem)
+    connect(TLSConnection(client_cfg, False), TLSConnection(server_cfg, True))
+    pki.revoke(victim)
+    path.write_bytes(pki.crl_pem())
+    os.utime(path, ns=(1, 1))  # a new stamp even within the clock's resolution
+    with pytest.raises(TLSError, match="certificate revoked"):
+        connect(TLSConnection(client_cfg, False), TLSConnection(server_cfg, True))
+    path.write_text("garbage")  # a broken file keeps the last good CRL
+    with pytest.raises(TLSError, match="certificate revoked"):
+        connect(TLSConnection(client_cfg, False), TLSConnection(server_cfg, True))

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 
 from xdp_ovpn.config import Config
+from xdp_ovpn.control.clientstatus import Counters
 from xdp_ovpn.control.driver import SessionDriver
 from xdp_ovpn.control.endpoint import UdpEndpoint, resolve, same_family_address
 from xdp_ovpn.control.log import get_logger, peer_label
@@ -26,10 +28,15 @@ from xdp_ovpn.control.netconfig import (
     close_tun,
     in_netlink_thread,
     open_tun,
+    own_route_lines,
     parse_settings,
+    set_txqueuelen,
     settings_from_config,
 )
 from xdp_ovpn.control.peerkeys import PeerKeys
+from xdp_ovpn.control.pulled import filter_pushed
+from xdp_ovpn.control.scripts import ScriptRunner
+from xdp_ovpn.control.updown import TunnelScriptFailed, TunnelScripts, foreign_options
 from xdp_ovpn.dataplane.api import (
     Address,
     DataPlane,
@@ -94,6 +101,24 @@ class SinglePeer:
         self._last_rx = 0.0
         self._net_pending: asyncio.Future | None = None
         self.connected = False
+        self.scripts = TunnelScripts(ScriptRunner(cfg, cfg.dev))
+        self.scripts_ready = not self.scripts.configured  # up and route-up have run
+        self._script_task: asyncio.Task | None = None
+        # remote-random: one shuffle at start, as openvpn does.
+        self.remotes = list(cfg.remotes)
+        if cfg.remote_random:
+            random.shuffle(self.remotes)
+        self._failed_attempts = 0  # since the last successful connection
+        self._timeout_exits = self._silence_limit(cfg.ping_restart)[1]
+
+    def _next_remote(self) -> Address | None:
+        """The next remote in (possibly shuffled) order, resolved; None without any."""
+        if not self.remotes:
+            return None
+        remote = self.remotes[self._remote_index % len(self.remotes)]
+        self._remote_index += 1
+        _, addr = resolve(remote.host, remote.port, remote.proto)
+        return same_family_address(self.endpoint.sock, addr)
 
     # -- the loop -------------------------------------------------------------
 
@@ -113,9 +138,16 @@ class SinglePeer:
             self._end_attempt()
             if outcome.exit or self._stopping:
                 return outcome.reason
+            self._failed_attempts = 0 if self.connected else self._failed_attempts + 1
+            limit = self.cfg.connect_retry_max * max(1, len(self.remotes))
+            if self.cfg.connect_retry_max and self._failed_attempts >= limit:
+                self.log.info("All connections have been connect-retry-max (%d) times "
+                              "unsuccessful, exiting", self.cfg.connect_retry_max)
+                return "connect-retry-max"
             self.log.info("SIGUSR1[soft,%s] received, process restarting", outcome.reason)
             wait = retry if not self.connected else float(self.cfg.connect_retry or 1)
-            retry = min(retry * 2, float(self.cfg.connect_retry_max or _MAX_RETRY), _MAX_RETRY)
+            cap = float(self.cfg.connect_retry_wait_max or _MAX_RETRY)
+            retry = min(retry * 2, cap, _MAX_RETRY)
             self.connected = False
             self.log.info("Restart pause, %g second(s)", wait)
             self._wake.clear()
@@ -129,7 +161,7 @@ class SinglePeer:
         openvpn's ping-restart counts every packet from the peer, control ones included;
         a peer that stops answering mid-handshake or before its PUSH_REPLY restarts us too.
         """
-        timeout = float(self.cfg.ping_restart)
+        timeout, exits = self._silence_limit(self.cfg.ping_restart)
         if not timeout:
             return
         while True:
@@ -137,10 +169,25 @@ class SinglePeer:
             if self.keys is not None and self.keys.installed:
                 continue
             if self.driver is not None and time.monotonic() - self._last_rx > timeout:
-                self.log.info("[%s] Inactivity timeout (--ping-restart), restarting",
-                              self.driver.common_name or "")
-                self._finish("ping-restart")
+                self._inactive(exits)
                 return
+
+    def _silence_limit(self, ping_restart: float) -> tuple[float, bool]:
+        """The silence that ends the connection, and whether it ends the process
+        (ping-exit shorter than ping-restart, or alone)."""
+        exit_after = float(self.cfg.ping_exit)
+        if exit_after and (not ping_restart or exit_after <= ping_restart):
+            return exit_after, True
+        return float(ping_restart), False
+
+    def _inactive(self, exits: bool) -> None:
+        cn = self.driver.common_name if self.driver else ""
+        if exits:
+            self.log.info("[%s] Inactivity timeout (--ping-exit), exiting", cn or "")
+            self._finish("ping-exit", exit=True)
+        else:
+            self.log.info("[%s] Inactivity timeout (--ping-restart), restarting", cn or "")
+            self._finish("ping-restart")
 
     def _finish(self, reason: str, exit: bool = False) -> None:
         if self._outcome is not None and not self._outcome.done():
@@ -161,8 +208,9 @@ class SinglePeer:
         return self.driver
 
     def _local_keepalive(self) -> tuple[float, float] | None:
-        if self.cfg.ping or self.cfg.ping_restart:
-            return float(self.cfg.ping), float(self.cfg.ping_restart)
+        timeout, _ = self._silence_limit(self.cfg.ping_restart)
+        if self.cfg.ping or timeout:
+            return float(self.cfg.ping), timeout
         return None
 
     def _end_attempt(self) -> None:
@@ -237,12 +285,28 @@ class SinglePeer:
 
     def _maybe_complete(self) -> None:
         """Ready once keys are in and the TUN is attached (what a ping needs)."""
-        if not self.connected and self.tun is not None and self.keys and self.keys.installed:
+        if (not self.connected and self.tun is not None and self.scripts_ready
+                and self.keys and self.keys.installed):
             self.connected = True
             self.log.info("Initialization Sequence Completed")
 
     def peer_ids(self) -> list[int]:
         return [self.keys.peer_id] if self.keys and self.keys.installed else []
+
+    def counters(self) -> Counters:
+        """This connection's byte counts (status, SIGUSR2): the data plane's for the data
+        channel plus the control channel's."""
+        driver = self.driver
+        control_rx, control_tx = (driver.rx_bytes, driver.tx_bytes) if driver else (0, 0)
+        stats = None
+        for peer_id in self.peer_ids():
+            with contextlib.suppress(DataPlaneError):
+                stats = self.dataplane.get_peer(peer_id)
+        if stats is None:
+            return Counters(0, 0, control_rx, control_tx, control_rx)
+        link_read = stats.link_rx_bytes + control_rx
+        return Counters(stats.tx_bytes, stats.rx_bytes, link_read,
+                        stats.link_tx_bytes + control_tx, link_read)
 
     # -- notifications --------------------------------------------------------
 
@@ -255,9 +319,7 @@ class SinglePeer:
             if note.reason == "exit":
                 self._finish("remote-exit")
             else:
-                self.log.info("[%s] Inactivity timeout (--ping-restart), restarting",
-                              self.driver.common_name if self.driver else "")
-                self._finish("ping-restart")
+                self._inactive(self._timeout_exits)
         elif isinstance(note, PeerFloated) and self.driver is not None:
             self.driver.remote = note.new_remote
             keys.floated(note.new_remote)
@@ -285,15 +347,28 @@ class SinglePeer:
         self._end_attempt()
         self._close_tun()
         await self.drain_netlink()
+        if self._script_task is not None:
+            await self._script_task
 
     def _close_tun(self) -> None:
         tun, applied, self.tun, self.applied = self.tun, self.applied, None, None
         self._tun_generation += 1  # a TUN still being made for the old attempt is dropped
         if tun is not None or applied is not None:
             self._net_pending = in_netlink_thread(close_tun, tun, applied)
+            if self.scripts.configured:
+                self.scripts_ready = False
+                self._script_task = self.loop.create_task(self._run_down(self._net_pending))
 
-    def _open_tun(self, settings: TunnelSettings, server_ip: str | None) -> None:
-        """Make the TUN on the netlink thread; attach it to the data plane when ready."""
+    async def _run_down(self, closed: asyncio.Future) -> None:
+        """down, after the TUN is gone (openvpn runs it after close, without down-pre)."""
+        with contextlib.suppress(Exception):
+            await closed
+        await self.scripts.down()
+
+    def _open_tun(self, settings: TunnelSettings, server_ip: str | None,
+                  foreign: list[str] | None = None) -> None:
+        """Make the TUN on the netlink thread; attach it to the data plane when ready, then
+        run up and route-up."""
         name = self.cfg.dev if self.cfg.dev_name_fixed else "tun%d"
         mtu = settings.tun_mtu or self.cfg.tun_mtu
         generation = self._tun_generation
@@ -320,9 +395,26 @@ class SinglePeer:
                 self._finish("dataplane-error", exit=True)
                 return
             self.log.info("TUN/TAP device %s opened", tun.name)
-            self._maybe_complete()
+            if self.cfg.txqueuelen is not None:
+                in_netlink_thread(set_txqueuelen, tun.name, self.cfg.txqueuelen)
+            if self.scripts.configured:
+                self._script_task = self.loop.create_task(
+                    self._run_up(settings, tun.name, mtu, foreign or []))
+            else:
+                self._maybe_complete()
 
         future.add_done_callback(ready)
+
+    async def _run_up(self, settings: TunnelSettings, dev: str, mtu: int,
+                      foreign: list[str]) -> None:
+        try:
+            await self.scripts.up(settings, dev, mtu, foreign)
+        except TunnelScriptFailed as exc:
+            self.log.info("ERROR: %s", exc)
+            self._finish("up-script-failed", exit=True)
+            return
+        self.scripts_ready = True
+        self._maybe_complete()
 
     async def drain_netlink(self) -> None:
         """Wait until every queued TUN/route change has been made."""
@@ -335,29 +427,35 @@ class Client(SinglePeer):
     pulls = True
 
     def _begin(self) -> None:
-        remotes = self.cfg.remotes
-        remote = remotes[self._remote_index % len(remotes)]
-        self._remote_index += 1
-        _, addr = resolve(remote.host, remote.port, remote.proto)
-        addr = same_family_address(self.endpoint.sock, addr)
+        addr = self._next_remote()
+        assert addr is not None  # a client has at least one remote (config check)
         self.log.info("UDP link remote: %s", peer_label(None, addr))
         self._start_session(addr).pump()
 
     def _pushed(self, options: list[str]) -> None:
         self.log.info("PUSH: Received control message: 'PUSH_REPLY,%s'", ",".join(options))
+        pulled = filter_pushed(self.cfg, options)
+        for option in pulled.ignored:
+            self.log.info("Pushed option removed by filter: '%s'", option)
+        if pulled.rejected is not None:
+            self.log.info("Pushed option rejected by filter: '%s'. Restarting.", pulled.rejected)
+            self._finish("pull-filter-reject")
+            return
+        lines = pulled.accepted + own_route_lines(self.cfg)
         try:
-            settings = parse_settings(options, TunnelSettings(topology=self.cfg.topology))
+            settings = parse_settings(lines, TunnelSettings(topology=self.cfg.topology))
         except NetConfigError as exc:
             self.log.info("ERROR: cannot apply pushed options: %s", exc)
             self._finish("pushed-options-error")
             return
         if self.tun is None:
-            self._open_tun(settings, self.remote[0] if self.remote else None)
+            self._open_tun(settings, self.remote[0] if self.remote else None,
+                           foreign_options(pulled.accepted))
         # else: persist-tun kept the TUN (and the worker still holds it) across the restart
-        local = self._local_keepalive()
         if settings.ping or settings.ping_restart:
-            interval = float(settings.ping or (local[0] if local else 0))
-            timeout = float(settings.ping_restart or (local[1] if local else 0))
+            interval = float(settings.ping or self.cfg.ping)
+            timeout, self._timeout_exits = self._silence_limit(
+                float(settings.ping_restart or self.cfg.ping_restart))
             assert self.keys is not None
             self.keys.set_keepalive(interval, timeout)
 
@@ -371,19 +469,16 @@ class PeerToPeer(SinglePeer):
     """2.6 TLS peer-to-peer: tls-client starts, tls-server waits; own ifconfig and routes."""
 
     def start_tunnel(self) -> None:
-        """Configure the TUN from our own ifconfig / routes once, before the loop."""
-        self._open_tun(settings_from_config(self.cfg), None)
-
-    def _configured_remote(self) -> Address | None:
-        if not self.cfg.remotes:
-            return None
-        remote = self.cfg.remotes[self._remote_index % len(self.cfg.remotes)]
-        self._remote_index += 1
-        _, addr = resolve(remote.host, remote.port, remote.proto)
-        return same_family_address(self.endpoint.sock, addr)
+        """Configure the TUN from our own ifconfig / routes once, before the loop; with
+        redirect-gateway the (first) remote keeps its route outside the tunnel."""
+        peer = None
+        if self.cfg.redirect_gateway is not None and self.remotes:
+            first = self.remotes[0]
+            peer = resolve(first.host, first.port, first.proto)[1][0]
+        self._open_tun(settings_from_config(self.cfg), peer)
 
     def _begin(self) -> None:
-        self.expected = self._configured_remote()
+        self.expected = self._next_remote()
         if self.cfg.tls_client:
             if self.expected is None:
                 raise _Outcome("tls-client needs a remote", exit=True)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from xdp_ovpn.config import Config
+from xdp_ovpn.config import Config, Role
 from xdp_ovpn.dataplane.tun import Tun
 
 DEF1_V4 = ("0.0.0.0/1", "128.0.0.0/1")
@@ -133,6 +133,24 @@ def parse_settings(options: Iterable[str], base: TunnelSettings | None = None) -
     return s
 
 
+def own_route_lines(cfg: Config) -> list[str]:
+    """Our own route options as option lines; a server's routes are on-link (iroutes),
+    a client or p2p endpoint also has its route-gateway and redirect-gateway."""
+    lines = []
+    single_peer = cfg.role is not Role.SERVER
+    if single_peer and cfg.route_gateway:
+        lines.append(f"route-gateway {cfg.route_gateway}")
+    for route in cfg.routes:
+        gw = f" {route.gateway}" if route.gateway else ""
+        lines.append(f"route {route.network.network_address} {route.network.netmask}{gw}")
+    for route in cfg.routes_ipv6:
+        gw = f" {route.gateway}" if route.gateway else ""
+        lines.append(f"route-ipv6 {route.network}{gw}")
+    if single_peer and cfg.redirect_gateway is not None:
+        lines.append(" ".join(("redirect-gateway", *cfg.redirect_gateway)))
+    return lines
+
+
 def settings_from_config(cfg: Config) -> TunnelSettings:
     """Our own ifconfig / ifconfig-ipv6 / route lines (server and p2p) as settings."""
     lines: list[str] = []
@@ -140,13 +158,7 @@ def settings_from_config(cfg: Config) -> TunnelSettings:
         lines.append(f"ifconfig {cfg.ifconfig[0]} {cfg.ifconfig[1]}")
     if cfg.ifconfig_ipv6:
         lines.append(f"ifconfig-ipv6 {cfg.ifconfig_ipv6[0]} {cfg.ifconfig_ipv6[1]}")
-    for route in cfg.routes:
-        gw = f" {route.gateway}" if route.gateway else ""
-        lines.append(f"route {route.network.network_address} {route.network.netmask}{gw}")
-    for route in cfg.routes_ipv6:
-        gw = f" {route.gateway}" if route.gateway else ""
-        lines.append(f"route-ipv6 {route.network}{gw}")
-    settings = parse_settings(lines, TunnelSettings(topology=cfg.topology))
+    settings = parse_settings(lines + own_route_lines(cfg), TunnelSettings(topology=cfg.topology))
     settings.tun_mtu = cfg.tun_mtu
     return settings
 
@@ -178,6 +190,13 @@ def open_tun(name: str, s: TunnelSettings, mtu: int, server_ip: str | None = Non
     except BaseException:
         tun.close()
         raise
+
+
+def set_txqueuelen(name: str, length: int) -> None:
+    """`txqueuelen`: called once the data plane has the TUN, so the admin's value is the
+    one that stays (the XDP path raises a short queue when it attaches)."""
+    with IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=name)[0], txqlen=length)
 
 
 def close_tun(tun: Tun | None, applied: AppliedNetwork | None) -> None:

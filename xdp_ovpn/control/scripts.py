@@ -184,6 +184,7 @@ def global_env(cfg: Config, dev: str, pid: int | None = None,
         env["ifconfig_ipv6_local"] = str(iface.ip)
         env["ifconfig_ipv6_netbits"] = str(iface.network.prefixlen)
         env["ifconfig_ipv6_remote"] = str(remote)
+    env.update(cfg.setenv)
     return env
 
 
@@ -214,6 +215,9 @@ class ScriptRunner:
             "client-connect": cfg.client_connect,
             "client-disconnect": cfg.client_disconnect,
             "learn-address": cfg.learn_address,
+            "up": cfg.up,
+            "route-up": cfg.route_up,
+            "down": cfg.down,
         }
         for script_type, cmd in hooks.items():
             if cmd:

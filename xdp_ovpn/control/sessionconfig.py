@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
+
+from cryptography import x509
 
 from xdp_ovpn.config import Config, ConfigError, Role, Wrapping
+from xdp_ovpn.control.log import get_logger
 from xdp_ovpn.proto.errors import ProtocolError
 from xdp_ovpn.proto.session import Role as SessionRole
 from xdp_ovpn.proto.session import SessionConfig, Wrapper
@@ -13,7 +18,7 @@ from xdp_ovpn.proto.statickey import (
     parse_tls_crypt_v2_client_key,
     parse_tls_crypt_v2_server_key,
 )
-from xdp_ovpn.proto.tls import TLSConfig
+from xdp_ovpn.proto.tls import TLSConfig, TLSPolicyError, check_policy
 from xdp_ovpn.proto.tls_auth import TLSAuth
 from xdp_ovpn.proto.tls_crypt import TLSCrypt
 from xdp_ovpn.proto.tls_crypt_v2 import TLSCryptV2Client, TLSCryptV2Server
@@ -28,9 +33,42 @@ def session_role(cfg: Config) -> SessionRole:
     return SessionRole.P2P_SERVER if cfg.tls_server else SessionRole.P2P_CLIENT
 
 
+class CrlFile:
+    """crl-verify's file, re-read when it changes, as openvpn re-reads it per handshake;
+    a file that cannot be read or parsed keeps the last good CRL (with a log line)."""
+
+    def __init__(self, path: Path, pem: bytes) -> None:
+        self.path = path
+        self.pem = pem
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def __call__(self) -> bytes:
+        stamp = self._stat()
+        if stamp is not None and stamp != self._stamp:
+            try:
+                pem = self.path.read_bytes()
+                x509.load_pem_x509_crl(pem)
+            except (OSError, ValueError) as exc:
+                get_logger().warning("CRL: cannot use %s (%s); keeping the previous one",
+                                     self.path, exc)
+            else:
+                self.pem = pem
+                get_logger().info("CRL: reloaded %s", self.path)
+            self._stamp = stamp
+        return self.pem
+
+
 def tls_config(cfg: Config) -> TLSConfig:
     cert = (cfg.cert or b"") + (cfg.extra_certs or b"")
-    return TLSConfig(
+    crl_source = CrlFile(cfg.crl_path, cfg.crl) if cfg.crl_path and cfg.crl else None
+    tls = TLSConfig(
         ca_pem=cfg.ca,
         cert_pem=cert,
         key_pem=cfg.key or b"",
@@ -44,7 +82,19 @@ def tls_config(cfg: Config) -> TLSConfig:
         remote_cert_eku=cfg.remote_cert_eku,
         require_peer_cert=cfg.verify_client_cert == "require",
         request_peer_cert=cfg.verify_client_cert != "none",
+        tls_cipher=cfg.tls_cipher,
+        tls_ciphersuites=cfg.tls_ciphersuites,
+        tls_groups=cfg.tls_groups or cfg.ecdh_curve,
+        crl_source=crl_source,
     )
+    try:
+        check_policy(tls)
+    except TLSPolicyError as exc:
+        option = exc.option
+        if option == "tls-groups" and not cfg.tls_groups:
+            option = "ecdh-curve"  # openvpn 2.6 uses ecdh-curve as the group when alone
+        raise ConfigError(exc.reason, option, cfg.locations.get(option)) from None
+    return tls
 
 
 def wrapper_factory(cfg: Config) -> Callable[[], Wrapper]:
@@ -88,8 +138,6 @@ def session_config(
         username=username,
         password=password,
         reneg_seconds=float(cfg.reneg_sec) if cfg.reneg_sec else None,
-        reneg_bytes=cfg.reneg_bytes,
-        reneg_packets=cfg.reneg_pkts,
         hand_window=float(cfg.hand_window),
         tran_window=float(cfg.tran_window),
         tls_mtu=cfg.tls_mtu,

@@ -213,10 +213,14 @@ class StatusFile:
         except OSError as exc:
             raise StatusError(f"cannot open status file {self.path}: {exc.strerror}") from exc
 
+    def report(self) -> bytes:
+        """The file's content now (a client's status file says other things)."""
+        return render_text(self.snapshot(), self.version).encode()
+
     def write(self) -> None:
         """Write the report now; a failure is logged, never raised (the VPN goes on)."""
         try:
-            data = render_text(self.snapshot(), self.version).encode()
+            data = self.report()
         except Exception as exc:  # a bad snapshot must not stop the server
             self.log.warning("status: cannot build the report: %s", exc)
             return

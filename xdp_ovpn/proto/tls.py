@@ -11,6 +11,7 @@ checked at all), and `--crl-verify` (CRL_CHECK | CRL_CHECK_ALL).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL, crypto
+from OpenSSL._util import lib as _openssl
 
 from xdp_ovpn.proto.errors import TLSError
 
@@ -110,6 +112,48 @@ class TLSConfig:
     require_peer_cert: bool = True
     # tls-server only: False does not even ask for one (verify-client-cert none).
     request_peer_cert: bool = True
+    # openvpn's tls-cipher (TLS 1.2 and below), tls-ciphersuites (TLS 1.3) and tls-groups,
+    # in OpenSSL's syntax.
+    tls_cipher: str | None = None
+    tls_ciphersuites: str | None = None
+    tls_groups: str | None = None
+    # The current CRL, asked for at each handshake (crl-verify's file is re-read by the
+    # caller when it changes); overrides crl_pem.
+    crl_source: Callable[[], bytes | None] | None = None
+
+
+class TLSPolicyError(TLSError):
+    """A cipher or group setting OpenSSL does not accept; `option` names the setting."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option, self.reason = option, reason
+
+
+def apply_policy(ctx: SSL.Context, config: TLSConfig) -> None:
+    """tls-cipher, tls-ciphersuites and tls-groups on a context (ssl_openssl.c)."""
+    for option, value, setter in (
+        ("tls-cipher", config.tls_cipher, ctx.set_cipher_list),
+        ("tls-ciphersuites", config.tls_ciphersuites, ctx.set_tls13_ciphersuites),
+    ):
+        try:
+            if value:
+                setter(value.encode())
+        except SSL.Error:
+            raise TLSPolicyError(option, f"OpenSSL knows none of {value!r} (use OpenSSL names)"
+                                 ) from None
+    # pyOpenSSL has no groups call; SSL_CTX_set1_curves_list is the same one in OpenSSL
+    # 1.1.1 and later (curves were renamed groups).
+    if config.tls_groups and _openssl.SSL_CTX_set1_curves_list(
+        ctx._context, config.tls_groups.encode()
+    ) != 1:
+        _openssl.ERR_clear_error()
+        raise TLSPolicyError("tls-groups", f"OpenSSL does not accept {config.tls_groups!r}")
+
+
+def check_policy(config: TLSConfig) -> None:
+    """Raise TLSPolicyError now for a policy that every handshake would fail on."""
+    apply_policy(SSL.Context(SSL.TLS_METHOD), config)
 
 
 @dataclass(frozen=True)
@@ -226,6 +270,7 @@ def build_context(config: TLSConfig, is_server: bool) -> SSL.Context:
             ctx.set_max_proto_version(_TLS_VERSIONS[config.tls_version_max])
     except KeyError as exc:
         raise TLSError(f"unknown TLS version {exc.args[0]}") from None
+    apply_policy(ctx, config)
     chain = _load_certs(config.cert_pem)
     if not chain:
         raise TLSError("no certificate in cert PEM")
@@ -243,9 +288,10 @@ def build_context(config: TLSConfig, is_server: bool) -> SSL.Context:
     if config.ca_pem:
         for ca in _load_certs(config.ca_pem):
             store.add_cert(crypto.X509.from_cryptography(ca))
-    if config.crl_pem:
+    crl_pem = config.crl_source() if config.crl_source else config.crl_pem
+    if crl_pem:
         try:
-            crl = x509.load_pem_x509_crl(config.crl_pem)
+            crl = x509.load_pem_x509_crl(crl_pem)
         except ValueError as exc:
             raise TLSError(f"bad CRL: {exc}") from None
         store.add_crl(crl)
