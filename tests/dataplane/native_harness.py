@@ -30,6 +30,7 @@ FRAME_SIZE = 2048
 FRAMES = 256
 RING = 256
 HEADROOM = 256  # copy mode puts the packet this far into its frame
+SO_NO_CHECK = 11  # asm-generic/socket.h
 
 
 class _Umem:
@@ -165,11 +166,14 @@ class Rig:
 
     def __init__(self, factory: Callable[[socket.socket, EngineConfig], Any],
                  config: EngineConfig, peers: Sequence[PeerSpec], vnet_hdr: bool,
-                 ledger_start: int = 0, family: int = socket.AF_INET) -> None:
+                 ledger_start: int = 0, family: int = socket.AF_INET,
+                 no_gso: bool = False) -> None:
         # An IPv6 socket is dual-stack, as a server's on "::": IPv4 peers are IPv4-mapped.
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0) if family == socket.AF_INET else ("::", 0))
         self.sock.setblocking(False)
+        if no_gso:  # SO_NO_CHECK: the kernel refuses UDP_SEGMENT (EINVAL), as without csum
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)  # offload on a route
         self.address = ("127.0.0.1", self.sock.getsockname()[1])
         mapped = "::ffff:" if family == socket.AF_INET6 else ""
         self.tun, self.tun_far = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)

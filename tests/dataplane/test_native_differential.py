@@ -253,6 +253,7 @@ class Scenario:
     vnet_hdr: bool
     ledger_start: int
     family: int = socket.AF_INET
+    no_gso: bool = False  # the socket refuses UDP_SEGMENT: both fall back for good
     steps: list[tuple] = field(default_factory=list)
 
 
@@ -274,7 +275,8 @@ def scenarios(draw: Any) -> Scenario:
     # one-datagram sends read plain TUNs
     vnet_hdr = config.gso and draw(st.booleans())
     sc = Scenario(config, peers, ciphers, vnet_hdr, draw(st.sampled_from(LEDGER_STARTS)),
-                  draw(st.sampled_from([socket.AF_INET, socket.AF_INET6])))
+                  draw(st.sampled_from([socket.AF_INET, socket.AF_INET6])),
+                  gso and draw(st.integers(0, 2)) == 0)
     remote = Remote(ciphers)
     key_ids = {p.peer_id: 0 for p in peers}  # the newest key-id each peer has
     for _ in range(draw(st.integers(1, 10))):
@@ -369,7 +371,8 @@ def scenarios(draw: Any) -> Scenario:
 
 
 def run(factory: Any, sc: Scenario) -> Any:
-    rig = Rig(factory, sc.config, sc.peers, sc.vnet_hdr, sc.ledger_start, sc.family)
+    rig = Rig(factory, sc.config, sc.peers, sc.vnet_hdr, sc.ledger_start, sc.family,
+              sc.no_gso)
     engine = rig.engine
     try:
         for spec in sc.peers:
@@ -434,6 +437,8 @@ def test_native_engine_does_what_the_python_loops_do(sc: Scenario) -> None:
     for kind in {type(e).__name__ for e in native.events}:
         event(f"event: {kind}")
     event(f"TUN writes: {min(len(native.tun), 3)}+, datagrams sent: {min(len(native.sent), 3)}+")
+    if sc.no_gso and len(native.sent) > 1:
+        event("UDP_SEGMENT refused: datagrams sent one by one")
     if any(t[1] for t in native.tun if len(t) > 1):
         event("a GSO super-packet written")
     for step in sc.steps:
