@@ -54,8 +54,8 @@ def doctor_cells() -> dict[str, dict[str, str]]:
 def classifier_cells() -> dict[str, dict[str, str]]:
     """The project's real XDP program: through clang, then through the kernel verifier."""
     try:
-        from loader.classifier import SOURCE, classifier_cflags
-        from loader.compile import compile_bpf, load_xdp
+        from xdp_ovpn.loader.classifier import SOURCE, classifier_cflags
+        from xdp_ovpn.loader.compile import compile_bpf, load_xdp
 
         bpf = compile_bpf(SOURCE, classifier_cflags())
     except Exception as exc:  # any failure is the cell's verdict

@@ -27,8 +27,8 @@ def xdp_unavailable() -> str | None:
         import bcc  # noqa: F401
     except ImportError:
         return "bcc is not installed (Debian's python3-bpfcc)"
-    from loader.errors import HeadersNotFound
-    from loader.headers import find_kernel_headers
+    from xdp_ovpn.loader.errors import HeadersNotFound
+    from xdp_ovpn.loader.headers import find_kernel_headers
 
     try:
         find_kernel_headers()

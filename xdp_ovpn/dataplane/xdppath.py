@@ -165,7 +165,7 @@ class _Underlay:
     ifname: str
     queues: int
     mtu: int
-    maps: Any  # loader.maps.ClassifierMaps
+    maps: Any  # xdp_ovpn.loader.maps.ClassifierMaps
 
 
 class _XdpWorker(_Worker):
@@ -327,8 +327,8 @@ class XdpDataPlane:
             raise
 
     def _attach(self, interfaces: Sequence[str] | None, mode: str | None) -> None:
-        from loader.classifier import Classifier
-        from loader.errors import LoaderError
+        from xdp_ovpn.loader.classifier import Classifier
+        from xdp_ovpn.loader.errors import LoaderError
 
         found = {name: (queues, mtu) for name, queues, mtu in underlay_interfaces(self._sock)}
         names = list(interfaces) if interfaces else list(found)
@@ -442,7 +442,7 @@ class XdpDataPlane:
 
     def _restart(self, why: str) -> None:
         """Replace a dead or stuck worker; the socket carries DATA_V2 meanwhile."""
-        from loader.errors import MapError
+        from xdp_ovpn.loader.errors import MapError
 
         self._reap(kill=True)
         for under in self._underlays:  # nothing steered until the new worker holds keys

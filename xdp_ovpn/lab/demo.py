@@ -46,7 +46,7 @@ def _interface_bytes(ifname: str) -> dict[str, int]:
 
 
 def _snapshot(maps, ifname: str, tun: str) -> dict:
-    from loader.maps import opcode_name
+    from xdp_ovpn.loader.maps import opcode_name
 
     return {
         "time": time.monotonic(),
@@ -65,8 +65,8 @@ def counters_main(ifname: str, tun: str, interval: float = INTERVAL) -> int:
     while True:
         if maps is None:
             try:
-                from loader.classifier import open_attached
-                from loader.errors import LoaderError
+                from xdp_ovpn.loader.classifier import open_attached
+                from xdp_ovpn.loader.errors import LoaderError
 
                 maps = open_attached(ifname)
             except (ImportError, OSError) as exc:

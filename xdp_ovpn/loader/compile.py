@@ -10,10 +10,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from loader.errors import CompileError
-from loader.headers import find_kernel_headers
+from xdp_ovpn.loader.errors import CompileError
+from xdp_ovpn.loader.headers import find_kernel_headers
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 
 
 def compile_bpf(source: str | Path, cflags: Iterable[str] = ()) -> Any:
