@@ -7,13 +7,16 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from xdp_ovpn.loader.errors import CompileError
 from xdp_ovpn.loader.headers import find_kernel_headers
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+# The C sources ship as package data beside this module; clang reads them (and their
+# #includes) from the file system, so the package must be installed as plain files.
+BPF_DIR = Path(str(resources.files("xdp_ovpn.loader") / "bpf"))
 
 
 def compile_bpf(source: str | Path, cflags: Iterable[str] = ()) -> Any:
