@@ -9,7 +9,7 @@ import click
 
 from xdp_ovpn import __version__
 from xdp_ovpn.bench.command import bench
-from xdp_ovpn.lab.demo import demo
+from xdp_ovpn.demo import demo
 from xdp_ovpn.runcmd import run
 from xdp_ovpn.vm.command import vmtest
 from xdp_ovpn.xdpctl import attach, detach, stats
