@@ -20,13 +20,12 @@ import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 
-from cryptography import x509
-
 from xdp_ovpn.config import Config
-from xdp_ovpn.control import admission, ccd
+from xdp_ovpn.control import admission
 from xdp_ovpn.control.admission import Refused
 from xdp_ovpn.control.driver import SessionDriver
 from xdp_ovpn.control.endpoint import UdpEndpoint
+from xdp_ovpn.control.instance import ClientInstance
 from xdp_ovpn.control.log import get_logger, peer_label
 from xdp_ovpn.control.netconfig import in_netlink_thread
 from xdp_ovpn.control.peerkeys import PeerKeys
@@ -65,37 +64,6 @@ from xdp_ovpn.proto.session import Session, SessionConfig
 
 _CLIENT_RESETS = (Opcode.HARD_RESET_CLIENT_V2, Opcode.HARD_RESET_CLIENT_V3)
 KILL_GRACE = 1.0  # seconds a killed client has to receive its RESTART/HALT
-
-
-@dataclasses.dataclass(eq=False)
-class ClientInstance:
-    """One connected (or connecting) client."""
-
-    peer_id: int
-    driver: SessionDriver
-    keys: PeerKeys
-    client_id: int = 0  # openvpn's cid (management client-kill, bytecount)
-    common_name: str | None = None  # after username-as-common-name
-    username: str | None = None
-    chain: tuple[x509.Certificate, ...] = ()
-    peer_info: dict[str, str] = dataclasses.field(default_factory=dict)
-    entry: ccd.ClientConfig = dataclasses.field(default_factory=ccd.ClientConfig)
-    vpn_ipv4: str | None = None
-    prefix4: int | None = None
-    fixed4: bool = False  # ifconfig-push, not from the pool
-    vpn_ipv6: str | None = None
-    prefix6: int | None = None
-    fixed6: bool = False
-    connected_since: float | None = None  # unix time
-    cipher: str = ""
-    admitted: bool = False  # client-connect accepted it: client-disconnect runs at the end
-    routes: list[str] = dataclasses.field(default_factory=list)  # kernel routes for iroutes
-    last_stats: PeerStats | None = None  # the data plane's counters when last read
-    task: asyncio.Task | None = None  # the admission in progress
-
-    @property
-    def session(self) -> Session:
-        return self.driver.session
 
 
 class Server:
