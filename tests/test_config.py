@@ -162,6 +162,14 @@ def test_remote_port_defaults_to_final_rport(conf_dir):
     assert cfg.remotes[1] == Remote("b", 2000, "udp6")
 
 
+def test_xdp_interface_adds_up_from_file_and_command_line_and_xdp_mode_is_kept(conf_dir):
+    path = write(conf_dir, CLIENT + "xdp-interface eth0\nxdp-mode generic\n")
+    cfg = load(path, ["--xdp-interface", "eth1", "--xdp-mode", "native"])
+    assert (cfg.xdp_interfaces, cfg.xdp_mode) == (["eth0", "eth1"], "native")
+    default = load(write(conf_dir, CLIENT))
+    assert (default.xdp_interfaces, default.xdp_mode) == ([], None)
+
+
 def test_p2p_tls_roles(conf_dir):
     cfg = load(write(conf_dir, P2P))
     assert cfg.role is Role.P2P and cfg.tls_server

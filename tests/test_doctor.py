@@ -24,7 +24,11 @@ def test_doctor_reports_xdp_and_afxdp_and_exits_zero():
     for row in ("XDP native", "XDP generic", "AF_XDP bind", "bcc compile", "TUN"):
         line = next(line for line in table.splitlines() if line.startswith(row))
         assert " ok " in line, line
-    assert "copy" in next(line for line in table.splitlines() if line.startswith("AF_XDP bind"))
+    afxdp = next(line for line in table.splitlines() if line.startswith("AF_XDP bind"))
+    # Probed on a veth made as `ip link add` makes it, every queue in use bound.
+    assert "copy" in afxdp and "plain veth" in afxdp and "every queue bound" in afxdp, afxdp
+    path = next(line for line in table.splitlines() if line.startswith("data path"))
+    assert " ok " in path and "xdp" in path, path
     assert "Traceback" not in out.stderr
 
 
@@ -32,6 +36,8 @@ def test_doctor_without_headers_exits_one_naming_them(tmp_path):
     out = _doctor({"XDP_OVPN_KERNEL_HEADERS": str(tmp_path)})
     assert out.returncode == 1, out.stdout
     assert "missing: kernel headers:" in out.stdout
+    path = next(line for line in out.stdout.splitlines() if line.startswith("data path"))
+    assert "socket" in path and "kernel headers" in path, path
     assert "Traceback" not in out.stdout + out.stderr
 
 

@@ -9,6 +9,7 @@ seam in the wrong place.
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # The loader is the only code that knows bcc; from the rest of the package it takes just
 # the wire constants, so it can be read (and reused) without the endpoint around it.
 LOADER_MAY_IMPORT = ("xdp_ovpn.proto.constants",)
+# Import names of what pyproject.toml depends on (pyOpenSSL is OpenSSL; bcc is Debian's
+# python3-bpfcc; matplotlib the bench extra's). Anything else is a missing dependency or a
+# stray top-level package.
+DEPENDENCIES = ("OpenSSL", "bcc", "click", "cryptography", "matplotlib", "pyroute2")
 
 
 def layer_of(module: str) -> int | None:
@@ -109,6 +114,22 @@ def test_imports_only_go_down_the_layers() -> None:
                 where = "no layer" if theirs is None else LAYERS[theirs][0]
                 upward.append(f"{module} ({LAYERS[own][0]}) imports {target} ({where})")
     assert not upward, "\n".join(upward)
+
+
+def test_imports_are_the_standard_library_the_package_or_a_dependency() -> None:
+    allowed = {*sys.stdlib_module_names, "xdp_ovpn", *DEPENDENCIES}
+    strays = []
+    for module, path in modules():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            else:
+                continue
+            strays += [f"{module} imports {name}" for name in names
+                       if name.split(".")[0] not in allowed]
+    assert not strays, "\n".join(strays)
 
 
 def test_loader_takes_only_the_wire_constants_from_the_package() -> None:

@@ -240,6 +240,9 @@ class Config:
     status_seconds: int = 60
     status_version: int = 1
     management: Management | None = None
+    # xdp-ovpn's own (stock openvpn rejects them): where and how XDP attaches
+    xdp_interfaces: list[str] = field(default_factory=list)
+    xdp_mode: str | None = None
     # bookkeeping: where each option was set, what was ignored, notes for the log
     locations: dict[str, Location] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
@@ -1133,6 +1136,24 @@ def _status(p: _Parser, d: Directive) -> None:
 def _management(p: _Parser, d: Directive) -> None:
     pw = p.path(d.args[2]) if len(d.args) > 2 and d.args[2] != "stdin" else None
     p.cfg.management = Management(d.args[0], d.args[1], pw)
+
+
+# ---------------------------------------------------------------- xdp-ovpn's own
+
+XDP_MODES = ("auto", "native", "generic")
+
+
+@_option("xdp-interface", min_args=1, max_args=1)
+def _xdp_interface(p: _Parser, d: Directive) -> None:
+    p.cfg.xdp_interfaces.append(d.args[0])
+
+
+@_option("xdp-mode", min_args=1, max_args=1)
+def _xdp_mode(p: _Parser, d: Directive) -> None:
+    if d.args[0] not in XDP_MODES:
+        raise ConfigError(f"must be one of {', '.join(XDP_MODES)}, not {d.args[0]!r}",
+                          d.name, d.where)
+    p.cfg.xdp_mode = d.args[0]
 
 
 SUPPORTED_OPTIONS = frozenset(_HANDLERS)  # every option with an effect (see IGNORED_OPTIONS)

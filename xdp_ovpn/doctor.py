@@ -144,14 +144,31 @@ def _netns_probes(ifname: str) -> list[Check]:
 
 
 def _afxdp(ifname: str) -> Check:
+    """Bind every RX queue the data path would bind, found the way it finds them."""
+    from pyroute2 import IPRoute
+
+    from xdp_ovpn.dataplane.rxqueues import rx_queues
     from xdp_ovpn.dataplane.xsk import probe_afxdp
 
-    try:
-        mode = probe_afxdp(ifname, 0)
-    except Exception as exc:
-        return Check("AF_XDP bind", FAIL, f"cannot bind an AF_XDP socket: {_one_line(exc)}")
-    note = "" if mode == "zero-copy" else " (zero-copy refused by the driver)"
-    return Check("AF_XDP bind", OK, f"{mode} mode on veth{note}")
+    with IPRoute() as ipr:
+        allocated = ipr.get_links(ifname=ifname)[0].get_attr("IFLA_NUM_RX_QUEUES")
+    queues = rx_queues(ifname, allocated)
+    modes, failed = set(), []
+    for queue in range(queues.in_use):
+        try:
+            modes.add(probe_afxdp(ifname, queue))
+        except Exception as exc:
+            failed.append(f"queue {queue}: {_one_line(exc)}")
+    where = f"on a plain veth, {queues.describe()} ({queues.source})"
+    if not modes:
+        return Check("AF_XDP bind", FAIL, f"cannot bind an AF_XDP socket {where}: "
+                     + "; ".join(failed))
+    note = "" if modes == {"zero-copy"} else " (zero-copy refused by the driver)"
+    if failed:
+        return Check("AF_XDP bind", WARN, f"{'/'.join(sorted(modes))} mode {where}; "
+                     f"left to the UDP socket: {'; '.join(failed)}")
+    return Check("AF_XDP bind", OK, f"{'/'.join(sorted(modes))} mode {where}{note}, "
+                 "every queue bound")
 
 
 def _tun() -> Check:
@@ -170,6 +187,7 @@ def _scratch_namespace_checks() -> list[Check]:
     try:
         with Lab() as lab:
             a, b = lab.add_namespace("doctor"), lab.add_namespace("doctorpeer")
+            # No queue options, as `ip link add A type veth peer name B` makes it.
             ifname, _ = lab.link(a, b)
             out = a.run([sys.executable, "-m", "xdp_ovpn.doctor", "--in-netns", ifname],
                         check=False, timeout=120)
@@ -197,7 +215,29 @@ def collect() -> list[Check]:
     else:
         checks.extend(_scratch_namespace_checks())
     checks.append(_openvpn())
+    checks.append(_engine())
+    checks.append(_data_path(checks))
     return checks
+
+
+def _engine() -> Check:
+    """Which per-packet engine `run --engine auto` takes (never stops the data path)."""
+    from xdp_ovpn.dataplane.engine import native_available
+
+    if native_available():
+        return Check("engine", OK, "native: the C batch engine (xdp_ovpn._native) is built")
+    return Check("engine", WARN, "python: the native engine is not built (xdp_ovpn._native "
+                 "missing; `scripts/setup.sh env` builds it)")
+
+
+def _data_path(checks: list[Check]) -> Check:
+    """Which data path `run --data-path auto` takes here, and why."""
+    problems = missing(checks)
+    if problems:
+        first = problems[0]
+        return Check("data path", WARN, f"socket: `run` falls back to it ({first.name}: "
+                     f"{first.detail})")
+    return Check("data path", OK, "xdp: `run` steers DATA_V2 to AF_XDP (dco_enabled 1)")
 
 
 def missing(checks: list[Check]) -> list[Check]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from xdp_ovpn.config import ConfigError, load
+from xdp_ovpn.config import XDP_MODES, ConfigError, load
 from xdp_ovpn.dataplane.engine import ENGINES
 from xdp_ovpn.dataplane.factory import DATA_PATHS
 
@@ -26,10 +26,19 @@ def _fail(message: str) -> None:
               help="prf: never negotiate TLS-EKM; use the legacy TLS 1.0 PRF.")
 @click.option("--metrics", "metrics_listen", metavar="ADDR:PORT",
               help="Serve Prometheus metrics on http://ADDR:PORT/metrics (server).")
+@click.option("--xdp-interface", "xdp_interfaces", multiple=True, metavar="IF",
+              help="Attach XDP to IF (repeatable; default: every interface the socket's "
+              "traffic can use). Config: xdp-interface IF.")
+@click.option("--xdp-mode", type=click.Choice(XDP_MODES),
+              help="XDP attach mode (default auto: native, else generic). Config: xdp-mode.")
 @click.argument("options", nargs=-1, type=click.UNPROCESSED)
 def run(config_path: str, data_path: str, engine: str, key_derivation: str,
-        metrics_listen: str | None, options: tuple[str, ...]) -> None:
+        metrics_listen: str | None, xdp_interfaces: tuple[str, ...], xdp_mode: str | None,
+        options: tuple[str, ...]) -> None:
     """Run as OpenVPN server, client or TLS p2p peer; extra --options override the file."""
+    # Given to the config parser like any --option, so file and command line merge as one.
+    options += tuple(w for ifname in xdp_interfaces for w in ("--xdp-interface", ifname))
+    options += ("--xdp-mode", xdp_mode) if xdp_mode else ()
     from xdp_ovpn.control.app import run as run_app
     from xdp_ovpn.control.endpoint import EndpointError
     from xdp_ovpn.control.management import ManagementError

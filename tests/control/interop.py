@@ -24,14 +24,41 @@ class Underlay:
     proto: str
 
 
-def underlay(lab, family: int = 4) -> Underlay:
-    """Two namespaces on one veth pair, addressed in the given family."""
+def underlay(lab, family: int = 4, rx_queues: int | None = None,
+             in_use: int | None = None) -> Underlay:
+    """Two namespaces on one veth pair, addressed in the given family; `rx_queues`
+    allocated (default: the kernel's choice, as `ip link add` makes it), of which `in_use`
+    are in use on both ends (`ethtool -L`)."""
     a, b = lab.add_namespace("s"), lab.add_namespace("c")
-    if family == 6:
-        lab.link(a, b, addrs=(f"{IPV6_UNDERLAY[0]}/64", f"{IPV6_UNDERLAY[1]}/64"))
-        return Underlay(a, b, IPV6_UNDERLAY[0], "udp6")
-    lab.link(a, b, addrs=(f"{IPV4_UNDERLAY[0]}/24", f"{IPV4_UNDERLAY[1]}/24"))
-    return Underlay(a, b, IPV4_UNDERLAY[0], "udp4")
+    pair = IPV6_UNDERLAY if family == 6 else IPV4_UNDERLAY
+    prefix = 64 if family == 6 else 24
+    lab.link(a, b, addrs=(f"{pair[0]}/{prefix}", f"{pair[1]}/{prefix}"), rx_queues=rx_queues)
+    for ns in (a, b) if in_use else ():
+        channels(ns, in_use)
+    return Underlay(a, b, pair[0], "udp6" if family == 6 else "udp4")
+
+
+def channels(ns: Namespace, count: int, ifname: str = "veth0") -> None:
+    """`ethtool -L IF rx N tx N`: N queues in use, whatever is allocated."""
+    ns.run(["ethtool", "-L", ifname, "rx", str(count), "tx", str(count)])
+
+
+_SQUAT = """
+import sys
+from xdp_ovpn.dataplane.xsk import XskSocket
+xsk = XskSocket(sys.argv[1], int(sys.argv[2]), tx_size=0)
+print("bound", flush=True)
+sys.stdin.read()
+"""
+
+
+def squat(ns: Namespace, queue: int, ifname: str = "veth0") -> subprocess.Popen:
+    """Hold RX queue `queue` with an AF_XDP socket of our own (until the lab stops it), so
+    no one else can bind it."""
+    proc = ns.popen([sys.executable, "-c", _SQUAT, ifname, str(queue)], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "bound"
+    return proc
 
 
 def p2p_with_openvpn(lab, xdp_is_tls_server: bool) -> tuple[Underlay, Endpoint, Endpoint]:

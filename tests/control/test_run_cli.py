@@ -48,6 +48,7 @@ REJECTED = [
     ("<connection>\nremote h\n</connection>",
      "connection: <connection> blocks are not supported; use several 'remote' lines"),
     ("frobnicate 3", "frobnicate: unknown or unsupported option"),
+    ("xdp-mode skb", "xdp-mode: must be one of auto, native, generic, not 'skb'"),
 ]
 
 
@@ -103,3 +104,12 @@ def test_xdp_data_path_when_unavailable_is_one_line(tmp_path, client_lines) -> N
     config.write_text("\n".join(client_lines) + "\n")
     line = _one_line_error(_run(config, "--data-path", "xdp"))
     assert line.startswith("xdp-ovpn: --data-path xdp: ")
+
+
+@pytest.mark.parametrize("options", [("--xdp-mode", "native"), ("--xdp-interface", "eth0")])
+def test_xdp_options_with_the_socket_data_path_are_refused(tmp_path, client_lines,
+                                                           options) -> None:
+    config = tmp_path / "c.conf"
+    config.write_text("\n".join(client_lines) + "\n")
+    line = _one_line_error(_run(config, "--data-path", "socket", *options))
+    assert line == "xdp-ovpn: xdp-interface and xdp-mode need XDP, not --data-path socket"

@@ -63,18 +63,18 @@ def rig():
     r.close()
 
 
-def _ipv4(dst: str, payload: bytes) -> bytes:
+def _ipv4(src: str, dst: str, payload: bytes) -> bytes:
     header = bytearray(20)
     header[0] = 0x45
     header[2:4] = (20 + len(payload)).to_bytes(2, "big")
     header[9] = 17
-    header[12:16] = socket.inet_aton("10.8.0.1")
+    header[12:16] = socket.inet_aton(src)
     header[16:20] = socket.inet_aton(dst)
     return bytes(header) + payload
 
 
 def test_socket_rx_decrypts_data_to_the_tun_and_hands_control_up(rig: _Rig) -> None:
-    packet = _ipv4("10.8.0.1", b"hello")
+    packet = _ipv4("10.8.0.2", "10.8.0.1", b"hello")
     server = rig.sock.getsockname()
     rig.client.sendto(rig.remote.encrypt(packet, 0.0), server)
     rig.client.sendto(b"\x38control", server)  # P_CONTROL_HARD_RESET_CLIENT_V2 opcode
@@ -90,9 +90,9 @@ def test_socket_rx_decrypts_data_to_the_tun_and_hands_control_up(rig: _Rig) -> N
 
 
 def test_tun_tx_encrypts_to_the_peer_by_destination_and_counts_strays(rig: _Rig) -> None:
-    packet = _ipv4("10.8.0.2", b"to the client")
+    packet = _ipv4("10.8.0.1", "10.8.0.2", b"to the client")
     rig.tun_peer.send(packet)
-    rig.tun_peer.send(_ipv4("10.9.9.9", b"nobody"))
+    rig.tun_peer.send(_ipv4("10.8.0.1", "10.9.9.9", b"nobody"))
     assert rig.engine.tx(64, 1.0) == 2
     assert rig.remote.decrypt(rig.client.recv(2048), 1.0) == packet
     assert rig.engine.drops() == {"no route to peer": 1}

@@ -25,7 +25,7 @@ from xdp_ovpn.control.management import (
     listen_args,
     read_password_file,
 )
-from xdp_ovpn.control.status import TITLE, ClientSnapshot, StatusSnapshot, render
+from xdp_ovpn.control.status import ClientSnapshot, StatusSnapshot, render, title
 
 
 @dataclass
@@ -34,9 +34,10 @@ class FakeServer:
 
     clients: list[ClientSnapshot] = field(default_factory=list)
     killed: list[object] = field(default_factory=list)
+    dco: bool = False
 
     def snapshot(self) -> StatusSnapshot:
-        return StatusSnapshot(list(self.clients), now=1795268953)
+        return StatusSnapshot(list(self.clients), now=1795268953, dco=self.dco)
 
     def kill_cn(self, cn: str) -> int:
         gone = [c for c in self.clients if c.common_name == cn]
@@ -120,13 +121,20 @@ def client(fake) -> Iterator[Client]:
 
 def test_version_and_help(client):
     assert client.ask("version", "END\r\n") == (
-        f"OpenVPN Version: {TITLE}\r\nManagement Version: 5\r\nEND\r\n")
+        f"OpenVPN Version: {title(False)}\r\nManagement Version: 5\r\nEND\r\n")
     help_text = client.ask("help", "END\r\n")
-    assert help_text.startswith(f"Management Interface for {TITLE}\r\nCommands:\r\n")
+    assert help_text.startswith(f"Management Interface for {title(False)}\r\nCommands:\r\n")
     for line in ("load-stats             : Show global server load stats.",
                  "kill IP:port           : Kill the client instance connecting from IP:port.",
                  "status [n]             : Show current daemon status info using format #n."):
         assert line + CRLF in help_text  # openvpn's own help lines
+
+
+@pytest.mark.parametrize("dco", [True, False])
+def test_version_and_status_say_whether_the_data_channel_is_offloaded(client, fake, dco):
+    fake.dco = dco
+    assert ("[DCO]" in client.ask("version", "END\r\n")) == dco
+    assert f"GLOBAL_STATS,dco_enabled,{int(dco)}\r\n" in client.ask("status 2", "END\r\n")
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])

@@ -23,7 +23,7 @@ def sources(**kw) -> MetricsSources:
     clients = [
         ClientSnapshot("alice", ("10.1.0.2", 50429), 0, 1795268940, vpn_ipv4="10.8.0.2",
                        bytes_received=2103, bytes_sent=2198, packets_received=12,
-                       packets_sent=13),
+                       packets_sent=13, drops={"bad source address": 4, "ReplayError": 1}),
         ClientSnapshot('we"ird\\cn', ("fd00:1::2", 1194), 1, 1795268945),
     ]  # fmt: skip
     return MetricsSources(lambda: StatusSnapshot(clients), **kw)
@@ -55,11 +55,28 @@ def test_render_parses_with_the_reference_parser():
     assert value(fams, "xdp_ovpn_peer_sent_bytes", common_name='we"ird\\cn',
                  real_address="fd00:1::2") == 0
     assert value(fams, "xdp_ovpn_handshakes") == 5
+    assert value(fams, "xdp_ovpn_peer_dropped_packets", common_name="alice",
+                 reason="bad source address") == 4
+    assert value(fams, "xdp_ovpn_peer_dropped_packets", reason="ReplayError") == 1
+    assert fams["xdp_ovpn_peer_dropped_packets"].type == "counter"
+    assert len(fams["xdp_ovpn_peer_dropped_packets"].samples) == 2  # none for a clean peer
     assert fams["xdp_ovpn_handshakes"].type == "counter"
     assert value(fams, "xdp_ovpn_xdp_verdicts", verdict="redirect") == 1000
     assert value(fams, "xdp_ovpn_worker_up", worker="rxq1") == 0
     assert value(fams, "xdp_ovpn_worker_restarts", worker="rxq1") == 2
     assert value(fams, "xdp_ovpn_worker_rx_batch_avg", worker="rxq0") == 12.5
+
+
+@pytest.mark.parametrize("dco", [True, False])
+def test_dco_enabled_says_whether_the_data_channel_is_offloaded(dco: bool):
+    fams = families(render(MetricsSources(lambda: StatusSnapshot(dco=dco))))
+    assert value(fams, "xdp_ovpn_dco_enabled") == int(dco)
+
+
+def test_the_engine_is_named_when_known():
+    fams = families(render(MetricsSources(lambda: StatusSnapshot(engine="native"))))
+    assert value(fams, "xdp_ovpn_engine_info", engine="native") == 1
+    assert "xdp_ovpn_engine_info" not in families(render(MetricsSources(StatusSnapshot)))
 
 
 def test_http_endpoint_serves_metrics_404_and_survives_a_failing_source():

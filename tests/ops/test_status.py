@@ -16,7 +16,7 @@ import time
 import pytest
 
 from xdp_ovpn.control.status import (
-    TITLE,
+    BAD_SOURCE_STAT,
     ClientSnapshot,
     StatusError,
     StatusFile,
@@ -24,6 +24,7 @@ from xdp_ovpn.control.status import (
     real_address,
     render,
     render_text,
+    title,
 )
 
 # From openvpn 2.6.14 (`status 2` over its management interface), see the module docstring.
@@ -81,7 +82,7 @@ def ours(text: str) -> str:
     out = []
     for line in lines:
         if line.startswith("TITLE"):
-            line = f"TITLE{sep}{TITLE}"
+            line = f"TITLE{sep}{title(False)}"
         elif line.startswith(("GLOBAL_STATS", "Max bcast")) and "queue length" in line:
             line = line[: line.rindex(sep) + 1] + "0"
         out.append(line)
@@ -101,13 +102,27 @@ def test_version_1_is_openvpns_text():
     assert render_text(same_client(), 1) == ours(OPENVPN_V1)
 
 
-def test_no_username_prints_undef_and_dco_flag_is_set_by_default():
+def test_no_username_prints_undef():
     snap = same_client()
     snap.clients[0].username = None
-    snap.dco = True
+    assert render(snap, 2)[3].split(",")[9] == "UNDEF"
+
+
+@pytest.mark.parametrize("dco", [True, False])
+def test_dco_enabled_and_the_title_flag_follow_the_data_path(dco: bool):
+    snap = same_client()
+    snap.dco = dco
     lines = render(snap, 2)
-    assert lines[3].split(",")[9] == "UNDEF"
-    assert "GLOBAL_STATS,dco_enabled,1" in lines
+    assert f"GLOBAL_STATS,dco_enabled,{int(dco)}" in lines
+    assert ("[DCO]" in lines[0]) == dco
+    assert ("[DCO]" in render(StatusSnapshot(), 3)[0]) is False  # unless told, not offloaded
+
+
+def test_the_title_names_the_engine_after_the_openvpn_release():
+    snap = same_client()
+    snap.engine = "python"
+    line = render(snap, 2)[0]
+    assert line.startswith("TITLE,OpenVPN 2.6.14 ") and line.endswith(" engine python]")
 
 
 def test_iroutes_appear_in_the_routing_table_with_prefix_length():
@@ -144,6 +159,22 @@ def test_openvpn_monitor_parses_version_3():
     assert sessions["fd00:8::1000"]["bytes_recv"] == 2103
     assert sessions["10.8.0.3"]["username"] == "second"  # UNDEF falls back to the CN
     assert sessions["10.8.0.3"]["peer_id"] == "1"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_bad_source_drops_are_one_global_stat_once_there_are_any():
+    snap = same_client()
+    snap.bad_source_drops = 7
+    v1, v2, v3 = (render(snap, v) for v in (1, 2, 3))
+    assert v1[-3:] == ["Max bcast/mcast queue length,0", f"{BAD_SOURCE_STAT},7", "END"]
+    assert v2[-3:] == ["GLOBAL_STATS,dco_enabled,0", f"GLOBAL_STATS,{BAD_SOURCE_STAT},7", "END"]
+    assert v3[-2] == f"GLOBAL_STATS\t{BAD_SOURCE_STAT}\t7"
+    snap.bad_source_drops = 0
+    assert not any(BAD_SOURCE_STAT in line for v in (1, 2, 3) for line in render(snap, v))
+    collector = pytest.importorskip("opsmonitor").collector()
+    sessions = collector.parse_status("\r\n".join(v3) + "\r\n",
+                                      collector.version_info("2.6.14"), None)
+    assert sessions["fd00:8::1000"]["bytes_recv"] == 2103  # the line does not bother it
 
 
 def test_status_file_is_written_now_periodically_and_at_close(tmp_path):

@@ -129,7 +129,7 @@ def _median(samples: list[float]) -> float:
 def receive_cost(rounds: int) -> tuple[float, Peer]:
     """Ingress.poll over rounds of BATCH sealed TCP segments; (µs a packet, the peer)."""
     sender = DataChannelCrypto(0, _PEER_ID, _KEY, _KEY)
-    peer = Peer(_PEER_ID, _REMOTE)
+    peer = Peer(_PEER_ID, _REMOTE, vpn_ipv4="10.8.0.1")  # the segments' (checked) source
     peer.keys[0] = DataChannelCrypto(0, _PEER_ID, _KEY, _KEY)
     peers = PeerTable()
     peers.add(peer)

@@ -62,6 +62,7 @@ def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True,
             data_path, sock, single_peer=cfg.role is not Role.SERVER,
             replay_window=cfg.replay_window, replay_time=cfg.replay_time, log=log,
             engine=engine,
+            interfaces=cfg.xdp_interfaces, xdp_mode=cfg.xdp_mode,
         )
         if cfg.writepid:
             cfg.writepid.write_text(f"{os.getpid()}\n")

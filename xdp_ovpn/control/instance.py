@@ -13,6 +13,7 @@ import dataclasses
 from cryptography import x509
 
 from xdp_ovpn.control import ccd
+from xdp_ovpn.control.badsource import BadSourceLog
 from xdp_ovpn.control.driver import SessionDriver
 from xdp_ovpn.control.peerkeys import PeerKeys
 from xdp_ovpn.dataplane.api import PeerStats
@@ -43,6 +44,7 @@ class ClientInstance:
     admitted: bool = False  # client-connect accepted it: client-disconnect runs at the end
     routes: list[str] = dataclasses.field(default_factory=list)  # kernel routes for iroutes
     last_stats: PeerStats | None = None  # the data plane's counters when last read
+    bad_sources: BadSourceLog = dataclasses.field(default_factory=BadSourceLog)
     task: asyncio.Task | None = None  # the admission in progress
 
     @property

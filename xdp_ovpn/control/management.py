@@ -21,7 +21,7 @@ from pathlib import Path
 
 from xdp_ovpn.config import ConfigError, Location, split_line
 from xdp_ovpn.control.log import get_logger
-from xdp_ovpn.control.status import TITLE, StatusError, StatusSnapshot, render
+from xdp_ovpn.control.status import StatusError, StatusSnapshot, render, title
 
 MANAGEMENT_VERSION = 5
 GREETING = (
@@ -244,12 +244,17 @@ class ManagementInterface:
         return handler(self, args, conn)
 
     def _help(self, args: list[str], conn: _Connection | None) -> list[str]:
-        return [f"Management Interface for {TITLE}", "Commands:", *_HELP, "END"]
+        return [f"Management Interface for {self._title()}", "Commands:", *_HELP, "END"]
 
     def _version(self, args: list[str], conn: _Connection | None) -> list[str]:
         if args:  # `version N`: the client announces its version; openvpn says nothing
             return []
-        return [f"OpenVPN Version: {TITLE}", f"Management Version: {MANAGEMENT_VERSION}", "END"]
+        return [f"OpenVPN Version: {self._title()}", f"Management Version: {MANAGEMENT_VERSION}",
+                "END"]
+
+    def _title(self) -> str:
+        snapshot = self.hooks.snapshot()
+        return title(snapshot.dco, snapshot.engine)
 
     def _pid(self, args: list[str], conn: _Connection | None) -> list[str]:
         return [f"SUCCESS: pid={os.getpid()}"]

@@ -1,6 +1,7 @@
 """`--metrics ADDR:PORT`: a Prometheus text-format endpoint (GET /metrics), no dependency.
 
-Per-peer link bytes and data packets, the server's handshake counters, the XDP
+Per-peer link bytes, data packets and drops by reason (e.g. "bad source address": sent
+from an address not the client's), the server's handshake counters, the XDP
 classifier's verdict counters (read from its BPF maps when attached) and data-plane
 worker health. Everything is read at scrape time from callables the server supplies,
 so a scrape never sees numbers older than the request.
@@ -78,8 +79,15 @@ class _Writer:
 def render(sources: MetricsSources) -> str:
     """The exposition text for one scrape."""
     w = _Writer()
-    clients = sources.snapshot().clients
+    snapshot = sources.snapshot()
+    clients = snapshot.clients
     w.family("clients", "gauge", "Connected clients.", [({}, len(clients))])
+    w.family("dco_enabled", "gauge", "1 while the data channel is offloaded to XDP and "
+             "AF_XDP (openvpn's dco_enabled), 0 on the socket path.",
+             [({}, int(snapshot.dco))])
+    if snapshot.engine:
+        w.family("engine_info", "gauge", "The data plane's per-packet engine (label), always 1.",
+                 [({"engine": snapshot.engine}, 1)])
 
     def peer(c) -> dict[str, object]:
         return {"common_name": c.common_name, "peer_id": c.peer_id,
@@ -94,6 +102,10 @@ def render(sources: MetricsSources) -> str:
         w.family(name, "counter", help_text, [(peer(c), getattr(c, attr)) for c in clients])
     w.family("peer_connected_since_seconds", "gauge", "Unix time the client connected.",
              [(peer(c), int(c.connected_since)) for c in clients])
+    w.family("peer_dropped_packets_total", "counter",
+             "Packets from the client the data plane dropped, by reason.",
+             [({**peer(c), "reason": reason}, n) for c in clients
+              for reason, n in sorted(c.drops.items())])
     if sources.counters is not None:
         for name, value in sorted(sources.counters().items()):
             kind = "counter" if name.endswith("_total") else "gauge"

@@ -33,6 +33,7 @@ from xdp_ovpn.control.pool import AddressPool
 from xdp_ovpn.control.scripts import ScriptRunner
 from xdp_ovpn.control.status import ClientSnapshot, StatusSnapshot
 from xdp_ovpn.dataplane.api import (
+    BAD_SOURCE,
     Address,
     DataPlane,
     DataPlaneError,
@@ -42,6 +43,7 @@ from xdp_ovpn.dataplane.api import (
     PeerFloated,
     PeerStats,
 )
+from xdp_ovpn.dataplane.factory import offloaded
 from xdp_ovpn.dataplane.tun import Tun, TunError
 from xdp_ovpn.proto.constants import MAX_PEER_ID, Opcode
 from xdp_ovpn.proto.errors import ProtocolError
@@ -87,6 +89,7 @@ class Server:
         self._tasks: set[asyncio.Task] = set()
         # Link bytes of clients that left (load-stats counts since start) and event counts.
         self.departed_rx = self.departed_tx = 0
+        self.departed_bad_sources = 0
         self.counts = {"handshakes_total": 0, "auth_failures_total": 0,
                        "connections_total": 0, "disconnections_total": 0}
         # Server side of keepalive: the pushed timeout, not openvpn's doubled one, so that a
@@ -359,6 +362,9 @@ class Server:
         rx, tx = self._link_bytes(client, stats)
         self.departed_rx += rx
         self.departed_tx += tx
+        if stats is not None:
+            self._log_bad_sources(client, stats, time.monotonic(), final=True)
+            self.departed_bad_sources += stats.drops.get(BAD_SOURCE, 0)
         self.log.debug("%s removed: %s", client.driver.label, reason)
         if client.task is None:  # else the admission task finishes the job
             self._after_client(client, rx, tx)
@@ -386,7 +392,19 @@ class Server:
         if client.keys.installed:
             with contextlib.suppress(DataPlaneError):
                 client.last_stats = self.dataplane.get_peer(client.peer_id)
+                self._log_bad_sources(client, client.last_stats, time.monotonic())
         return client.last_stats
+
+    def read_counters(self) -> None:
+        """Read every client's counters, for what they are logged for (BAD_SOURCE)."""
+        for client in self.clients():
+            self.stats(client)
+
+    def _log_bad_sources(self, client: ClientInstance, stats: PeerStats, now: float,
+                         final: bool = False) -> None:
+        line = client.bad_sources.due(stats, now, final)
+        if line is not None:
+            self.log.warning("%s %s", client.driver.label, line)
 
     @staticmethod
     def _link_bytes(client: ClientInstance, stats: PeerStats | None) -> tuple[int, int]:
@@ -416,8 +434,12 @@ class Server:
                 packets_sent=stats.link_tx_packets if stats else 0,
                 username=c.username, client_id=c.client_id, cipher=c.cipher,
                 last_ref=now - (mono - last) if last is not None else None,
+                drops=dict(stats.drops) if stats else {},
             ))  # fmt: skip
-        return StatusSnapshot(out, now=now)
+        bad = self.departed_bad_sources + sum(c.drops.get(BAD_SOURCE, 0) for c in out)
+        return StatusSnapshot(out, now=now, dco=offloaded(self.dataplane),
+                              engine=self.dataplane.engine,
+                              bad_source_drops=bad)
 
     def totals(self) -> tuple[int, int]:
         """Link bytes in and out since start (load-stats)."""

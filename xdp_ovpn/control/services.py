@@ -1,5 +1,6 @@
 """What an operator runs around a server: `status`, `management`, `--metrics`,
-`ifconfig-pool-persist`, systemd readiness, and `user`/`group` once all of it is open.
+`ifconfig-pool-persist`, systemd readiness, and `user`/`group` once all of it is open;
+and a periodic read of the data plane's counters (the bad-source-address log).
 
 Everything reads the server through `Server.snapshot()` (one ClientSnapshot per connected
 client, from the data plane's own counters), so the status file, the management
@@ -26,7 +27,7 @@ from xdp_ovpn.control.management import (
 from xdp_ovpn.control.metrics import MetricsServer, MetricsSources, WorkerHealth
 from xdp_ovpn.control.netconfig import in_netlink_thread, run_in_netlink_thread
 from xdp_ovpn.control.privdrop import PrivilegeError, drop_privileges
-from xdp_ovpn.control.server import Server
+from xdp_ovpn.control.server import BAD_SOURCE_LOG_SECONDS, Server
 from xdp_ovpn.control.status import StatusFile
 from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
 
@@ -50,8 +51,12 @@ def _forwarding() -> bool:
 def worker_health(dataplane: DataPlane) -> Callable[[], Sequence[WorkerHealth]]:
     def health() -> list[WorkerHealth]:
         pid = getattr(dataplane, "pid", 0)
+        extra = {}
+        if hasattr(dataplane, "af_xdp_queues"):  # RX queues on AF_XDP, and those left out
+            extra = {"af_xdp_queues": dataplane.af_xdp_queues,
+                     "af_xdp_queues_unbound": len(dataplane.unbound)}  # type: ignore[attr-defined]
         return [WorkerHealth(dataplane.name, bool(pid) and _alive(pid),
-                             getattr(dataplane, "restarts", 0))]
+                             getattr(dataplane, "restarts", 0), extra)]
     return health
 
 
@@ -86,6 +91,7 @@ class ServerServices:
         self.metrics: MetricsServer | None = None
         self.pool_file: poolpersist.PersistFile | None = None
         self._pool_task: asyncio.Task | None = None
+        self._counters_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         cfg, server = self.cfg, self.server
@@ -109,6 +115,10 @@ class ServerServices:
             self.management = ManagementInterface(hooks, password)
             await self.management.start(address, port)
             self.management.set_state("CONNECTING")
+        # Counters are read when someone asks (status, management, metrics) and at least
+        # this often, so that a client sending from addresses not its own is logged.
+        self._counters_task = asyncio.get_running_loop().create_task(
+            self._every(BAD_SOURCE_LOG_SECONDS, server.read_counters))
         if self.metrics_listen is not None:
             sources = MetricsSources(server.snapshot, counters=lambda: server.counts,
                                      verdicts=xdp_verdicts(self.dataplane),
@@ -125,13 +135,16 @@ class ServerServices:
         seconds = self.cfg.ifconfig_pool_persist_seconds
         if seconds > 0:  # 0: read the file, never write it (openvpn's meaning)
             self.pool_file = poolpersist.PersistFile(path)
-            self._pool_task = asyncio.get_running_loop().create_task(self._save_pool_every(
-                seconds))
+            self._pool_task = asyncio.get_running_loop().create_task(self._every(
+                seconds, self.save_pool))
 
-    async def _save_pool_every(self, seconds: int) -> None:
+    async def _every(self, seconds: float, call: Callable[[], None]) -> None:
         while True:
             await asyncio.sleep(seconds)
-            self.save_pool()
+            try:
+                call()
+            except Exception as exc:  # the next round may do better; the VPN goes on
+                self.log.warning("%s: %s", getattr(call, "__name__", "periodic task"), exc)
 
     def save_pool(self) -> None:
         if self.pool_file is None:
@@ -176,10 +189,11 @@ class ServerServices:
             await self.management.close()
         if self.metrics is not None:
             await self.metrics.close()
-        if self._pool_task is not None:
-            self._pool_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pool_task
+        for task in (self._pool_task, self._counters_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.save_pool()
         if self.pool_file is not None:
             self.pool_file.close()

@@ -6,7 +6,8 @@ exporters, home-grown scripts) read ours unchanged. The server feeds a `StatusSn
 `render` turns it into lines; `StatusFile` rewrites the file atomically every N seconds.
 
 Byte counts are link bytes, as openvpn reports them: UDP payload received from and sent
-to the client, control channel included.
+to the client, control channel included. One line is ours: GLOBAL STATS counts packets
+clients sent from addresses not theirs, once there are any.
 """
 
 from __future__ import annotations
@@ -28,10 +29,17 @@ from xdp_ovpn.control.log import get_logger
 # The openvpn release whose formats we reproduce. Tools take the version from the
 # second word of the title (openvpn-monitor picks its status parser by it).
 COMPAT_RELEASE = "2.6.14"
-TITLE = (
-    f"OpenVPN {COMPAT_RELEASE} {platform.machine() or 'x86_64'}-pc-linux-gnu "
-    f"[SSL (OpenSSL)] [AEAD] [DCO] [xdp-ovpn {__version__}]"
-)
+
+
+def title(dco: bool, engine: str = "") -> str:
+    """openvpn's title line; `[DCO]` only while the data channel is offloaded (on XDP),
+    then our own release and the data plane's per-packet engine."""
+    flags = "[SSL (OpenSSL)] [AEAD]" + (" [DCO]" if dco else "")
+    ours = f"xdp-ovpn {__version__}" + (f" engine {engine}" if engine else "")
+    return (f"OpenVPN {COMPAT_RELEASE} {platform.machine() or 'x86_64'}-pc-linux-gnu "
+            f"{flags} [{ours}]")
+
+
 UNDEF = "UNDEF"  # openvpn's username when the client sent none (tls_username)
 
 _CLIENT_HEADER = (
@@ -39,6 +47,7 @@ _CLIENT_HEADER = (
     "Bytes Received", "Bytes Sent", "Connected Since", "Connected Since (time_t)",
     "Username", "Client ID", "Peer ID", "Data Channel Cipher",
 )  # fmt: skip
+BAD_SOURCE_STAT = "Bad source address drops"
 _ROUTE_HEADER = ("Virtual Address", "Common Name", "Real Address", "Last Ref", "Last Ref (time_t)")
 
 
@@ -65,6 +74,7 @@ class ClientSnapshot:
     client_id: int = 0  # management client id (openvpn's cid)
     cipher: str = ""
     last_ref: float | None = None  # unix time of the last packet from the client
+    drops: dict[str, int] = field(default_factory=dict)  # data-plane drops by reason (metrics)
 
 
 @dataclass
@@ -73,7 +83,12 @@ class StatusSnapshot:
 
     clients: list[ClientSnapshot] = field(default_factory=list)
     now: float = field(default_factory=time.time)
-    dco: bool = True  # the data channel runs outside the control process, as with DCO
+    # The data channel is offloaded as with DCO: on the XDP path, AF_XDP bound. The socket
+    # path's worker is a userspace loop like openvpn's own, so it reports 0.
+    dco: bool = False
+    # Packets clients sent from addresses not theirs, dropped since start (GLOBAL STATS).
+    bad_source_drops: int = 0
+    engine: str = ""  # the data plane's per-packet engine: "native" or "python"
 
 
 def time_string(t: float) -> str:
@@ -125,8 +140,16 @@ def _render_v1(s: StatusSnapshot) -> list[str]:
         last = time_string(c.last_ref or c.connected_since)
         for route in _routes(c):
             lines.append(f"{route},{c.common_name},{real_address(c.real_address)},{last}")
-    lines += ["GLOBAL STATS", "Max bcast/mcast queue length,0", "END"]
+    lines += ["GLOBAL STATS", "Max bcast/mcast queue length,0", *_bad_sources(s, ","), "END"]
     return lines
+
+
+def _bad_sources(s: StatusSnapshot, sep: str, tag: tuple[str, ...] = ()) -> list[str]:
+    """Our one GLOBAL STATS line of our own, there once there is something to count (so a
+    clean server's report stays openvpn's text; its parsers skip unknown global stats)."""
+    if not s.bad_source_drops:
+        return []
+    return [sep.join((*tag, BAD_SOURCE_STAT, str(s.bad_source_drops)))]
 
 
 def _render_v23(s: StatusSnapshot, sep: str) -> list[str]:
@@ -134,7 +157,7 @@ def _render_v23(s: StatusSnapshot, sep: str) -> list[str]:
         return sep.join(str(f) for f in fields)
 
     lines = [
-        row("TITLE", TITLE),
+        row("TITLE", title(s.dco, s.engine)),
         row("TIME", time_string(s.now), int(s.now)),
         row("HEADER", "CLIENT_LIST", *_CLIENT_HEADER),
     ]
@@ -155,6 +178,7 @@ def _render_v23(s: StatusSnapshot, sep: str) -> list[str]:
     lines += [
         row("GLOBAL_STATS", "Max bcast/mcast queue length", 0),
         row("GLOBAL_STATS", "dco_enabled", int(s.dco)),
+        *_bad_sources(s, sep, ("GLOBAL_STATS",)),
         "END",
     ]
     return lines

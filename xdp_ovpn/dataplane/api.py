@@ -34,6 +34,16 @@ class KeySlot(enum.IntEnum):
     SECONDARY = 1
 
 
+# Drop reasons (PeerStats.drops) the control plane acts on. BAD_SOURCE: on a server, a
+# decrypted packet whose inner source is not its peer's VPN address or inside one of its
+# iroutes, or that is not IP or too short for its IP header; logged (rate-limited) and
+# reported. LINK_LOCAL_SOURCE: an IPv6 link-local source (fe80::/10), no peer's either,
+# but clients' kernels send from one on their own (router solicitations, MLD): dropped as
+# openvpn does, apart, so that BAD_SOURCE counts only what deserves a look.
+BAD_SOURCE = "bad source address"
+LINK_LOCAL_SOURCE = "IPv6 link-local source"
+
+
 @dataclass
 class PeerStats:
     """Counters of one peer (`get_peer`)."""
@@ -51,6 +61,9 @@ class PeerStats:
     link_tx_packets: int = 0
     link_tx_bytes: int = 0
     drops: dict[str, int] = field(default_factory=dict)  # reason -> count
+    # The source of the last packet dropped as BAD_SOURCE (peers.py): 4 or 16 packed bytes,
+    # b"" when that packet was not IP or too short for its IP header; None: no such drop.
+    last_bad_source: bytes | None = None
     last_rx: float | None = None  # monotonic seconds
     last_tx: float | None = None
     primary_key_id: int | None = None

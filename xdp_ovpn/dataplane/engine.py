@@ -20,9 +20,10 @@ suite holds them to it.
 Drop reasons are part of the contract (both engines count the same strings). Per peer:
 "ReplayError", "AuthError", "ParseError", "KeyError_" (the packet could not be opened),
 "no key", "no tun", "tun write", "bad source address" (a server's anti-spoofing check),
-"send <errno name>"; engine-wide: "unknown peer-id", "short frame", "not UDP",
-"IP fragment", "not IP", "bad UDP length", "not DATA_V2", "short data packet",
-"DATA_V1 unsupported", "socket error", "tun read", "no route to peer".
+"IPv6 link-local source" (counted apart, not logged: openvpn clients send router
+solicitations from fe80::), "send <errno name>"; engine-wide: "unknown peer-id",
+"short frame", "not UDP", "IP fragment", "not IP", "bad UDP length", "not DATA_V2",
+"short data packet", "DATA_V1 unsupported", "socket error", "tun read", "no route to peer".
 """
 
 from __future__ import annotations

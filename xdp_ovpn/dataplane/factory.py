@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Sequence
 
+from xdp_ovpn.config import XDP_MODES
 from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
 from xdp_ovpn.dataplane.engine import resolve
 from xdp_ovpn.dataplane.socketpath import SocketDataPlane
@@ -50,10 +52,18 @@ def open_dataplane(
     replay_time: float,
     log: logging.Logger,
     engine: str = "auto",
+    interfaces: Sequence[str] = (),
+    xdp_mode: str | None = None,
 ) -> DataPlane:
-    """Start the chosen data path, with the chosen engine, on the bound UDP socket."""
+    """Start the chosen data path, with the chosen engine, on the bound UDP socket; XDP on
+    `interfaces` (default: every interface the socket's traffic can use) in `xdp_mode`
+    (auto|native|generic)."""
     if kind not in DATA_PATHS:
         raise DataPlaneError(f"unknown data path {kind!r} (auto, xdp or socket)")
+    if xdp_mode not in (None, *XDP_MODES):
+        raise DataPlaneError(f"unknown XDP mode {xdp_mode!r} ({', '.join(XDP_MODES)})")
+    if kind == "socket" and (interfaces or xdp_mode):
+        raise DataPlaneError("xdp-interface and xdp-mode need XDP, not --data-path socket")
     engine = resolve(engine)
     if kind in ("auto", "xdp"):
         reason = xdp_unavailable()
@@ -66,6 +76,8 @@ def open_dataplane(
                 dataplane = XdpDataPlane(sock, single_peer=single_peer,
                                          replay_window=replay_window,
                                          replay_time=replay_time, log=log,
+                                         interfaces=interfaces or None,
+                                         xdp_mode=None if xdp_mode == "auto" else xdp_mode,
                                          engine=engine)
             except DataPlaneError as exc:
                 if kind == "xdp":
@@ -75,8 +87,15 @@ def open_dataplane(
                 log.info("Data path: xdp (AF_XDP ingress on %s, worker pid %d), engine %s",
                          ", ".join(dataplane.interfaces), dataplane.pid, engine)
                 return dataplane
-        log.info("Data path: socket (XDP unavailable: %s), engine %s", reason, engine)
+        log.warning("WARNING: Data path: socket (XDP unavailable: %s), engine %s", reason,
+                    engine)
     else:
         log.info("Data path: socket (as requested), engine %s", engine)
     return SocketDataPlane(sock, single_peer=single_peer, replay_window=replay_window,
                            replay_time=replay_time, engine=engine)
+
+
+def offloaded(dataplane: DataPlane) -> bool:
+    """True while DATA_V2 is steered to AF_XDP (what `dco_enabled` and `[DCO]` report):
+    the XDP path with at least one RX queue bound, not the socket path nor its fallback."""
+    return getattr(dataplane, "af_xdp_queues", 0) > 0

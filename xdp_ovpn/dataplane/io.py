@@ -15,8 +15,9 @@ Per batch: one `rx_batch`, one clock read, one `fill`. Per packet: one
 `unpack_from` of the headers, one `decrypt_frame` in place (the plaintext lands 24
 bytes into the payload; the frame's spare tail holds the moved tag), and one TUN
 write, or, with a vnet_hdr TUN, a share of one `writev` per TCP run (offload.py).
-Nothing is copied out of the UMEM but the source address (4 or 16 bytes, to spot
-a float). Short packets are looked at for pings, OCC exit and SYNs (mss.py).
+Nothing is copied out of the UMEM but the outer source address (4 or 16 bytes, to
+spot a float) and, on a server, the inner one (peers.py: `owns_source`). Short packets
+are looked at for pings, OCC exit and SYNs (mss.py).
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ class Ingress:
         umem, chunk_mask, chunk_size = self.umem, self._chunk_mask, self._chunk_size
         unpack4, unpack6 = _FAST4.unpack_from, _FAST6.unpack_from
         coalesce = self.coalescer.add if self.coalescer is not None else None
+        owns_source = self.peers.owns_source
         last_word = -1  # the DATA_V2 word the cached peer and crypto belong to
         peer = crypto = stats = None
         remote: tuple[bytes, int] | None = None
@@ -174,6 +176,8 @@ class Ingress:
             # -- deliver ---------------------------------------------------------------
             if n < SYN_MAX_LEN and self._short(peer, frame, n):
                 last_word = -1  # the peer is gone
+                continue
+            if not owns_source(peer, frame, DATA_V2_HEADER_LEN, n):  # counted there
                 continue
             if coalesce is not None:  # counts rx (or the drop) when it writes
                 coalesce(frame, DATA_V2_HEADER_LEN, n, peer)

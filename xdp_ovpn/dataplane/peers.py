@@ -5,6 +5,11 @@ header, the transmit path by the packet's destination address (the peer's VPN ad
 first, then the longest iroute prefix). On a client or p2p endpoint there is one peer and
 it takes everything (`single`).
 
+On a server the receive path also checks that a decrypted packet's source address is the
+sending peer's own by the transmit path's lookup (`owns_source`), as openvpn's multi.c and
+ovpn's `ovpn_peer_check_by_src` do: a client cannot send as another client or as an
+address it has no iroute for, and a changed address or iroute applies both ways at once.
+
 Addresses are kept as packed bytes (4 or 16) so the hot path looks a TUN packet's
 destination up with one dict access, without building address objects.
 """
@@ -12,11 +17,21 @@ destination up with one dict access, without building address objects.
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdp_ovpn.dataplane.api import Address, DataPlaneError, PeerStats
+from xdp_ovpn.dataplane.api import (
+    BAD_SOURCE,
+    LINK_LOCAL_SOURCE,
+    Address,
+    DataPlaneError,
+    PeerStats,
+)
+
+_IPV4_SOURCE = struct.Struct("!B11x4s").unpack_from  # version/IHL, source address
+_IPV6_SOURCE = struct.Struct("!8x16s").unpack_from
 
 
 def packed(address: str) -> bytes:
@@ -135,6 +150,34 @@ class PeerTable:
             prefixes = self._routes.get(len(address))
             peer = prefixes.lookup(address) if prefixes else None
         return peer
+
+    def owns_source(self, peer: Peer, buf: memoryview | bytearray, pos: int, n: int) -> bool:
+        """Whether the decrypted packet buf[pos:pos+n] from `peer` may go to the TUN: its
+        IPv4/IPv6 source is one `by_destination` gives to `peer`. When not (also for a
+        payload that is not IP or is shorter than its IP header) it is counted on the peer
+        as BAD_SOURCE and its source kept in the peer's stats (an IPv6 link-local source:
+        LINK_LOCAL_SOURCE). A single peer sends anything.
+        """
+        if self.single:
+            return True
+        source = b""
+        if n >= 20:  # one unpack for the usual IPv4 packet, a second one for IPv6
+            first, source = _IPV4_SOURCE(buf, pos)
+            if first >> 4 != 4:
+                source = _IPV6_SOURCE(buf, pos)[0] if first >> 4 == 6 and n >= 40 else b""
+        # The length of the key, not the address, says the family: an IPv6 packet from
+        # ::ffff:a.b.c.d is looked up among IPv6 addresses and never matches an IPv4 one.
+        owner = self._by_vpn.get(source)
+        if owner is None and source:
+            owner = self._routes[len(source)].lookup(source)
+        if owner is peer:
+            return True
+        if len(source) == 16 and source[0] == 0xFE and source[1] & 0xC0 == 0x80:
+            peer.drop(LINK_LOCAL_SOURCE)
+            return False
+        peer.drop(BAD_SOURCE)
+        peer.stats.last_bad_source = source
+        return False
 
     def update(
         self,

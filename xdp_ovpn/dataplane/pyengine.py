@@ -220,6 +220,8 @@ class PythonEngine:
             self.remove_peer(peer.peer_id)
             self._events.append(PeerExpired(peer.peer_id, "exit"))
             return
+        if not self.peers.owns_source(peer, plain, 0, n):  # counted there
+            return
         if self._tun_fd is None:
             peer.drop("no tun")
             return

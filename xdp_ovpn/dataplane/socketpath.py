@@ -4,8 +4,9 @@ The reference data path and the fallback when XDP is unavailable. The control pl
 opens the UDP socket, then `SocketDataPlane(sock)` forks a worker that:
 
 - reads the UDP socket: its engine (engine.py) decrypts DATA_V2 (replay window, float
-  detection, keepalive pings and OCC exit consumed) and writes it to the TUN; every other
-  datagram goes up to the control plane over a socketpair (`control_fd` / `read_control`);
+  detection, keepalive pings and OCC exit consumed, on a server the inner source address
+  checked) and writes it to the TUN; every other datagram goes up to the control plane
+  over a socketpair (`control_fd` / `read_control`);
 - reads the TUN: the engine picks the peer by destination address (peers.py), the
   primary key encrypts, the UDP socket sends;
 - runs keepalive (ping when idle, expire when silent) as DCO does;

@@ -16,9 +16,11 @@ black hole. What it owns beyond that:
 
 - BPF `peers` map in step with the keys: a peer-id/key-id is mirrored only after the worker
   holds that key, and removed before the key or the peer goes.
-- One worker, holding one AF_XDP socket per (interface, RX queue), so one process owns each
-  key's packet-id sender (two encrypting processes would reuse nonces). On veth there is one
-  queue; several queues share the worker's loop.
+- One worker, holding one AF_XDP socket per (interface, RX queue in use), so one process
+  owns each key's packet-id sender (two encrypting processes would reuse nonces); several
+  queues share the worker's loop. The queues are those in use (rxqueues), not those
+  allocated; a queue that still cannot be bound is left to the socket and reported, and
+  only a worker that binds none fails.
 - Supervision: a thread in the control-plane process waits on the worker's pidfd. If the
   worker dies, the thread posts a sentinel on the notification socket; on that (or on a
   failed verb) the handle clears the BPF peers map (the dead AF_XDP socket already left the
@@ -63,6 +65,7 @@ from xdp_ovpn.dataplane.engine import Engine, EngineConfig, make_engine, resolve
 from xdp_ovpn.dataplane.ledger import Ledger
 from xdp_ovpn.dataplane.mss import max_mss
 from xdp_ovpn.dataplane.offload import plain_reads, raise_txqueuelen, tun_has_vnet_hdr
+from xdp_ovpn.dataplane.rxqueues import RxQueues, rx_queues
 from xdp_ovpn.dataplane.socketpath import (
     _BUF,
     _CALL_TIMEOUT,
@@ -95,8 +98,18 @@ def _unmapped(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ip
 
 
-def underlay_interfaces(sock: socket.socket) -> list[tuple[str, int, int]]:
-    """(interface, RX queue count, MTU) of every interface the bound socket's traffic can use.
+@dataclass(frozen=True)
+class UnderlayLink:
+    """An interface the classifier may go on: its name, RX queues and MTU."""
+
+    ifname: str
+    queues: RxQueues
+    mtu: int
+
+
+def underlay_interfaces(sock: socket.socket,
+                        names: Sequence[str] | None = None) -> list[UnderlayLink]:
+    """The interfaces the bound socket's traffic can use, or those `names` that exist.
 
     A socket bound to an address: the interface holding it. A wildcard socket: every up,
     non-loopback, non-TUN interface with an address (the routes to peers may use any).
@@ -106,8 +119,12 @@ def underlay_interfaces(sock: socket.socket) -> list[tuple[str, int, int]]:
     bound = _unmapped(sock.getsockname()[0])
     with IPRoute() as ipr:
         links = {link["index"]: link for link in ipr.get_links()}
-        addrs = ipr.get_addr()
+        addrs = [] if names else ipr.get_addr()
     chosen: dict[int, None] = {}
+    by_name = {link.get_attr("IFLA_IFNAME"): index for index, link in links.items()}
+    for name in names or ():
+        if name in by_name:
+            chosen[by_name[name]] = None
     for addr in addrs:
         link = links.get(addr["index"])
         if link is None or link["flags"] & _IFF_LOOPBACK or not link["flags"] & 1:
@@ -118,11 +135,12 @@ def underlay_interfaces(sock: socket.socket) -> list[tuple[str, int, int]]:
         local = addr.get_attr("IFA_LOCAL") or addr.get_attr("IFA_ADDRESS")
         if bound.is_unspecified or (local and _unmapped(local) == bound):
             chosen[addr["index"]] = None
-    return [
-        (links[i].get_attr("IFLA_IFNAME"), links[i].get_attr("IFLA_NUM_RX_QUEUES") or 1,
-         links[i].get_attr("IFLA_MTU") or 1500)
-        for i in chosen
-    ]
+    out = []
+    for index in chosen:
+        name = links[index].get_attr("IFLA_IFNAME")
+        queues = rx_queues(name, links[index].get_attr("IFLA_NUM_RX_QUEUES"))
+        out.append(UnderlayLink(name, queues, links[index].get_attr("IFLA_MTU") or 1500))
+    return out
 
 
 def listener_addresses(sock: socket.socket) -> list[tuple[str, int]]:
@@ -181,15 +199,35 @@ class _XdpWorker(_Worker):
         self.keep_caps = (CAP_BPF,) if underlays else ()
         self.ids = ledger.ids
         self.xsks: list[XskSocket] = []
+        self.unbound: list[str] = []  # "IF queue N: why", for the parent to log
         for under in underlays:
             for queue in range(under.queues):
-                xsk = XskSocket(under.ifname, queue, tx_size=0, comp_size=64,
-                                frame_count=FRAME_COUNT, fill_size=FRAME_COUNT)
-                self.xsks.append(xsk)
-                xsk.fill(xsk.umem.frames())
-                index = engine.add_xsk(xsk)
-                self.sel.register(xsk.fileno(), selectors.EVENT_READ, self._rx(index))
-                under.maps.bind_queue(queue, xsk.fileno())
+                why = self._bind_queue(under, queue)
+                if why:
+                    self.unbound.append(f"{under.ifname} queue {queue}: {why}")
+        if underlays and not self.xsks:
+            raise DataPlaneError("no RX queue takes an AF_XDP socket: " + "; ".join(self.unbound))
+
+    def _bind_queue(self, under: _Underlay, queue: int) -> str | None:
+        """An AF_XDP socket on the queue, entered in the classifier's XSKMAP; else why not
+        (with no XSKMAP entry the classifier passes the queue's packets up to the socket)."""
+        from xdp_ovpn.loader.errors import MapError
+
+        try:
+            xsk = XskSocket(under.ifname, queue, tx_size=0, comp_size=64,
+                            frame_count=FRAME_COUNT, fill_size=FRAME_COUNT)
+        except XskError as exc:
+            return str(exc)
+        xsk.fill(xsk.umem.frames())
+        try:
+            under.maps.bind_queue(queue, xsk.fileno())
+        except MapError as exc:  # e.g. beyond the XSKMAP's size
+            xsk.close()
+            return f"not in the classifier's map: {exc}"
+        self.xsks.append(xsk)
+        index = self.engine.add_xsk(xsk)
+        self.sel.register(xsk.fileno(), selectors.EVENT_READ, self._rx(index))
+        return None
 
     def _rx(self, index: int) -> Callable[[], None]:
         rx_xsk = self.engine.rx_xsk
@@ -219,6 +257,8 @@ class _XdpWorker(_Worker):
     def cmd_drops(self) -> dict[str, int]:
         """Drops no peer can be blamed for: socket, AF_XDP rings (kernel counters), loops."""
         drops = super().cmd_drops()
+        if self.unbound:  # not packets: RX queues whose packets all take the socket
+            drops["RX queues without AF_XDP"] = len(self.unbound)
         for xsk in self.xsks:
             for name, count in dataclasses.asdict(xsk.statistics()).items():
                 if count:
@@ -305,6 +345,8 @@ class XdpDataPlane:
         self._cmd: socket.socket | None = None
         self._pid = 0
         self.restarts = 0
+        self.af_xdp_queues = 0  # RX queues the current worker holds an AF_XDP socket on
+        self.unbound: list[str] = []  # "IF queue N: why" of the queues it could not bind
         self._identity: tuple[int, int] | None = None  # (uid, gid) after drop_privileges
         # Where workers are forked: here until `user`, then where capabilities were kept.
         self._privileged: Privileged = _inline
@@ -327,26 +369,35 @@ class XdpDataPlane:
             raise
 
     def _attach(self, interfaces: Sequence[str] | None, mode: str | None) -> None:
+        """The classifier on every underlay (or those named); one that refuses it is
+        skipped with a warning, its traffic left to the UDP socket."""
         from xdp_ovpn.loader.classifier import Classifier
         from xdp_ovpn.loader.errors import LoaderError
 
-        found = {name: (queues, mtu) for name, queues, mtu in underlay_interfaces(self._sock)}
-        names = list(interfaces) if interfaces else list(found)
-        if not names:
+        links = underlay_interfaces(self._sock, interfaces)
+        if not links and not interfaces:
             raise DataPlaneError("no underlay interface carries the socket's traffic")
-        for ifname in names:
+        failed = [f"{name}: no such interface" for name in interfaces or ()
+                  if name not in {link.ifname for link in links}]
+        for link in links:
             try:
                 classifier = Classifier()
                 self._classifiers.append(classifier)
-                attachment = classifier.attach(ifname, mode, pin=False)
+                attachment = classifier.attach(link.ifname, mode, pin=False)
                 for addr, port in listener_addresses(self._sock):
                     classifier.maps.add_listener(addr, port)
             except LoaderError as exc:
-                raise DataPlaneError(f"XDP on {ifname}: {exc}") from None
-            queues, mtu = found.get(ifname, (1, 1500))
-            self._underlays.append(_Underlay(ifname, queues, mtu, classifier.maps))
-            self._log.info("XDP classifier attached to %s (%s, %d RX queue%s)", ifname,
-                           attachment.mode, queues, "" if queues == 1 else "s")
+                failed.append(f"{link.ifname}: {exc}")
+                continue
+            self._underlays.append(_Underlay(link.ifname, link.queues.in_use, link.mtu,
+                                             classifier.maps))
+            self._log.info("XDP classifier attached to %s (%s, %s)", link.ifname,
+                           attachment.mode, link.queues.describe())
+        if not self._underlays:
+            raise DataPlaneError("XDP attaches to no interface: " + "; ".join(failed))
+        for why in failed:
+            self._log.warning("WARNING: XDP skipped on %s; its traffic takes the UDP socket",
+                              why)
 
     @property
     def pid(self) -> int:
@@ -390,7 +441,7 @@ class XdpDataPlane:
                 except (XskError, DataPlaneError, OSError, ValueError) as exc:
                     worker_cmd.send(pickle.dumps((False, str(exc))))  # the parent says it
                     os._exit(1)
-                worker_cmd.send(pickle.dumps((True, os.getpid())))
+                worker_cmd.send(pickle.dumps((True, (os.getpid(), worker.unbound))))
                 worker.run()
             except BaseException:
                 status = 1
@@ -409,6 +460,11 @@ class XdpDataPlane:
         if not ok:
             self._reap(kill=True)
             raise DataPlaneError(f"XDP data-plane worker: {value}")
+        self.unbound = value[1]
+        self.af_xdp_queues = sum(u.queues for u in underlays) - len(self.unbound)
+        for why in self.unbound:
+            self._log.warning("WARNING: no AF_XDP socket on %s; the UDP socket takes its "
+                              "packets", why)
         threading.Thread(target=self._supervise, args=(pid,), daemon=True,
                          name=f"xdp-worker-{pid}").start()
 
@@ -456,7 +512,7 @@ class XdpDataPlane:
             self._privileged(self._spawn)
         except DataPlaneError as exc:
             # E.g. AF_XDP refused: keep the tunnel on the socket rather than lose it.
-            self._log.info("%s; the data plane goes on without AF_XDP", exc)
+            self._log.warning("WARNING: %s; the data plane goes on without AF_XDP", exc)
             self._spawn(xdp=False)
         self._log.info("Data-plane worker %s: restarted as pid %d with %d peer(s)", why,
                        self._pid, len(self._peers))

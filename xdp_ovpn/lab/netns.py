@@ -192,14 +192,19 @@ class Lab:
         b: Namespace,
         addrs: tuple[str | None, str | None] = (None, None),
         names: tuple[str, str] = ("veth0", "veth0"),
-        rx_queues: int = 1,
+        rx_queues: int | None = None,
         extra_addrs: Sequence[tuple[str | None, str | None]] = (),
         mtu: int | None = None,
     ) -> tuple[str, str]:
-        """Join two namespaces with a veth pair; return the interface names (a, b)."""
+        """Join two namespaces with a veth pair; return the interface names (a, b).
+
+        Without `rx_queues` the pair is what `ip link add A type veth peer name B` makes
+        (the kernel's choice: one RX queue in use of one per possible CPU); with it, that
+        many RX and TX queues allocated and in use on both ends.
+        """
         tmp_a = f"xo{os.getpid() % 100000}{next(_counter)}a"
         tmp_b = tmp_a[:-1] + "b"
-        queues = {"num_rx_queues": rx_queues, "num_tx_queues": rx_queues}
+        queues = {"num_rx_queues": rx_queues, "num_tx_queues": rx_queues} if rx_queues else {}
         with IPRoute() as ipr:
             try:
                 peer = {"ifname": tmp_b, **queues}
