@@ -70,10 +70,13 @@ def _bpffs() -> Check:
 
 
 def _bcc() -> Check:
+    from xdp_ovpn.loader.compile import import_bcc
+    from xdp_ovpn.loader.errors import CompileError
+
     try:
-        import bcc
-    except ImportError as exc:
-        return Check("bcc", FAIL, f"cannot import bcc (install python3-bpfcc): {exc}")
+        bcc = import_bcc()
+    except CompileError as exc:
+        return Check("bcc", FAIL, str(exc))
     version = getattr(bcc, "__version__", "?")
     return Check("bcc", OK, f"bcc {version} from {Path(bcc.__file__).parent}")
 

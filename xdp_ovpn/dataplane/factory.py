@@ -25,12 +25,14 @@ def xdp_unavailable() -> str | None:
     """Why the XDP data path cannot run here, or None when it can (cheap checks only)."""
     if os.geteuid() != 0:
         return "needs root (CAP_NET_ADMIN and CAP_BPF)"
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        return "bcc is not installed (Debian's python3-bpfcc)"
-    from xdp_ovpn.loader.errors import HeadersNotFound
+    from xdp_ovpn.loader.compile import import_bcc
+    from xdp_ovpn.loader.errors import CompileError, HeadersNotFound
     from xdp_ovpn.loader.headers import find_kernel_headers
+
+    try:
+        import_bcc()
+    except CompileError:
+        return "bcc is not installed (Debian's python3-bpfcc)"
 
     try:
         find_kernel_headers()

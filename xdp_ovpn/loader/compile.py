@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from xdp_ovpn.loader.errors import CompileError
@@ -19,15 +20,25 @@ from xdp_ovpn.loader.headers import find_kernel_headers
 BPF_DIR = Path(str(resources.files("xdp_ovpn.loader") / "bpf"))
 
 
+def import_bcc() -> ModuleType:
+    """The bcc module (Debian's python3-bpfcc); CompileError when it is not importable.
+
+    Code outside the loader asks here, so that the loader stays the only importer of bcc.
+    """
+    try:
+        import bcc
+    except ImportError as exc:
+        raise CompileError(f"bcc is not importable (install Debian's python3-bpfcc): {exc}") \
+            from exc
+    return bcc
+
+
 def compile_bpf(source: str | Path, cflags: Iterable[str] = ()) -> Any:
     """Compile C text (or a .c file) into a loaded `bcc.BPF`; takes 2-3 s, so keep the result.
 
     Raises CompileError with the first compiler error line, HeadersNotFound without headers.
     """
-    try:
-        from bcc import BPF
-    except ImportError as exc:
-        raise CompileError("bcc is not importable (install Debian's python3-bpfcc)") from exc
+    BPF = import_bcc().BPF
     if isinstance(source, Path):
         try:
             text = source.read_text()
