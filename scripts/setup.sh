@@ -16,6 +16,7 @@ DEBIAN_PACKAGES=(
     openvpn iperf3 iproute2 iputils-ping ethtool kmod
     linux-headers-amd64 strace tcpdump
     debootstrap   # the tests' openvpn 2.7 peer comes from a Debian sid root
+    gcc python3-dev libssl-dev   # the native engine (native/*.c, built by pip install)
 )
 
 die() { echo "setup: $*" >&2; exit 1; }
@@ -48,7 +49,8 @@ link_bcc() {
 setup_venv() {
     [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
     local stamp="$VENV/.xdp-ovpn-installed" want
-    want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
+    # Rebuild when the package's build inputs change: its metadata and the native sources.
+    want=$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/native/*.[ch] | sha256sum | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "setup: installing Python dependencies into $VENV"
         "$VENV/bin/pip" install -q --upgrade pip
@@ -58,6 +60,8 @@ setup_venv() {
     link_bcc
     "$VENV/bin/python" -c 'import bcc, cryptography, OpenSSL, pyroute2, click' \
         || die "the virtualenv cannot import its dependencies"
+    "$VENV/bin/python" -c 'import xdp_ovpn._native' \
+        || die "the native engine (xdp_ovpn._native) did not build"
 }
 
 run_tests() {

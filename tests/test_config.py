@@ -519,3 +519,19 @@ def test_status_version_is_parsed_and_bounded(conf_dir):
     cfg = load(write(conf_dir, SERVER + "status s.log 5\nstatus-version 3\n"))
     assert cfg.status_version == 3 and cfg.status_seconds == 5
     assert "status-version" in error_of(conf_dir, SERVER + "status-version 4\n")
+
+
+def test_xdp_control_limit_is_xdp_ovpns_own_directive(conf_dir):
+    from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
+
+    assert load(write(conf_dir, CLIENT)).xdp_control_limit is DEFAULT_CONTROL_LIMITS
+    cfg = load(write(conf_dir, CLIENT + "xdp-control-limit 8 32 500 1000\n"))
+    assert cfg.xdp_control_limit == ControlLimits(8, 32, 500, 1000)
+    assert load(write(conf_dir, CLIENT + "xdp-control-limit off\n")).xdp_control_limit is None
+    cfg = load(write(conf_dir, CLIENT), ["--xdp-control-limit", "1", "2", "3", "4"])
+    assert cfg.xdp_control_limit == ControlLimits(1, 2, 3, 4)
+    for bad, message in [("8 32", "SOURCE_RATE SOURCE_BURST"), ("8 0 1 1", "source burst"),
+                         ("x 1 1 1", "'x' is not a number")]:
+        with pytest.raises(ConfigError, match=message) as err:
+            load(write(conf_dir, CLIENT + f"xdp-control-limit {bad}\n"))
+        assert "\n" not in str(err.value)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.proto.constants import (
     AEAD_CIPHERS,
     DEFAULT_DATA_CIPHERS,
@@ -187,6 +188,8 @@ class Config:
     replay_window: int = DEFAULT_REPLAY_WINDOW
     replay_time: int = DEFAULT_REPLAY_TIME
     tls_mtu: int = DEFAULT_TLS_MTU
+    # xdp-ovpn's own: the XDP classifier's buckets for control packets from non-peers
+    xdp_control_limit: ControlLimits | None = DEFAULT_CONTROL_LIMITS
     # data channel
     data_ciphers: tuple[str, ...] = DEFAULT_DATA_CIPHERS
     data_ciphers_fallback: str | None = None
@@ -923,6 +926,21 @@ def _replay_window(p: _Parser, d: Directive) -> None:
     p.cfg.replay_window = _int(d, d.args[0], 0, 65536)
     if len(d.args) > 1:
         p.cfg.replay_time = _int(d, d.args[1], 0, 600)
+
+
+@_option("xdp-control-limit", min_args=1, max_args=4)
+def _xdp_control_limit(p: _Parser, d: Directive) -> None:
+    """xdp-ovpn's own: SOURCE_RATE SOURCE_BURST GLOBAL_RATE GLOBAL_BURST, or `off`."""
+    if d.args == ("off",):
+        p.cfg.xdp_control_limit = None
+        return
+    if len(d.args) != 4:
+        raise ConfigError("expected SOURCE_RATE SOURCE_BURST GLOBAL_RATE GLOBAL_BURST or off",
+                          d.name, d.where)
+    try:
+        p.cfg.xdp_control_limit = ControlLimits(*(_int(d, arg) for arg in d.args))
+    except ValueError as exc:
+        raise ConfigError(str(exc), d.name, d.where) from None
 
 
 # ---------------------------------------------------------------- data channel

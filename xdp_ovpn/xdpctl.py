@@ -43,21 +43,28 @@ def _fail(exc: Exception) -> click.ClickException:
 )
 @click.option("--observe", is_flag=True, help="Classify and count only; steer nothing.")
 @click.option(
-    "--reset-limit", type=(int, int), metavar="RATE BURST",
-    help="Token-bucket HARD_RESET_CLIENT_V2/V3 per source address.",
+    "--control-limit", type=(int, int, int, int),
+    metavar="SOURCE_RATE SOURCE_BURST GLOBAL_RATE GLOBAL_BURST",
+    help="Token-bucket control packets per source address:port and all together (packets/s, "
+    "bucket size). Off by default here: without a data plane no peer is known as connected.",
 )  # fmt: skip
 def attach(
     interface: str,
     listens: tuple[str, ...],
     mode: str | None,
     observe: bool,
-    reset_limit: tuple[int, int] | None,
+    control_limit: tuple[int, int, int, int] | None,
 ) -> None:
     """Attach the classifier in the foreground; it detaches on exit, even on SIGKILL."""
     from xdp_ovpn.loader.classifier import Classifier
     from xdp_ovpn.loader.errors import LoaderError
+    from xdp_ovpn.loader.maps import ControlLimits
 
     targets = [parse_listen(text) for text in listens]
+    try:
+        limits = ControlLimits(*control_limit) if control_limit else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--control-limit") from None
     try:
         classifier = Classifier()
     except LoaderError as exc:
@@ -68,8 +75,8 @@ def attach(
                 for addr in [host] if host else list(ANY.values()):
                     classifier.maps.add_listener(addr, port)
             classifier.maps.set_observe(observe)
-            if reset_limit:
-                classifier.maps.set_reset_limit(*reset_limit)
+            if limits:
+                classifier.maps.set_control_limits(limits)
             att = classifier.attach(interface, mode)
         except LoaderError as exc:
             raise _fail(exc) from None
@@ -140,6 +147,12 @@ def render_stats(maps, top: int) -> str:
     from xdp_ovpn.loader.maps import opcode_name
 
     lines = ["observe mode: nothing is steered or dropped"] if maps.observe else []
+    if maps.authoritative:
+        lines.append("data plane authoritative: DATA for peers it does not hold is dropped")
+    limits = maps.control_limits
+    if limits:
+        lines.append(f"control limits: {limits.source_rate}/s burst {limits.source_burst} a "
+                     f"source, {limits.global_rate}/s burst {limits.global_burst} in all")
     lines.append("opcode                     packets")
     for op, n in maps.opcode_counts().items():
         if n:

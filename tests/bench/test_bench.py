@@ -259,3 +259,23 @@ def test_a_scenario_that_fails_records_its_error_and_the_run_goes_on():
     assert "exited" in record["error"]
     assert record["tests"] == {} and record["figures"] == {}
     assert _lab_namespaces(os.getpid()) == []
+
+
+def test_flood_figures_and_the_xdp_verdicts_table():
+    doc = synthetic_run()
+    verdicts = {"drop_unknown_peer": 900, "drop_control_global": 800, "pass_control": 50}
+    for r in doc["runs"]:
+        if r["scenario"] == "openvpn":
+            r["tests"]["flood_tcp_up_1"] = {
+                "bits_per_second": 400e6, "bytes": 1e8,
+                "flood": {"pps": 20_000, "sent": {"data_v2": 1000, "control": 1000},
+                          "xdp_verdicts": verdicts}}
+            r["figures"] = runner.figures_of(r)
+    doc |= runner.summarize_run(doc)
+    figures = doc["summary"]["openvpn"]
+    assert figures["flood_tcp_up_1"]["median"] == pytest.approx(400.0)
+    assert figures["flood_kept"]["median"] == pytest.approx(100 * 400 / 500.5, rel=1e-3)
+    assert figures["tcp_up_1"]["median"] == pytest.approx(500.5)  # the calm run's, untouched
+    text = report.markdown(doc)
+    assert "## TCP throughput while a hostile mix floods" in text
+    assert "| openvpn | 20,000 | 2,000 | 900 | 0 | 0 | 800 | 0 | 0 | 50 |" in text

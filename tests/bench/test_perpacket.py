@@ -4,6 +4,7 @@ peer into the packets it read. No root; the figures themselves are never asserte
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from xdp_ovpn.bench import perpacket
@@ -46,3 +47,22 @@ def test_floors_and_cli_report() -> None:
     assert result.exit_code == 0, result.output
     for label in ("receive", "send", "send floor", "AEAD call alone"):
         assert label in result.output
+
+
+def test_native_loops_deliver_and_seal_every_packet() -> None:
+    pytest.importorskip("xdp_ovpn._native")
+    for cipher in perpacket.NATIVE_CIPHERS:
+        cost, stats = perpacket.native_receive_cost(cipher, ROUNDS)
+        assert cost > 0 and stats.drops == {}
+        assert stats.link_rx_packets == stats.rx_packets == ROUNDS * perpacket.BATCH
+        cost, engine, key = perpacket.native_send_cost(cipher, ROUNDS)
+        try:
+            run, segment = engine._c.bench_last()
+            assert segment == SEGMENT + 24 and len(run) % segment == 0
+            receiver = DataChannelCrypto(0, perpacket._PEER_ID, key, key)
+            for at in range(0, len(run), segment):
+                assert receiver.decrypt(run[at : at + segment], 0.0)[:1] == b"\x45"
+            stats = engine.peer_stats(perpacket._PEER_ID)
+            assert stats.tx_packets == ROUNDS * perpacket.BATCH and stats.drops == {}
+        finally:
+            engine.close()

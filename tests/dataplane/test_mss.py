@@ -75,3 +75,13 @@ def test_truncated_syn_is_not_read_past_its_end() -> None:
 def test_max_mss_fits_the_underlay() -> None:
     assert max_mss(1500, outer_ipv6=False) == 1500 - 20 - 8 - 24 - 20 - 20
     assert max_mss(1500, outer_ipv6=True) == max_mss(1500, outer_ipv6=False) - 20
+
+
+def test_packets_too_short_for_a_syn_are_left_alone_without_reading_past_them() -> None:
+    """The socket path slices each packet exactly: a 1..39-byte plaintext that starts like
+    IPv4 or IPv6 must not raise (it did, IndexError, out of the receive loop)."""
+    for first in (0x45, 0x4F, 0x60):
+        for n in range(1, 40):
+            packet = bytearray([first]) + bytearray(n - 1)
+            assert not clamp_mss(memoryview(packet), 0, n, 1300)
+            assert packet == bytearray([first]) + bytearray(n - 1)

@@ -249,6 +249,7 @@ def _fallback_case(b_name: str) -> dict:
     from xdp_ovpn.dataplane.tun import Tun
     from xdp_ovpn.dataplane.xdppath import XdpDataPlane
     from xdp_ovpn.dataplane.xsk import XskSocket
+    from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, endpoint_key
     from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
 
     c2s = DataKey("AES-256-GCM", bytes(range(32)), bytes(range(100, 108)))
@@ -261,24 +262,49 @@ def _fallback_case(b_name: str) -> dict:
         tun.up()
         inner.bind(("10.8.0.1", 6000))
         dp = XdpDataPlane(sock)
+        maps = dp.maps("veth0")
+
+        def shedding() -> tuple:
+            """What the classifier is told: authority, connected remotes, control limits."""
+            remotes = sorted(maps.remotes.walk())
+            known = {endpoint_key("10.1.0.2", 40000): "peer", endpoint_key("10.1.0.2", 40001):
+                     "floated"}
+            return (maps.authoritative, [known.get(k, "?") for k in remotes],
+                    maps.control_limits == DEFAULT_CONTROL_LIMITS)
+
+        def replaced(old: int) -> None:
+            while dp.pid == old:
+                select.select([dp.notification_fd()], [], [], 5)
+                dp.notifications()
+
         try:
+            states = {"started": shedding()}
             dp.new_peer(7, ("10.1.0.2", 40000), vpn_ipv4="10.8.0.2")
             dp.new_key(7, KeySlot.PRIMARY, 0, "AES-256-GCM", s2c.key, s2c.nonce_tail,
                        c2s.key, c2s.nonce_tail)
             dp.attach_tun(tun.fileno(), 1400)
+            states["peer"] = shedding()
+            dp.set_peer(7, remote=("10.1.0.2", 40001))
+            states["floated"] = shedding()
+            dp.set_peer(7, remote=("10.1.0.2", 40000))
             first = dp.pid
             os.kill(first, signal.SIGKILL)
             # Someone else takes the RX queue: the new worker cannot have AF_XDP.
             with XskSocket("veth0", 0, tx_size=0) as squatter:
-                while dp.pid == first:
-                    select.select([dp.notification_fd()], [], [], 5)
-                    dp.notifications()
+                replaced(first)
+                states["fallback"] = shedding()
                 with Sender(b_name, "10.1.0.1", 1194, 40000) as sender:
                     sender.send(peer.encrypt(udp4("10.8.0.2", "10.8.0.1", 5000, 6000, b"hi"), 0))
                     got = inner.recv(100) if select.select([inner], [], [], 5)[0] else None
                 squatter.close()
-            return {"got": got, "restarts": dp.restarts, "peers": dp.peers(),
-                    "rx": dp.get_peer(7).rx_packets}
+            result = {"got": got, "restarts": dp.restarts, "peers": dp.peers(),
+                      "rx": dp.get_peer(7).rx_packets}
+            time.sleep(0.5)  # the kernel frees the squatter's AF_XDP pool asynchronously
+            second = dp.pid
+            os.kill(second, signal.SIGKILL)
+            replaced(second)
+            states["back on AF_XDP"] = shedding()
+            return result | {"states": states}
         finally:
             dp.close()
             sock.close()
@@ -290,6 +316,15 @@ def test_a_worker_that_cannot_get_af_xdp_back_keeps_the_tunnel_on_the_socket(lab
     r = in_netns(a.name, _fallback_case, b.name, timeout=60)
     assert r["restarts"] == 1 and r["peers"] == [7]
     assert r["got"] == b"hi" and r["rx"] == 1
+    # A server's worker on AF_XDP is authoritative and mirrors its peers' addresses; on the
+    # socket alone nothing is dropped or limited, until a worker on AF_XDP says so again.
+    assert r["states"] == {
+        "started": (True, [], True),
+        "peer": (True, ["peer"], True),
+        "floated": (True, ["floated"], True),
+        "fallback": (False, [], False),
+        "back on AF_XDP": (True, ["peer"], True),
+    }
 
 
 _SCRAPE = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())"

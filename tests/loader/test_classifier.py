@@ -7,7 +7,7 @@ import random
 import pytest
 
 from tests.loader.frames import IP_MF, data_v2, frame, openvpn
-from xdp_ovpn.loader.maps import Verdict
+from xdp_ovpn.loader.maps import ControlLimits, Verdict
 from xdp_ovpn.proto.constants import CONTROL_OPCODES, Opcode
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
@@ -117,20 +117,77 @@ def test_observe_mode_counts_but_passes_everything(classifier):
         classifier.maps.set_observe(False)
 
 
-def test_hard_reset_token_bucket_limits_per_source(classifier):
-    classifier.maps.set_reset_limit(rate=1, burst=3)
+def test_unknown_data_is_dropped_while_the_data_plane_is_authoritative(classifier):
+    classifier.maps.set_authoritative(True)
     try:
-        reset = openvpn(Opcode.HARD_RESET_CLIENT_V2)
-        first = [run(classifier, frame(reset, src="10.9.0.50"))[1] for _ in range(5)]
-        assert first[:3] == [Verdict.PASS_CONTROL] * 3
-        assert Verdict.DROP_RATE_LIMIT in first[3:]
-        # Another source has its own bucket; other control opcodes are never limited.
-        assert run(classifier, frame(reset, src="10.9.0.51"))[1] == Verdict.PASS_CONTROL
-        ctrl = frame(openvpn(Opcode.CONTROL_V1), src="10.9.0.50")
-        assert run(classifier, ctrl)[1] == Verdict.PASS_CONTROL
+        assert run(classifier, frame(data_v2(OTHER_PEER))) == ("DROP", Verdict.DROP_UNKNOWN_PEER)
+        assert run(classifier, frame(openvpn(Opcode.DATA_V1))) == ("DROP", Verdict.DROP_DATA_V1)
+        # A peer it holds: a key-id not yet mirrored still goes up to the socket.
+        assert run(classifier, frame(data_v2(PEER, key_id=2))) == ("PASS", Verdict.PASS_UNKNOWN_KEY)
+        assert run(classifier, frame(data_v2(PEER)))[1] == Verdict.PASS_NO_SOCKET
     finally:
-        classifier.maps.set_reset_limit(None)
-    assert run(classifier, frame(reset, src="10.9.0.50"))[1] == Verdict.PASS_CONTROL
+        classifier.maps.set_authoritative(False)
+    assert run(classifier, frame(data_v2(OTHER_PEER))) == ("PASS", Verdict.PASS_UNKNOWN_PEER)
+
+
+@pytest.fixture
+def limited(classifier):
+    classifier.maps.set_control_limits(ControlLimits(1, 3, 8, 64))
+    try:
+        yield classifier
+    finally:
+        classifier.maps.set_control_limits(None)
+
+
+def test_control_from_one_source_is_limited_by_its_bucket(limited):
+    reset = openvpn(Opcode.HARD_RESET_CLIENT_V2)
+    first = [run(limited, frame(reset, src="10.9.0.50"))[1] for _ in range(5)]
+    assert first[:3] == [Verdict.PASS_CONTROL] * 3
+    assert Verdict.DROP_CONTROL_SOURCE in first[3:]
+    # Every control opcode counts against the same source.
+    ack = frame(openvpn(Opcode.ACK_V1), src="10.9.0.50")
+    assert run(limited, ack) == ("DROP", Verdict.DROP_CONTROL_SOURCE)
+    assert run(limited, frame(reset, src="10.9.0.51"))[1] == Verdict.PASS_CONTROL
+
+
+def test_connected_peers_are_never_limited(limited):
+    limited.maps.add_remote("10.9.0.60", 40000)
+    try:
+        ctrl = frame(openvpn(Opcode.CONTROL_V1), src="10.9.0.60", sport=40000)
+        assert [run(limited, ctrl)[1] for _ in range(20)] == [Verdict.PASS_CONTROL] * 20
+        # The same address from another port is not that peer.
+        other = frame(openvpn(Opcode.CONTROL_V1), src="10.9.0.60", sport=40001)
+        assert Verdict.DROP_CONTROL_SOURCE in [run(limited, other)[1] for _ in range(5)]
+        # A dual-stack socket's peer: its IPv4-mapped address is the IPv4 packet's source.
+        limited.maps.add_remote("::ffff:10.9.0.61", 40000)
+        mapped = frame(openvpn(Opcode.CONTROL_V1), src="10.9.0.61", sport=40000)
+        assert [run(limited, mapped)[1] for _ in range(5)] == [Verdict.PASS_CONTROL] * 5
+        limited.maps.add_remote("fd00:9::61", 40000)
+        v6 = frame(openvpn(Opcode.CONTROL_V1), dst="fd00:9::1", src="fd00:9::61", sport=40000)
+        assert [run(limited, v6)[1] for _ in range(5)] == [Verdict.PASS_CONTROL] * 5
+        assert limited.maps.control_limits == ControlLimits(1, 3, 8, 64)
+    finally:
+        limited.maps.remove_remote("10.9.0.60", 40000)
+        limited.maps.remove_remote("10.9.0.61", 40000)
+        limited.maps.remove_remote("fd00:9::61", 40000)
+
+
+def test_first_contacts_get_an_eighth_of_the_global_bucket_and_retries_the_rest(limited):
+    reset = openvpn(Opcode.HARD_RESET_CLIENT_V3)
+    spoofed = [run(limited, frame(reset, src=f"10.77.0.{i}"))[1] for i in range(1, 40)]
+    # An eighth of the global burst of 64 (a refill of 1/s may add one).
+    assert spoofed.count(Verdict.PASS_CONTROL) in (8, 9)
+    assert spoofed[-1] == Verdict.DROP_CONTROL_GLOBAL
+    # A shed source that retries is served from the rest of the global bucket.
+    assert run(limited, frame(reset, src="10.77.0.39")) == ("PASS", Verdict.PASS_CONTROL)
+
+
+def test_control_limits_round_trip_and_refuse_nonsense(classifier):
+    assert classifier.maps.control_limits is None
+    with pytest.raises(ValueError, match="source burst"):
+        ControlLimits(source_burst=0)
+    with pytest.raises(ValueError, match="global rate"):
+        ControlLimits(global_rate=10**7)
 
 
 def _well_formed_known(payload: bytes) -> bool:

@@ -18,7 +18,7 @@ import pytest
 from tests.loader.frames import IP_MF, data_v2, frame, openvpn
 from tests.loader.netns import inside, packet_socket, rx_socket
 from xdp_ovpn.loader.attach import attached_prog_id
-from xdp_ovpn.loader.maps import Verdict
+from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, Verdict
 from xdp_ovpn.proto.constants import CONTROL_OPCODES, Opcode
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
@@ -166,6 +166,8 @@ def test_known_peer_data_v2_is_redirected_to_the_bound_af_xdp_socket(gateway):
 
 
 def test_fuzz_on_the_wire_steers_only_known_data_v2_and_delivers_all_valid_control(gateway):
+    """As a server's data plane sets it up: authoritative, control limits on, and the
+    sender a connected peer, whose control packets are never limited."""
     g = gateway
     with inside(g.gw.name):
         xsk = rx_socket("veth0", 0)
@@ -173,6 +175,9 @@ def test_fuzz_on_the_wire_steers_only_known_data_v2_and_delivers_all_valid_contr
     sent_control, got, steerable = [], [], 0
     try:
         g.c.maps.bind_queue(0, xsk.fileno())
+        g.c.maps.set_authoritative(True)
+        g.c.maps.set_control_limits(DEFAULT_CONTROL_LIMITS)
+        g.c.maps.add_remote("10.9.0.2", 40000)
         base = g.c.maps.verdict_counts()
         for i in range(2000):
             kind = rng.random()
@@ -203,8 +208,13 @@ def test_fuzz_on_the_wire_steers_only_known_data_v2_and_delivers_all_valid_contr
         assert counts[Verdict.REDIRECT] - base[Verdict.REDIRECT] == steerable
         assert g.lab.wait_for(lambda: xsk.rx_available() == steerable, timeout=5)
         assert set(sent_control) <= set(got)
+        assert counts[Verdict.DROP_CONTROL_SOURCE] == base[Verdict.DROP_CONTROL_SOURCE]
+        assert counts[Verdict.DROP_UNKNOWN_PEER] > base[Verdict.DROP_UNKNOWN_PEER]
     finally:
         g.c.maps.unbind_queue(0)
+        g.c.maps.set_authoritative(False)
+        g.c.maps.remove_remote("10.9.0.2", 40000)
+        g.c.maps.set_control_limits(None)
         xsk.close()
 
 

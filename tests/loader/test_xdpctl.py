@@ -34,12 +34,22 @@ def _attach(ns, *args: str) -> subprocess.Popen:
 def test_stats_and_detach_from_other_processes(lab):
     gw, cl = lab.add_namespace("gw"), lab.add_namespace("cl")
     lab.link(gw, cl, addrs=("10.9.0.1/24", "10.9.0.2/24"))
-    owner = _attach(gw, "-l", "10.9.0.1:1194", "--mode", "generic")
-    # A HARD_RESET_CLIENT_V2 (opcode 7) with 18 more bytes, from the other namespace.
-    cl.run(["bash", "-c", "printf '\\x38AAAAAAAAAAAAAAAAAA' > /dev/udp/10.9.0.1/1194"])
+    owner = _attach(gw, "-l", "10.9.0.1:1194", "--mode", "generic",
+                    "--control-limit", "1", "2", "100", "200")
+    # Three HARD_RESET_CLIENT_V2 (opcode 7) with 18 more bytes, from one socket in the other
+    # namespace: the source's bucket of 2 lets two through.
+    # (An unconnected socket: a connected one would fail a send on the port unreachable.)
+    cl.run([sys.executable, "-c", "import socket; s = socket.socket(socket.AF_INET, "
+            "socket.SOCK_DGRAM); [s.sendto(b'\\x38' + b'A' * 18, ('10.9.0.1', 1194)) "
+            "for _ in range(3)]"])
     out = gw.run([*CLI, "stats", "-i", "veth0"]).stdout
-    assert "HARD_RESET_CLIENT_V2             1" in out
-    assert "pass_control                     1" in out
+    assert "HARD_RESET_CLIENT_V2             3" in out
+    assert "pass_control                     2" in out
+    assert "drop_control_source              1" in out
+    assert "control limits: 1/s burst 2 a source, 100/s burst 200 in all" in out
+    bad = gw.run([*CLI, "attach", "-i", "veth0", "-l", ":1194", "--control-limit",
+                  "0", "1", "1", "1"], check=False)
+    assert bad.returncode == 2 and "source rate must be 1..1000000, not 0" in bad.stderr
     busy = gw.run([*CLI, "attach", "-i", "veth0", "-l", ":1194"], check=False)
     assert busy.returncode == 1 and "already attached" in busy.stderr
     assert busy.stderr.count("\n") == 1  # one line, no traceback

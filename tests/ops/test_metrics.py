@@ -122,15 +122,21 @@ def test_listen_address_forms():
 @pytest.mark.bpf
 def test_verdicts_come_from_the_classifiers_maps():
     """The real classifier (run with BPF_PROG_TEST_RUN): its verdict counters are scraped."""
-    from tests.loader.frames import frame, openvpn
+    from tests.loader.frames import data_v2, frame, openvpn
     from xdp_ovpn.control.metrics import xdp_verdicts
     from xdp_ovpn.loader.classifier import Classifier
+    from xdp_ovpn.loader.maps import ControlLimits
     from xdp_ovpn.proto.constants import Opcode
 
     with Classifier() as c:
         c.maps.add_listener("10.9.0.1", 1194)
-        for _ in range(3):
-            assert c.test_run(frame(openvpn(Opcode.CONTROL_V1))) == "PASS"
+        c.maps.set_control_limits(ControlLimits(1, 3, 100, 100))
+        c.maps.set_authoritative(True)
+        for _ in range(4):
+            c.test_run(frame(openvpn(Opcode.CONTROL_V1)))
+        assert c.test_run(frame(data_v2(7))) == "DROP"
         fams = families(render(sources(verdicts=xdp_verdicts(c.maps))))
     assert value(fams, "xdp_ovpn_xdp_verdicts", verdict="pass_control") == 3
+    assert value(fams, "xdp_ovpn_xdp_verdicts", verdict="drop_control_source") == 1
+    assert value(fams, "xdp_ovpn_xdp_verdicts", verdict="drop_unknown_peer") == 1
     assert value(fams, "xdp_ovpn_xdp_verdicts", verdict="redirect") == 0

@@ -59,13 +59,15 @@ def write_outputs(doc: dict, out: Path, charts: bool) -> list[Path]:
 @click.option("--udp-pps", type=click.IntRange(1), help="Offered UDP load, packets/s.")
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
               help="The xdp-ovpn endpoints' per-packet engine (the report names it).")
+@click.option("--flood", "flood_pps", type=click.IntRange(1), metavar="PPS",
+              help="Also TCP up once more while a hostile mix floods the server's port.")
 @click.option("--no-charts", is_flag=True, help="Skip the PNG charts (no matplotlib needed).")
 @click.option("--per-packet", is_flag=True,
               help="Only time the data path's own code a packet, in-process (no root), then exit.")
 def bench(quick: bool, out_dir: Path | None, compare: tuple[Path, Path] | None,
           scenarios: str | None, repetitions: int | None, seconds: int | None,
           peer_counts: str | None, handshake_clients: int | None, udp_pps: int | None,
-          engine: str, no_charts: bool, per_packet: bool) -> None:
+          engine: str, flood_pps: int | None, no_charts: bool, per_packet: bool) -> None:
     """Compare the data paths on one namespace topology, within one run."""
     from xdp_ovpn.bench import report
 
@@ -113,6 +115,8 @@ def bench(quick: bool, out_dir: Path | None, compare: tuple[Path, Path] | None,
         overrides["engine"] = resolve(engine)
     except DataPlaneError as exc:
         _fail(str(exc))
+    if flood_pps:
+        overrides["flood_pps"] = flood_pps
     config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)  # type: ignore[arg-type]
     out = out_dir or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
     interrupt_on_sigterm()

@@ -45,6 +45,9 @@ FIGURES: tuple[Figure, ...] = (
              "s/GB", "lower", "cpu")
       for role in CPU_ROLES),
     Figure("setup", "tunnel up (start to ready)", "s", "lower", "setup"),
+    Figure("flood_tcp_up_1", "TCP client→server, 1 stream, flooded", "Mbit/s", "higher",
+           "flood", ratios=True),
+    Figure("flood_kept", "of the same run's unflooded throughput", "%", "higher", "flood"),
 )
 BY_KEY = {f.key: f for f in FIGURES}
 
@@ -54,6 +57,7 @@ QUESTIONS = {
     "latency": "Ping latency added by the tunnel (round trip)",
     "cpu": "CPU seconds per GB moved (TCP tests)",
     "setup": "Tunnel setup",
+    "flood": "TCP throughput while a hostile mix floods the server's port (bench --flood)",
 }
 
 SCALE_QUESTIONS = {

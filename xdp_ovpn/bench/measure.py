@@ -11,6 +11,9 @@ import json
 import os
 import re
 import resource
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -222,3 +225,46 @@ def wait_listening(ns: Namespace, port: int, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+# ------------------------------------------------------------------ flood
+
+_VERDICTS = """
+import json, sys
+from xdp_ovpn.loader.classifier import open_attached
+counts = open_attached(sys.argv[1]).verdict_counts()
+print(json.dumps({v.name.lower(): n for v, n in counts.items()}))
+"""
+
+
+def xdp_verdicts(ns: Namespace, ifname: str = "veth0") -> dict[str, int]:
+    """The counters of the XDP classifier on ifname in ns, by verdict name."""
+    out = ns.run([sys.executable, "-c", _VERDICTS, ifname]).stdout
+    return {k: int(v) for k, v in json.loads(out).items()}
+
+
+def start_flood(ns: Namespace, target_ns: Namespace, pps: int, seconds: float,
+                ifname: str = "veth0") -> subprocess.Popen:
+    """lab.flood out of ns's ifname at target_ns's ifname (its first address, port 1194),
+    for at most `seconds`."""
+    link = target_ns.ipr.get_links(ifname=ifname)[0]
+    addr = target_ns.ipr.get_addr(index=link["index"], family=socket.AF_INET)[0]
+    to = f"{addr.get_attr('IFA_ADDRESS')}:1194"
+    return ns.popen([sys.executable, "-m", "xdp_ovpn.lab.flood", "--interface", ifname,
+                     "--mac", link.get_attr("IFLA_ADDRESS"), "--to", to, "--pps", str(pps),
+                     "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
+
+
+def stop_flood(flood: subprocess.Popen) -> dict[str, int]:
+    """Stop a start_flood process; what it sent, per kind."""
+    flood.terminate()
+    try:
+        out, _ = flood.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        flood.kill()
+        flood.communicate()
+        raise MeasureError("the flood did not stop") from None
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError:
+        raise MeasureError(f"the flood printed no counts: {out.strip()[:200]!r}") from None

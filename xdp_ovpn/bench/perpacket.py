@@ -9,6 +9,12 @@ is what `perf` and the bench's CPU figures add. No root, no namespaces.
 
 Besides both loops it times two floors: the AEAD call alone, and the least any Python
 sender has to do a packet (a read call, header and nonce, the AEAD call, the tag move).
+
+The native engine (xdp_ovpn._native, when built) is timed the same way for AES-256-GCM and
+ChaCha20-Poly1305: its receive loop reads a stand-in RX ring laid out as the kernel's (the
+C code reads the ring words and descriptors itself) and writes to /dev/null; its send loop
+takes each TUN read from a template packet and seals the runs without sending them
+(`bench_io`), as the Python send loop's stand-in reader and socket do.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from xdp_ovpn.dataplane.io import Egress, Ingress
 from xdp_ovpn.dataplane.offload import VNET_HDR_LEN, fold
@@ -36,6 +42,7 @@ BATCH = 64  # packets per RX batch and per TUN drain, as the worker runs them
 TCP_PAYLOAD = 1448  # a full segment at the tunnel's default MTU, with timestamps
 FRAME_SIZE = 2048
 _KEY = DataKey("AES-256-GCM", bytes(range(32)), bytes(range(8)))
+NATIVE_CIPHERS = ("AES-256-GCM", "CHACHA20-POLY1305")
 _PEER_ID = 7
 _REMOTE = ("10.1.0.2", 1194)
 _IP_TCP_TS = struct.Struct("!BBHHHBBH4s4sHHIIBBHHHBBBBII")
@@ -53,6 +60,9 @@ class PerPacket:
     aead_decrypt: float
     python: str
     cryptography: str
+    # cipher -> (receive, send, AEAD encrypt call alone) of the native engine; empty when
+    # the extension is not built
+    native: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
 def _tcp_segment(seq: int) -> bytes:
@@ -121,6 +131,13 @@ class _CountingSocket:
         return len(data)
 
 
+def _sealed_batch(sender: DataChannelCrypto, round_: int) -> list[bytes]:
+    """Round `round_`'s BATCH frames: consecutive TCP segments of one flow, sealed."""
+    first = 1 + round_ * BATCH * TCP_PAYLOAD
+    return [_frame(sender.encrypt(_tcp_segment(first + i * TCP_PAYLOAD), 0.0))
+            for i in range(BATCH)]
+
+
 def _median(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[len(ordered) // 2] * 1e6 / BATCH
@@ -139,13 +156,8 @@ def receive_cost(rounds: int) -> tuple[float, Peer]:
     samples = []
     try:
         ingress.set_tun(null, vnet_hdr=True)
-        seq = 1
-        for _ in range(rounds):
-            frames = []
-            for _ in range(BATCH):
-                frames.append(_frame(sender.encrypt(_tcp_segment(seq), 0.0)))
-                seq += TCP_PAYLOAD
-            ring.load(frames)
+        for round_ in range(rounds):
+            ring.load(_sealed_batch(sender, round_))
             start = time.perf_counter()
             ingress.poll(BATCH)
             samples.append(time.perf_counter() - start)
@@ -237,6 +249,118 @@ def aead_cost(rounds: int) -> tuple[float, float]:
     return results[0], results[1]
 
 
+class _NativeRx:
+    """A stand-in AF_XDP socket for the native engine: RX and fill rings with the kernel's
+    layout over anonymous memory, a UMEM of BATCH frames; this code plays the kernel."""
+
+    def __init__(self) -> None:
+        from xdp_ovpn.dataplane.xsk import _Ring
+
+        self.umem = _Umem()
+        self._rx, self._fr = _Ring.anonymous(BATCH, 16), _Ring.anonymous(BATCH, 8)
+
+    def fileno(self) -> int:
+        return -1  # never woken: the fill ring's flags stay 0
+
+    def load(self, frames: list[bytes]) -> None:
+        r, fr = self._rx, self._fr
+        prod = r.words[r.prod]
+        for i, frame in enumerate(frames):
+            addr = i * FRAME_SIZE
+            self.umem.view[addr : addr + len(frame)] = frame
+            slot = (prod + i) & r.mask
+            r.q[2 * slot], r.d[4 * slot + 2] = addr, len(frame)
+        r.words[r.prod] = (prod + len(frames)) & 0xFFFFFFFF
+        fr.words[fr.cons] = fr.words[fr.prod]  # the kernel took back what was given
+
+
+def _native_engine(cipher: str, single: bool) -> tuple[object, DataKey]:
+    import socket
+
+    from xdp_ovpn.dataplane.engine import EngineConfig
+    from xdp_ovpn.dataplane.nativeengine import NativeEngine
+    from xdp_ovpn.proto.constants import AEAD_CIPHERS
+
+    key = DataKey(cipher, bytes(range(AEAD_CIPHERS[cipher])), bytes(range(8)))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # never sent on
+    engine = NativeEngine(sock, EngineConfig(single_peer=single, replay_window=64,
+                                             replay_time=15, gso=True))
+    engine.add_peer(_PEER_ID, _REMOTE, None, None, (), 0.0)
+    engine.new_key(_PEER_ID, 0, 0, cipher, key.key, key.nonce_tail, key.key, key.nonce_tail)
+    return engine, key
+
+
+def native_receive_cost(cipher: str, rounds: int) -> tuple[float, object]:
+    """The native rx_xsk over rounds of BATCH sealed TCP segments; (µs a packet, engine)."""
+    engine, key = _native_engine(cipher, single=False)
+    sender = DataChannelCrypto(0, _PEER_ID, key, key)
+    ring = _NativeRx()
+    engine.add_xsk(ring)
+    null = os.open(os.devnull, os.O_WRONLY)
+    samples = []
+    try:
+        engine.set_tun(null, True)
+        for round_ in range(rounds):
+            ring.load(_sealed_batch(sender, round_))
+            start = time.perf_counter()
+            engine.rx_xsk(0, BATCH, 0.0)
+            samples.append(time.perf_counter() - start)
+        stats = engine.peer_stats(_PEER_ID)
+    finally:
+        engine.close()
+        os.close(null)
+    return _median(samples), stats
+
+
+def native_send_cost(cipher: str, rounds: int) -> tuple[float, object, DataKey]:
+    """The native tx draining BATCH template reads a round, runs sealed, not sent;
+    (µs a packet, the engine, the key)."""
+    engine, key = _native_engine(cipher, single=True)
+    null = os.open(os.devnull, os.O_RDONLY)
+    samples = []
+    try:
+        engine.set_tun(null, True)
+        engine._c.bench_io(bytes(VNET_HDR_LEN) + _tcp_segment(1))
+        for _ in range(rounds):
+            start = time.perf_counter()
+            engine.tx(BATCH, 0.0)
+            samples.append(time.perf_counter() - start)
+    finally:
+        os.close(null)
+    return _median(samples), engine, key
+
+
+def aead_encrypt_cost(cipher: str, rounds: int) -> float:
+    """cryptography's encrypt_into alone for `cipher`, µs a call (the floor per cipher)."""
+    key = DataKey(cipher, bytes(32), bytes(8))
+    aead = key.aead()
+    nonce, aad = bytes(12), bytes(DATA_V2_AAD_LEN)
+    plain = memoryview(bytearray(len(_tcp_segment(1))))
+    sealed = memoryview(bytearray(len(plain) + AEAD_TAG_LEN))
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(BATCH):
+            aead.encrypt_into(nonce, plain, aad, sealed)
+        samples.append(time.perf_counter() - start)
+    return _median(samples)
+
+
+def native_costs(rounds: int) -> dict[str, tuple[float, float, float]]:
+    """cipher -> (receive, send, AEAD call alone) for the native engine; {} if not built."""
+    from xdp_ovpn.dataplane.engine import native_available
+
+    if not native_available():
+        return {}
+    out = {}
+    for cipher in NATIVE_CIPHERS:
+        send, engine, _ = native_send_cost(cipher, rounds)
+        engine.close()
+        out[cipher] = (native_receive_cost(cipher, rounds)[0], send,
+                       aead_encrypt_cost(cipher, rounds))
+    return out
+
+
 def measure(rounds: int = 2000) -> PerPacket:
     import cryptography
 
@@ -249,6 +373,7 @@ def measure(rounds: int = 2000) -> PerPacket:
         aead_decrypt=decrypt,
         python=sys.version.split()[0],
         cryptography=cryptography.__version__,
+        native=native_costs(rounds),
     )
 
 
@@ -262,8 +387,14 @@ def report(result: PerPacket) -> str:
         f"  send floor: read call, header, nonce, AEAD, tag move       {result.send_floor:6.2f} µs",
         f"  AEAD call alone: encrypt_into {result.aead_encrypt:.2f} µs, "
         f"decrypt_into {result.aead_decrypt:.2f} µs",
-        "The kernel's share (TUN and socket syscalls, XDP, copies) comes on top: see "
-        "docs/benchmarks.md.",
     ]
+    if not result.native:
+        lines.append("Native engine: not built (xdp_ovpn._native missing).")
+    for cipher, (receive, send, aead) in result.native.items():
+        lines.append(f"  native engine, {cipher}: receive {receive:.2f} µs, send {send:.2f} µs; "
+                     f"the AEAD call alone {aead:.2f} µs (receive {receive - aead:+.2f}, "
+                     f"send {send - aead:+.2f})")
+    lines.append("The kernel's share (TUN and socket syscalls, XDP, copies) comes on top: see "
+                 "docs/benchmarks.md.")
     return "\n".join(lines) + "\n"
 

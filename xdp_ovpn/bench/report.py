@@ -102,8 +102,32 @@ def markdown(doc: dict) -> str:
         header = ["scenario", *(f"{f.label} ({f.unit})" for f in figs)]
         out += _table(header, [[n, *(cell(summary[n].get(f.key)) for f in figs)] for n in ran])
     out += _ratios(doc, ran)
+    out += _flood(doc, ran)
     out += _scale(doc)
     return "\n".join(out) + "\n"
+
+
+FLOOD_VERDICTS = ("drop_unknown_peer", "drop_data_v1", "drop_control_source",
+                  "drop_control_global", "drop_short", "drop_bad_opcode", "pass_control")
+
+
+def _flood(doc: dict, ran: list[str]) -> list[str]:
+    """What the flood sent, and what an XDP server's classifier did with it (means)."""
+    rows = []
+    for n in ran:
+        floods = [r["tests"]["flood_tcp_up_1"]["flood"] for r in doc.get("runs", [])
+                  if r["scenario"] == n and "flood" in r["tests"].get("flood_tcp_up_1", {})]
+        if not floods:
+            continue
+        sent = sum(sum(f["sent"].values()) for f in floods) / len(floods)
+        verdicts = [f.get("xdp_verdicts") for f in floods]
+        counts = [f"{round(sum(v.get(k, 0) for v in verdicts) / len(verdicts)):,}"
+                  if all(verdicts) else "–" for k in FLOOD_VERDICTS]
+        rows.append([n, f"{floods[0]['pps']:,}", f"{round(sent):,}", *counts])
+    if not rows:
+        return []
+    return ["", "## The flood, and the XDP server's verdicts meanwhile (mean a repetition)", "",
+            *_table(["scenario", "offered packets/s", "sent", *FLOOD_VERDICTS], rows)]
 
 
 def _ratios(doc: dict, ran: list[str]) -> list[str]:

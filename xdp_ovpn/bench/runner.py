@@ -30,7 +30,10 @@ from xdp_ovpn.bench.measure import (
     memory_bytes,
     run_iperf3,
     run_ping,
+    start_flood,
+    stop_flood,
     wait_listening,
+    xdp_verdicts,
 )
 from xdp_ovpn.bench.peers import SCALE_NETWORK, SERVER_EXTRA, spawn_clients, write_material
 from xdp_ovpn.bench.scenarios import (
@@ -77,6 +80,7 @@ class BenchConfig:
     scenarios: tuple[str, ...] = tuple(s.name for s in SCENARIOS)
     settle_seconds: float = 0.3
     timeout: float = 60.0  # tunnel up / all peers connected
+    flood_pps: int = 0  # > 0: TCP up once more under lab.flood's hostile mix at this rate
 
     @classmethod
     def quick(cls, **overrides: object) -> BenchConfig:
@@ -223,6 +227,9 @@ class Runner:
         for size in cfg.udp_sizes:
             cmd = iperf3_command(topo.target, cfg.udp_seconds, udp_len=size, udp_pps=cfg.udp_pps)
             tests.append((f"udp_{size}", self._metered(ns_c, cmd, roles)))
+        if cfg.flood_pps and topo.scenario.tunnel:
+            cmd = iperf3_command(topo.target, cfg.tcp_seconds, 1)
+            tests.append(("flood_tcp_up_1", self._flooded(topo, cmd, roles)))
         for name, test in tests:
             time.sleep(cfg.settle_seconds)
             try:
@@ -241,6 +248,32 @@ class Runner:
             meter.start()
             result = run_iperf3(ns, cmd, seconds)
             result["cpu_s"] = meter.stop() | {"iperf3-client": result.pop("client_cpu_s")}
+            return result
+
+        return test
+
+    def _flooded(self, topo: Topology, cmd: list[str], roles: dict[str, int]
+                 ) -> Callable[[], dict]:
+        """The metered test while lab.flood sends its mix from the client's side; what was
+        sent, and on an XDP server what its classifier did meanwhile."""
+        seconds = float(cmd[cmd.index("-t") + 1])
+        metered = self._metered(topo.client_ns, cmd, roles)
+        xdp = topo.scenario.server == "xdp-ovpn" and topo.scenario.data_path == "xdp"
+
+        def test() -> dict:
+            before = xdp_verdicts(topo.server_ns) if xdp else {}
+            flood = start_flood(topo.client_ns, topo.server_ns, self.config.flood_pps,
+                                seconds + 10)
+            try:
+                time.sleep(0.5)  # the flood at full rate before the measurement starts
+                result = metered()
+            finally:
+                sent = stop_flood(flood)
+            result["flood"] = {"pps": self.config.flood_pps, "sent": sent}
+            if xdp:
+                after = xdp_verdicts(topo.server_ns)
+                result["flood"]["xdp_verdicts"] = {k: n - before.get(k, 0)
+                                                   for k, n in after.items()}
             return result
 
         return test
@@ -344,6 +377,11 @@ def figures_of(record: dict) -> dict[str, float]:
             out[f"{name}_loss"] = r["lost_percent"]
         elif name == "ping" and "rtt_avg_ms" in r:
             out["rtt"] = r["rtt_avg_ms"]
+        elif name == "flood_tcp_up_1":
+            out[name] = r["bits_per_second"] / 1e6
+            calm = tests.get("tcp_up_1")
+            if calm and calm["bits_per_second"]:
+                out["flood_kept"] = 100 * r["bits_per_second"] / calm["bits_per_second"]
     if tcp_bytes > 0:
         for role, seconds in tcp_cpu.items():
             if role in ("server", "client") and not record.get("setup_s"):

@@ -63,6 +63,7 @@ def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True,
             replay_window=cfg.replay_window, replay_time=cfg.replay_time, log=log,
             engine=engine,
             interfaces=cfg.xdp_interfaces, xdp_mode=cfg.xdp_mode,
+            control_limits=cfg.xdp_control_limit,
         )
         if cfg.writepid:
             cfg.writepid.write_text(f"{os.getpid()}\n")

@@ -17,6 +17,7 @@ from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
 from xdp_ovpn.dataplane.engine import resolve
 from xdp_ovpn.dataplane.socketpath import SocketDataPlane
 from xdp_ovpn.dataplane.xsk import AF_XDP
+from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 
 DATA_PATHS = ("auto", "xdp", "socket")
 
@@ -56,10 +57,12 @@ def open_dataplane(
     engine: str = "auto",
     interfaces: Sequence[str] = (),
     xdp_mode: str | None = None,
+    control_limits: ControlLimits | None = DEFAULT_CONTROL_LIMITS,
 ) -> DataPlane:
     """Start the chosen data path, with the chosen engine, on the bound UDP socket; XDP on
     `interfaces` (default: every interface the socket's traffic can use) in `xdp_mode`
-    (auto|native|generic)."""
+    (auto|native|generic); `control_limits` are the XDP classifier's (the socket path has
+    no classifier: it says so when they were set)."""
     if kind not in DATA_PATHS:
         raise DataPlaneError(f"unknown data path {kind!r} (auto, xdp or socket)")
     if xdp_mode not in (None, *XDP_MODES):
@@ -80,7 +83,7 @@ def open_dataplane(
                                          replay_time=replay_time, log=log,
                                          interfaces=interfaces or None,
                                          xdp_mode=None if xdp_mode == "auto" else xdp_mode,
-                                         engine=engine)
+                                         control_limits=control_limits, engine=engine)
             except DataPlaneError as exc:
                 if kind == "xdp":
                     raise DataPlaneError(f"--data-path xdp: {exc}") from None
@@ -93,6 +96,8 @@ def open_dataplane(
                     engine)
     else:
         log.info("Data path: socket (as requested), engine %s", engine)
+    if control_limits is not DEFAULT_CONTROL_LIMITS:
+        log.info("WARNING: xdp-control-limit has no effect on the socket data path")
     return SocketDataPlane(sock, single_peer=single_peer, replay_window=replay_window,
                            replay_time=replay_time, engine=engine)
 

@@ -36,6 +36,8 @@ def clamp_mss(buf: bytearray | memoryview, start: int, length: int, mss_v4: int)
     Fixes the TCP checksum incrementally (RFC 1624). True if the packet changed.
     """
     end = start + length
+    if length < _IPV4_HLEN + _TCP_HLEN:  # no SYN; and never read past the packet
+        return False
     version = buf[start] >> 4
     if version == 4:
         if buf[start + 9] != socket.IPPROTO_TCP or _U16.unpack_from(buf, start + 6)[0] & 0x1FFF:

@@ -8,9 +8,10 @@ NIC's GRO buys the kernel. The super-packet says NEEDS_CSUM with the pseudo-head
 the TCP checksum field, so a forwarded one is re-segmented with correct checksums and a
 local one is not checked again (the AEAD tag already vouched for every byte).
 
-Reads stay plain packets: the data plane sets TUNSETOFFLOAD(0), so the kernel segments and
-checksums what it sends into the TUN itself (segmenting and checksumming in Python costs
-more than the per-packet read it would save).
+Reads stay plain packets for the Python engine: the data plane sets TUNSETOFFLOAD(0), so the
+kernel segments and checksums what it sends into the TUN itself (segmenting and
+checksumming in Python costs more than the per-packet read it would save). The native
+engine turns TSO back on and cuts the super-packets in C (native/offload.c).
 
 A run merges only what Linux GRO (tcp_gro_receive) would: same addresses, ports, TOS,
 ACK number and TCP options; flags ACK (PSH ends the run); sequence numbers contiguous;

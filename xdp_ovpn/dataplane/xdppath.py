@@ -15,7 +15,13 @@ fallback for every packet XDP does not steer, and nothing else is ever needed to
 black hole. What it owns beyond that:
 
 - BPF `peers` map in step with the keys: a peer-id/key-id is mirrored only after the worker
-  holds that key, and removed before the key or the peer goes.
+  holds that key, and removed before the key or the peer goes. On a server the worker
+  also marks the map authoritative, so the classifier drops DATA_V2 for any other peer-id
+  (and DATA_V1) instead of passing it up: a server's control plane only hands a client its
+  peer-id in the PUSH_REPLY, after the key is installed, so no real peer's data is lost.
+  A client or p2p peer takes DATA_V2 of any peer-id on the socket, so it claims nothing.
+- BPF `remotes` map: every peer's current address (new_peer, set_peer, floats), so the
+  classifier never rate-limits a connected peer's control packets.
 - One worker, holding one AF_XDP socket per (interface, RX queue in use), so one process
   owns each key's packet-id sender (two encrypting processes would reuse nonces); several
   queues share the worker's loop. The queues are those in use (rxqueues), not those
@@ -23,8 +29,9 @@ black hole. What it owns beyond that:
   only a worker that binds none fails.
 - Supervision: a thread in the control-plane process waits on the worker's pidfd. If the
   worker dies, the thread posts a sentinel on the notification socket; on that (or on a
-  failed verb) the handle clears the BPF peers map (the dead AF_XDP socket already left the
-  XSKMAP, so the classifier passes DATA_V2 up to the socket, where it waits), forks a new
+  failed verb) the handle clears the BPF peers map, the remotes and the authority flag (the
+  dead AF_XDP socket already left the XSKMAP, so the classifier passes DATA_V2 up to the
+  socket, where it waits), forks a new
   worker with every peer, key and the TUN re-installed, and the new worker mirrors the
   peers again as it takes them. Packet-ids survive the restart through a shared ledger:
   the sender reserves ids in blocks there before using them, the new worker starts above
@@ -75,6 +82,7 @@ from xdp_ovpn.dataplane.socketpath import (
     unpack_datagram,
 )
 from xdp_ovpn.dataplane.xsk import XskError, XskSocket
+from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.proto.constants import DEFAULT_REPLAY_TIME, DEFAULT_REPLAY_WINDOW
 
 RX_BATCH = 64
@@ -194,6 +202,7 @@ class _XdpWorker(_Worker):
                  ledger: Ledger) -> None:
         super().__init__(sock, cmd, ctl, ntf, engine)
         self.underlays = underlays
+        self.remotes: dict[int, Address] = {}  # what `remotes` holds, by peer-id
         # After `user`: the peers map mirror still needs bpf() (refused without CAP_BPF
         # where unprivileged bpf is off, before Linux 6.5).
         self.keep_caps = (CAP_BPF,) if underlays else ()
@@ -252,7 +261,13 @@ class _XdpWorker(_Worker):
 
     def _gone(self, peer_id: int) -> None:
         self._mirror(peer_id, ())  # the engine no longer holds it
+        self._mirror_remote(peer_id, None)
         super()._gone(peer_id)
+
+    def _notify(self, event: Notification) -> None:
+        if isinstance(event, PeerFloated):
+            self._mirror_remote(event.peer_id, event.new_remote)
+        super()._notify(event)
 
     def cmd_drops(self) -> dict[str, int]:
         """Drops no peer can be blamed for: socket, AF_XDP rings (kernel counters), loops."""
@@ -274,6 +289,25 @@ class _XdpWorker(_Worker):
             else:
                 under.maps.del_peer(peer_id)
 
+    def _mirror_remote(self, peer_id: int, remote: Address | None) -> None:
+        """Keep the peer's address in `remotes`; a miss only leaves it rate-limited."""
+        from xdp_ovpn.loader.errors import MapError
+
+        old = self.remotes.pop(peer_id, None)
+        if remote is not None:
+            self.remotes[peer_id] = remote
+        for under in self.underlays:
+            with contextlib.suppress(MapError, ValueError):
+                if old is not None and old not in self.remotes.values():
+                    under.maps.remove_remote(*old)
+                if remote is not None:
+                    under.maps.add_remote(*remote)
+
+    def take_authority(self) -> None:
+        """Tell the classifier `peers` is all a server serves (after restore: complete)."""
+        for under in self.underlays:
+            under.maps.set_authoritative(True)
+
     def _key_ids(self, peer_id: int, without: int | None = None) -> list[int]:
         ids = self.engine.key_ids(peer_id)
         return [key_id for slot, key_id in enumerate(ids) if key_id is not None and slot != without]
@@ -291,8 +325,18 @@ class _XdpWorker(_Worker):
 
     # -- verbs that touch the mirror ----------------------------------------------------
 
+    def cmd_new_peer(self, peer_id: int, remote: Address, *args: Any, **kw: Any) -> None:
+        super().cmd_new_peer(peer_id, remote, *args, **kw)
+        self._mirror_remote(peer_id, (remote[0], remote[1]))
+
+    def cmd_set_peer(self, peer_id: int, **kw: Any) -> None:
+        super().cmd_set_peer(peer_id, **kw)
+        if kw.get("remote"):
+            self._mirror_remote(peer_id, (kw["remote"][0], kw["remote"][1]))
+
     def cmd_del_peer(self, peer_id: int, reason: str) -> None:
         self._mirror(peer_id, ())
+        self._mirror_remote(peer_id, None)
         super().cmd_del_peer(peer_id, reason)
 
     def cmd_new_key(self, peer_id: int, slot: int, key_id: int, cipher: str, ek: bytes,
@@ -331,11 +375,15 @@ class XdpDataPlane:
         replay_time: float = DEFAULT_REPLAY_TIME,
         interfaces: Sequence[str] | None = None,
         xdp_mode: str | None = None,
+        control_limits: ControlLimits | None = DEFAULT_CONTROL_LIMITS,
         log: logging.Logger | None = None,
         engine: str = "auto",
     ) -> None:
+        """`control_limits`: token buckets for control packets from addresses that are not
+        a connected peer's; None: no limit."""
         self.engine = resolve(engine)  # the engine's name, for the log and reports
         self._sock = sock
+        self._control_limits = control_limits
         self._log = log or logging.getLogger(__name__)
         self._closed = False
         self._classifiers: list[Any] = []
@@ -358,6 +406,7 @@ class XdpDataPlane:
         self._wake_r, self._wake_w = os.pipe()
         try:
             self._attach(interfaces, xdp_mode)
+            self._limit_control(True)
             # mssfix: TCP through the tunnel never needs fragments on the smallest underlay.
             mss = max_mss(min(u.mtu for u in self._underlays),
                           outer_ipv6=sock.family == socket.AF_INET6)
@@ -399,6 +448,10 @@ class XdpDataPlane:
             self._log.warning("WARNING: XDP skipped on %s; its traffic takes the UDP socket",
                               why)
 
+    def _limit_control(self, on: bool) -> None:
+        for under in self._underlays:
+            under.maps.set_control_limits(self._control_limits if on else None)
+
     @property
     def pid(self) -> int:
         """The current worker's pid."""
@@ -436,6 +489,8 @@ class XdpDataPlane:
                     worker = _XdpWorker(self._sock, worker_cmd, self._worker_ctl,
                                         self._worker_ntf, engine, underlays, self._ledger)
                     worker.restore(records, self._tun)
+                    if not self._config.single_peer:
+                        worker.take_authority()
                     if self._identity is not None:
                         worker.cmd_drop_privileges(*self._identity)
                 except (XskError, DataPlaneError, OSError, ValueError) as exc:
@@ -501,19 +556,24 @@ class XdpDataPlane:
         from xdp_ovpn.loader.errors import MapError
 
         self._reap(kill=True)
-        for under in self._underlays:  # nothing steered until the new worker holds keys
+        for under in self._underlays:  # nothing steered or dropped until a new worker says
             # Without CAP_BPF any more the entries stay; with the AF_XDP socket gone the
             # classifier passes their packets up to the socket anyway.
             with contextlib.suppress(MapError, OSError):
-                for key in list(under.maps.peers.walk()):
-                    under.maps.peers.delete(key)
+                under.maps.forget_data_plane()
         self.restarts += 1
         try:
             self._privileged(self._spawn)
         except DataPlaneError as exc:
-            # E.g. AF_XDP refused: keep the tunnel on the socket rather than lose it.
+            # E.g. AF_XDP refused: keep the tunnel on the socket rather than lose it. Nobody
+            # mirrors the peers' addresses now, so their control packets must not be limited.
             self._log.warning("WARNING: %s; the data plane goes on without AF_XDP", exc)
+            with contextlib.suppress(MapError, OSError):
+                self._limit_control(False)
             self._spawn(xdp=False)
+        else:
+            with contextlib.suppress(MapError, OSError):
+                self._limit_control(True)
         self._log.info("Data-plane worker %s: restarted as pid %d with %d peer(s)", why,
                        self._pid, len(self._peers))
 

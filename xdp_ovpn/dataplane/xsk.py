@@ -67,6 +67,7 @@ _DESC_SIZE = 16  # struct xdp_desc {u64 addr; u32 len; u32 options}
 _ADDR_SIZE = 8  # fill and completion rings hold bare u64 addresses
 _U32 = 0xFFFFFFFF
 _SMALL_BATCH = 4
+_ANON_TABLE = 192  # where an anonymous ring's table starts (after three cache lines)
 
 MODES = ("auto", "zero-copy", "copy")
 
@@ -134,6 +135,22 @@ class _Ring:
         self.q = table.cast("Q")  # addresses: every u64 (fill/comp) or every other u64 (descs)
         self.d = table.cast("I")  # descriptor lengths: u32 index 4*i + 2
         self._views = (self.q, self.d, table, self.words, whole)
+
+    @classmethod
+    def anonymous(cls, size: int, entry: int) -> _Ring:
+        """A ring in anonymous memory with the kernel's layout (producer, consumer and flags
+        words on their own cache lines, then the table): the RX or fill ring of a stand-in
+        AF_XDP socket, for benchmarks and tests that play the kernel's side."""
+        ring = cls.__new__(cls)
+        ring.size, ring.mask = size, size - 1
+        ring.mm = mmap.mmap(-1, _ANON_TABLE + size * entry)
+        whole = memoryview(ring.mm)
+        ring.words = whole.cast("I")
+        ring.prod, ring.cons, ring.flags = 0, 16, 32  # bytes 0, 64, 128
+        table = whole[_ANON_TABLE : _ANON_TABLE + size * entry]
+        ring.q, ring.d = table.cast("Q"), table.cast("I")
+        ring._views = (ring.q, ring.d, table, ring.words, whole)
+        return ring
 
     def needs_wakeup(self) -> bool:
         return bool(self.words[self.flags] & XDP_RING_NEED_WAKEUP)

@@ -7,6 +7,7 @@ pinned maps without compiling anything. Layouts mirror the structs in bpf/classi
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -39,20 +40,51 @@ class Verdict(IntEnum):
     REDIRECT = 8
     DROP_SHORT = 9
     DROP_BAD_OPCODE = 10
-    DROP_RATE_LIMIT = 11
+    DROP_CONTROL_SOURCE = 11  # control packet over its source address:port's bucket
+    DROP_CONTROL_GLOBAL = 12  # control packet over the bucket all sources share
+    DROP_UNKNOWN_PEER = 13  # DATA_V2 for a peer-id the (authoritative) data plane lacks
+    DROP_DATA_V1 = 14  # the (authoritative) data plane never takes DATA_V1
 
 
 # struct config flags
 CFG_OBSERVE = 1
-CFG_RESET_LIMIT = 2
+CFG_CONTROL_LIMIT = 2
 MAP_NAMES = (
-    "listeners", "peers", "peer_stats", "opcode_stats", "verdict_stats", "config",
-    "reset_buckets", "xsks",
+    "listeners", "peers", "remotes", "authority", "peer_stats", "opcode_stats",
+    "verdict_stats", "config", "source_buckets", "global_bucket", "xsks",
 )  # fmt: skip
 
-_LISTENER = struct.Struct("=IHH16s")  # family, port (network order), pad, addr
+_ENDPOINT = struct.Struct("=IHH16s")  # family, port (network order), pad, addr
 _PEER_COUNTERS = struct.Struct("=QQ")
-_CONFIG = struct.Struct("=IIII")
+_CONFIG = struct.Struct("=IIIIII")
+_BUCKET = struct.Struct("=QQ")
+RATE_MAX = 1_000_000  # keeps the C's refill arithmetic (10 s x rate x 1e9) inside u64
+
+
+@dataclass(frozen=True)
+class ControlLimits:
+    """Token buckets for control packets from addresses that are not a connected peer's.
+
+    A handshake from an openvpn 2.6 client sends about 10 control packets in 10-20 ms (and
+    the server about 6), so the per-source (address:port) burst holds several handshakes
+    and the rate one a second. The global rate is above what the Python control plane can
+    handshake anyway (about 200 a second); first contacts, a handshake's first packet,
+    also pay from an eighth of it, so a spoofed flood (all first contacts) gets no more
+    than that up to the control plane, and clients seen before keep the rest.
+    """
+
+    source_rate: int = 16
+    source_burst: int = 64
+    global_rate: int = 2000
+    global_burst: int = 4000
+
+    def __post_init__(self) -> None:
+        for name, value in dataclasses.asdict(self).items():
+            if not 0 < value <= RATE_MAX:
+                raise ValueError(f"{name.replace('_', ' ')} must be 1..{RATE_MAX}, not {value}")
+
+
+DEFAULT_CONTROL_LIMITS = ControlLimits()
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
 
@@ -140,10 +172,13 @@ class PeerCounters:
     bytes: int
 
 
-def listener_key(addr: str, port: int) -> bytes:
-    ip = ipaddress.ip_address(addr)
+def endpoint_key(addr: str, port: int) -> bytes:
+    """A listener or a peer's remote as the classifier sees it (IPv4-mapped as IPv4)."""
+    ip = ipaddress.ip_address(addr.split("%")[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     family = 4 if ip.version == 4 else 6
-    return _LISTENER.pack(family, _port_key(port), 0, ip.packed.ljust(16, b"\0"))
+    return _ENDPOINT.pack(family, _port_key(port), 0, ip.packed.ljust(16, b"\0"))
 
 
 def _port_key(port: int) -> int:
@@ -159,8 +194,11 @@ class ClassifierMaps:
     def __init__(self, fds: dict[str, int], owned: bool = False) -> None:
         self.fds = fds
         self._owned = owned
-        self.listeners = RawMap(fds["listeners"], _LISTENER.size, 1)
+        self.listeners = RawMap(fds["listeners"], _ENDPOINT.size, 1)
         self.peers = RawMap(fds["peers"], 4, 1)
+        self.remotes = RawMap(fds["remotes"], _ENDPOINT.size, 1)
+        self.authority = RawMap(fds["authority"], 4, 4)
+        self.global_bucket = RawMap(fds["global_bucket"], 4, _BUCKET.size)
         self.peer_stats = RawMap(fds["peer_stats"], 4, _PEER_COUNTERS.size, percpu=True)
         self.opcode_stats = RawMap(fds["opcode_stats"], 4, 8, percpu=True)
         self.verdict_stats = RawMap(fds["verdict_stats"], 4, 8, percpu=True)
@@ -189,10 +227,10 @@ class ClassifierMaps:
     # -- listeners and peers --------------------------------------------------
     def add_listener(self, addr: str, port: int) -> None:
         """Classify UDP to addr:port (0.0.0.0 or :: for any address of the family)."""
-        self.listeners.update(listener_key(addr, port), b"\1")
+        self.listeners.update(endpoint_key(addr, port), b"\1")
 
     def remove_listener(self, addr: str, port: int) -> bool:
-        return self.listeners.delete(listener_key(addr, port))
+        return self.listeners.delete(endpoint_key(addr, port))
 
     def set_peer(self, peer_id: int, key_ids: Iterable[int]) -> None:
         """Steer this peer's DATA_V2 for these key-ids (the ones the data plane holds)."""
@@ -207,6 +245,30 @@ class ClassifierMaps:
         self.peers.delete(_U32.pack(peer_id))
         self.peer_stats.delete(_U32.pack(peer_id))
 
+    def add_remote(self, addr: str, port: int) -> None:
+        """A connected peer's address: its control packets are never rate-limited."""
+        self.remotes.update(endpoint_key(addr, port), b"\1")
+
+    def remove_remote(self, addr: str, port: int) -> bool:
+        return self.remotes.delete(endpoint_key(addr, port))
+
+    def set_authoritative(self, on: bool) -> None:
+        """Say whether `peers` is all the data plane serves: then DATA_V2 for any other
+        peer-id, and DATA_V1, are dropped instead of passed up to the socket."""
+        self.authority.update(_U32.pack(0), _U32.pack(int(on)))
+
+    @property
+    def authoritative(self) -> bool:
+        values = self.authority.lookup(_U32.pack(0))
+        return bool(values and _U32.unpack(values[0])[0])
+
+    def forget_data_plane(self) -> None:
+        """Back to passing everything up: not authoritative, no peers, no remotes."""
+        self.set_authoritative(False)
+        for table in (self.peers, self.remotes):
+            for key in list(table.walk()):
+                table.delete(key)
+
     def bind_queue(self, queue: int, xsk_fd: int) -> None:
         """Make RX queue `queue` redirect to this AF_XDP socket (bound to that queue)."""
         self.xsks.update(_U32.pack(queue), _U32.pack(xsk_fd))
@@ -215,24 +277,33 @@ class ClassifierMaps:
         self.xsks.delete(_U32.pack(queue))
 
     # -- configuration --------------------------------------------------------
-    def _config(self) -> tuple[int, int, int, int]:
+    def _config(self) -> list[int]:
         values = self.config.lookup(_U32.pack(0))
-        return _CONFIG.unpack(values[0]) if values else (0, 0, 0, 0)
+        return list(_CONFIG.unpack(values[0])) if values else [0] * 6
 
     def set_observe(self, on: bool) -> None:
-        flags, rate, burst, pad = self._config()
-        flags = flags | CFG_OBSERVE if on else flags & ~CFG_OBSERVE
-        self.config.update(_U32.pack(0), _CONFIG.pack(flags, rate, burst, pad))
+        cfg = self._config()
+        cfg[0] = cfg[0] | CFG_OBSERVE if on else cfg[0] & ~CFG_OBSERVE
+        self.config.update(_U32.pack(0), _CONFIG.pack(*cfg))
 
-    def set_reset_limit(self, rate: int | None, burst: int = 10) -> None:
-        """Token-bucket HARD_RESET_CLIENT_V2/V3 per source: rate/s, burst; None turns it off."""
-        flags, _, _, pad = self._config()
-        if rate is None:
-            self.config.update(_U32.pack(0), _CONFIG.pack(flags & ~CFG_RESET_LIMIT, 0, 0, pad))
+    def set_control_limits(self, limits: ControlLimits | None) -> None:
+        """Token-bucket control packets from non-peers (see ControlLimits); None: off."""
+        flags = self._config()[0]
+        if limits is None:
+            off = _CONFIG.pack(flags & ~CFG_CONTROL_LIMIT, 0, 0, 0, 0, 0)
+            self.config.update(_U32.pack(0), off)
             return
-        if rate <= 0 or burst <= 0:
-            raise MapError("reset limit rate and burst must be positive")
-        self.config.update(_U32.pack(0), _CONFIG.pack(flags | CFG_RESET_LIMIT, rate, burst, pad))
+        self.config.update(_U32.pack(0), _CONFIG.pack(
+            flags | CFG_CONTROL_LIMIT, limits.source_rate, limits.source_burst,
+            limits.global_rate, limits.global_burst, 0))  # fmt: skip
+        # Whatever the old settings left in the shared buckets: start full.
+        for index in range(2):  # all non-peers, first contacts
+            self.global_bucket.update(_U32.pack(index), _BUCKET.pack(0, 0))
+
+    @property
+    def control_limits(self) -> ControlLimits | None:
+        flags, *rates, _ = self._config()
+        return ControlLimits(*rates) if flags & CFG_CONTROL_LIMIT else None
 
     @property
     def observe(self) -> bool:

@@ -2,7 +2,13 @@
  *
  * DATA_V2 for a peer-id/key-id the data plane holds keys for goes to the AF_XDP socket of
  * this RX queue; everything else the fast path does not own goes up the stack untouched,
- * and only packets to a listener that cannot be OpenVPN are dropped.
+ * except what userspace would only throw away:
+ * - packets to a listener that cannot be OpenVPN (too short, no such opcode);
+ * - while the data plane is authoritative for `peers` (a worker holds it): DATA_V2 for a
+ *   peer-id it does not hold, and DATA_V1, which it never takes;
+ * - control packets from a source that is not a connected peer's address, beyond a token
+ *   bucket per source (address and port: clients behind one NAT are not one source) and
+ *   one for all such sources together.
  *
  * The loader passes the wire constants (OP_*, MIN_*) and verdict indices (V_*) with -D, so
  * they are spelled out once, in Python.
@@ -18,15 +24,16 @@
 #define IP_OFFSET 0x1fff
 #define NEXTHDR_FRAGMENT 44
 #define CFG_OBSERVE 1
-#define CFG_RESET_LIMIT 2
+#define CFG_CONTROL_LIMIT 2
 #define NSEC 1000000000ULL
 #define MAX_REFILL_NS (10 * NSEC) /* caps elapsed * rate against u64 overflow */
 
-struct listener_key {
+/* A UDP endpoint: a listener (addr all zero: any address of that family) or a peer's remote. */
+struct endpoint {
     u32 family; /* 4 or 6 */
     u16 port;   /* network byte order */
     u16 pad;
-    u8 addr[16]; /* all zero: any address of that family */
+    u8 addr[16];
 };
 
 struct peer_keys {
@@ -39,15 +46,12 @@ struct peer_counters {
 };
 
 struct config {
-    u32 flags;       /* CFG_* */
-    u32 reset_rate;  /* HARD_RESET tokens per second, per source address */
-    u32 reset_burst; /* bucket size */
+    u32 flags;        /* CFG_* */
+    u32 source_rate;  /* control packets a second from one address:port (not a peer's) */
+    u32 source_burst; /* its bucket size */
+    u32 global_rate;  /* the same for all such sources together */
+    u32 global_burst;
     u32 pad;
-};
-
-struct source_key {
-    u32 family;
-    u8 addr[16];
 };
 
 struct bucket {
@@ -55,13 +59,22 @@ struct bucket {
     u64 credit; /* tokens * NSEC, so refills need no division */
 };
 
-BPF_HASH(listeners, struct listener_key, u8, 16);
+BPF_HASH(listeners, struct endpoint, u8, 16);
 BPF_HASH(peers, u32, struct peer_keys, 65536);
+BPF_HASH(remotes, struct endpoint, u8, 65536); /* connected peers' addresses */
+BPF_ARRAY(authority, u32, 1); /* nonzero: `peers` is all the data plane serves */
 BPF_PERCPU_HASH(peer_stats, u32, struct peer_counters, 65536);
 BPF_PERCPU_ARRAY(opcode_stats, u64, 32);
 BPF_PERCPU_ARRAY(verdict_stats, u64, V_COUNT);
 BPF_ARRAY(config, struct config, 1);
-BPF_TABLE("lru_hash", struct source_key, struct bucket, reset_buckets, 65536);
+/* LRU: a spoofed flood evicts old sources instead of growing the map. */
+BPF_TABLE("lru_hash", struct endpoint, struct bucket, source_buckets, 65536);
+/* [ALL]: every control packet from a non-peer; [NEW]: first contacts, an eighth of that:
+ * a handshake is about ten control packets from the client, its first is one of them. */
+#define ALL 0
+#define NEW 1
+#define NEW_SHARE_SHIFT 3
+BPF_ARRAY(global_bucket, struct bucket, 2);
 BPF_XSKMAP(xsks, 64);
 
 static __always_inline int verdict(u32 v, int action, struct config *cfg)
@@ -75,23 +88,15 @@ static __always_inline int verdict(u32 v, int action, struct config *cfg)
     return action;
 }
 
-/* Token bucket per source address; racing CPUs may both spend a token: harmless. */
-static __always_inline int reset_allowed(struct source_key *src, struct config *cfg)
+/* Refill a token bucket and spend one token if it has one.
+ * Racing CPUs may both spend a token: harmless. */
+static __always_inline int take_token(struct bucket *b, u64 now, u32 rate, u32 burst)
 {
-    u64 now = bpf_ktime_get_ns();
-    u64 cap = (u64)cfg->reset_burst * NSEC;
-    struct bucket *b = reset_buckets.lookup(src);
-    if (!b) {
-        if (cap < NSEC) /* burst 0: nothing ever passes */
-            return 0;
-        struct bucket fresh = {.stamp_ns = now, .credit = cap - NSEC}; /* spend the first */
-        reset_buckets.update(src, &fresh);
-        return 1;
-    }
-    u64 elapsed = now - b->stamp_ns;
+    u64 elapsed = now > b->stamp_ns ? now - b->stamp_ns : 0;
     if (elapsed > MAX_REFILL_NS)
         elapsed = MAX_REFILL_NS;
-    u64 credit = b->credit + elapsed * cfg->reset_rate;
+    u64 cap = (u64)burst * NSEC;
+    u64 credit = b->credit + elapsed * rate;
     if (credit > cap)
         credit = cap;
     b->stamp_ns = now;
@@ -103,14 +108,59 @@ static __always_inline int reset_allowed(struct source_key *src, struct config *
     return 1;
 }
 
+static __always_inline int take_global(u32 which, u64 now, struct config *cfg)
+{
+    struct bucket *g = global_bucket.lookup(&which);
+    if (!g)
+        return 1;
+    u32 rate = cfg->global_rate, burst = cfg->global_burst;
+    if (which == NEW) {
+        rate = (rate >> NEW_SHARE_SHIFT) ?: 1;
+        burst = (burst >> NEW_SHARE_SHIFT) ?: 1;
+    }
+    return take_token(g, now, rate, burst);
+}
+
+/* The verdict on a control packet. A connected peer's (renegotiation, EXIT) always passes.
+ * Any other source pays a token of its own bucket and one of the global bucket. A first
+ * contact (no bucket of its own yet: what a spoofed flood is made of) also pays one of the
+ * smaller NEW bucket, so a flood of them cannot take the global bucket from the sources
+ * seen before, and a client whose first HARD_RESET was shed gets in with its retry. */
+static __always_inline u32 admit_control(struct endpoint *from, struct config *cfg)
+{
+    if (!cfg || !(cfg->flags & CFG_CONTROL_LIMIT) || remotes.lookup(from))
+        return V_PASS_CONTROL;
+    u64 now = bpf_ktime_get_ns();
+    struct bucket *b = source_buckets.lookup(from);
+    if (!b) {
+        int ok = take_global(NEW, now, cfg) && take_global(ALL, now, cfg);
+        u64 full = (u64)cfg->source_burst * NSEC;
+        struct bucket fresh = {.stamp_ns = now, .credit = ok && full ? full - NSEC : full};
+        source_buckets.update(from, &fresh);
+        return ok ? V_PASS_CONTROL : V_DROP_CONTROL_GLOBAL;
+    }
+    if (!take_token(b, now, cfg->source_rate, cfg->source_burst))
+        return V_DROP_CONTROL_SOURCE;
+    if (!take_global(ALL, now, cfg))
+        return V_DROP_CONTROL_GLOBAL;
+    return V_PASS_CONTROL;
+}
+
+static __always_inline int authoritative(void)
+{
+    u32 zero = 0;
+    u32 *on = authority.lookup(&zero);
+    return on && *on;
+}
+
 int xdp_classify(struct xdp_md *ctx)
 {
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
     u32 zero = 0;
     struct config *cfg = config.lookup(&zero);
-    struct listener_key lk = {};
-    struct source_key src = {};
+    struct endpoint lk = {};
+    struct endpoint from = {}; /* the sender: `remotes` and `source_buckets` key */
 
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end) /* verifier: every header read is bounds-checked */
@@ -136,9 +186,9 @@ int xdp_classify(struct xdp_md *ctx)
         if (ihl < sizeof(*ip))
             return verdict(V_PASS_OTHER, XDP_PASS, cfg);
         udp = l3 + ihl;
-        lk.family = src.family = 4;
+        lk.family = from.family = 4;
         __builtin_memcpy(lk.addr, &ip->daddr, 4);
-        __builtin_memcpy(src.addr, &ip->saddr, 4);
+        __builtin_memcpy(from.addr, &ip->saddr, 4);
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = l3;
         if ((void *)(ip6 + 1) > end)
@@ -149,9 +199,9 @@ int xdp_classify(struct xdp_md *ctx)
         if (ip6->nexthdr != IPPROTO_UDP)
             return verdict(V_PASS_OTHER, XDP_PASS, cfg);
         udp = (void *)(ip6 + 1);
-        lk.family = src.family = 6;
+        lk.family = from.family = 6;
         __builtin_memcpy(lk.addr, &ip6->daddr, 16);
-        __builtin_memcpy(src.addr, &ip6->saddr, 16);
+        __builtin_memcpy(from.addr, &ip6->saddr, 16);
     } else {
         return verdict(V_PASS_OTHER, XDP_PASS, cfg);
     }
@@ -159,6 +209,7 @@ int xdp_classify(struct xdp_md *ctx)
     if ((void *)(udp + 1) > end)
         return verdict(V_PASS_OTHER, XDP_PASS, cfg);
     lk.port = udp->dest;
+    from.port = udp->source;
     if (!listeners.lookup(&lk)) {
         __builtin_memset(lk.addr, 0, sizeof(lk.addr));
         if (!listeners.lookup(&lk))
@@ -190,24 +241,23 @@ int xdp_classify(struct xdp_md *ctx)
     case OP_DATA_V1:
         if (len < MIN_DATA_V1)
             return verdict(V_DROP_SHORT, XDP_DROP, cfg);
+        if (authoritative()) /* the data plane never takes DATA_V1 */
+            return verdict(V_DROP_DATA_V1, XDP_DROP, cfg);
         return verdict(V_PASS_DATA_V1, XDP_PASS, cfg);
-    case OP_HARD_RESET_CLIENT_V2:
-    case OP_HARD_RESET_CLIENT_V3:
-        if (len < MIN_CONTROL)
-            return verdict(V_DROP_SHORT, XDP_DROP, cfg);
-        if (cfg && (cfg->flags & CFG_RESET_LIMIT) && !reset_allowed(&src, cfg))
-            return verdict(V_DROP_RATE_LIMIT, XDP_DROP, cfg);
-        return verdict(V_PASS_CONTROL, XDP_PASS, cfg);
     case OP_HARD_RESET_CLIENT_V1:
     case OP_HARD_RESET_SERVER_V1:
     case OP_SOFT_RESET_V1:
     case OP_CONTROL_V1:
     case OP_ACK_V1:
+    case OP_HARD_RESET_CLIENT_V2:
     case OP_HARD_RESET_SERVER_V2:
-    case OP_CONTROL_WKC_V1:
+    case OP_HARD_RESET_CLIENT_V3:
+    case OP_CONTROL_WKC_V1: {
         if (len < MIN_CONTROL)
             return verdict(V_DROP_SHORT, XDP_DROP, cfg);
-        return verdict(V_PASS_CONTROL, XDP_PASS, cfg);
+        u32 v = admit_control(&from, cfg);
+        return verdict(v, v == V_PASS_CONTROL ? XDP_PASS : XDP_DROP, cfg);
+    }
     default:
         return verdict(V_DROP_BAD_OPCODE, XDP_DROP, cfg);
     }
@@ -216,8 +266,11 @@ int xdp_classify(struct xdp_md *ctx)
         return verdict(V_DROP_SHORT, XDP_DROP, cfg);
     u32 peer_id = (u32)p[1] << 16 | (u32)p[2] << 8 | p[3];
     struct peer_keys *peer = peers.lookup(&peer_id);
-    if (!peer)
+    if (!peer) {
+        if (authoritative()) /* nobody here could decrypt it */
+            return verdict(V_DROP_UNKNOWN_PEER, XDP_DROP, cfg);
         return verdict(V_PASS_UNKNOWN_PEER, XDP_PASS, cfg);
+    }
     if (!(peer->key_mask & (1 << kid)))
         return verdict(V_PASS_UNKNOWN_KEY, XDP_PASS, cfg);
     /* Our peers use AEAD only: anything shorter than its header cannot be theirs. */
