@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.openvpn]
 CHECKOUT = Path(__file__).resolve().parents[1]
 DEBIAN_PYTHON = "/usr/bin/python3"  # python3-bpfcc is built for it, as in scripts/setup.sh
 # What a build must not need: the developer's venv, VCS data, caches, earlier builds.
-NOT_SOURCES = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info",
+NOT_SOURCES = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "*.so",
                                      "__pycache__", ".pytest_cache", ".ruff_cache")
 UNDERLAY = ("10.79.0.1/24", "10.79.0.2/24")
 

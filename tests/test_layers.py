@@ -20,8 +20,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "xdp_ovpn"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("package root (__version__)", ("xdp_ovpn",)),
     ("protocol, sans-I/O", ("xdp_ovpn.proto",)),
-    ("config file", ("xdp_ovpn.config",)),
     ("BPF loader", ("xdp_ovpn.loader",)),
+    ("config file", ("xdp_ovpn.config",)),  # xdp-control-limit is the loader's ControlLimits
     ("process capabilities", ("xdp_ovpn.capabilities",)),
     ("data plane and engines", ("xdp_ovpn.dataplane", "xdp_ovpn._native")),
     ("control plane", ("xdp_ovpn.control",)),
