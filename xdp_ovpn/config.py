@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
+from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.proto.constants import (
     AEAD_CIPHERS,
     DEFAULT_DATA_CIPHERS,
@@ -1128,7 +1128,7 @@ def _replay_window(p: _Parser, d: Directive) -> None:
         p.cfg.replay_time = _int(d, d.args[1], 0, 600)
 
 
-@_option("xdp-control-limit", min_args=1, max_args=4)
+@_option("xdp-control-limit", min_args=1, max_args=4, fields=("xdp_control_limit",))
 def _xdp_control_limit(p: _Parser, d: Directive) -> None:
     """xdp-ovpn's own: SOURCE_RATE SOURCE_BURST GLOBAL_RATE GLOBAL_BURST, or `off`."""
     if d.args == ("off",):
@@ -1369,12 +1369,12 @@ def _management(p: _Parser, d: Directive) -> None:
 XDP_MODES = ("auto", "native", "generic")
 
 
-@_option("xdp-interface", min_args=1, max_args=1)
+@_option("xdp-interface", min_args=1, max_args=1, fields=("xdp_interfaces",))
 def _xdp_interface(p: _Parser, d: Directive) -> None:
     p.cfg.xdp_interfaces.append(d.args[0])
 
 
-@_option("xdp-mode", min_args=1, max_args=1)
+@_option("xdp-mode", min_args=1, max_args=1, fields=("xdp_mode",))
 def _xdp_mode(p: _Parser, d: Directive) -> None:
     if d.args[0] not in XDP_MODES:
         raise ConfigError(f"must be one of {', '.join(XDP_MODES)}, not {d.args[0]!r}",

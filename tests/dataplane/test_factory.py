@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import socket
 
-from loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.dataplane.factory import open_dataplane
+from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 
 
 def _socket_path_log(caplog, limits) -> str:

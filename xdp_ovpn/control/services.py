@@ -17,6 +17,7 @@ from pathlib import Path
 from xdp_ovpn.capabilities import CAP_NET_ADMIN
 from xdp_ovpn.config import Config
 from xdp_ovpn.control import poolpersist, sdnotify
+from xdp_ovpn.control.badsource import BAD_SOURCE_LOG_SECONDS
 from xdp_ovpn.control.log import get_logger
 from xdp_ovpn.control.management import (
     ManagementHooks,
@@ -27,7 +28,7 @@ from xdp_ovpn.control.management import (
 from xdp_ovpn.control.metrics import MetricsServer, MetricsSources, WorkerHealth
 from xdp_ovpn.control.netconfig import in_netlink_thread, run_in_netlink_thread
 from xdp_ovpn.control.privdrop import PrivilegeError, drop_privileges
-from xdp_ovpn.control.server import BAD_SOURCE_LOG_SECONDS, Server
+from xdp_ovpn.control.server import Server
 from xdp_ovpn.control.status import StatusFile
 from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
 

@@ -57,7 +57,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.capabilities import CAP_BPF, CAP_IPC_LOCK, CAP_NET_ADMIN, CAP_NET_RAW
 from xdp_ovpn.dataplane.api import (
     Address,
@@ -83,6 +82,7 @@ from xdp_ovpn.dataplane.socketpath import (
     unpack_datagram,
 )
 from xdp_ovpn.dataplane.xsk import XskError, XskSocket
+from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.proto.constants import DEFAULT_REPLAY_TIME, DEFAULT_REPLAY_WINDOW
 
 RX_BATCH = 64
@@ -191,7 +191,7 @@ class _Underlay:
     ifname: str
     queues: int
     mtu: int
-    maps: Any  # loader.maps.ClassifierMaps
+    maps: Any  # xdp_ovpn.loader.maps.ClassifierMaps
 
 
 class _XdpWorker(_Worker):
@@ -220,7 +220,7 @@ class _XdpWorker(_Worker):
     def _bind_queue(self, under: _Underlay, queue: int) -> str | None:
         """An AF_XDP socket on the queue, entered in the classifier's XSKMAP; else why not
         (with no XSKMAP entry the classifier passes the queue's packets up to the socket)."""
-        from loader.errors import MapError
+        from xdp_ovpn.loader.errors import MapError
 
         try:
             xsk = XskSocket(under.ifname, queue, tx_size=0, comp_size=64,
@@ -291,7 +291,7 @@ class _XdpWorker(_Worker):
 
     def _mirror_remote(self, peer_id: int, remote: Address | None) -> None:
         """Keep the peer's address in `remotes`; a miss only leaves it rate-limited."""
-        from loader.errors import MapError
+        from xdp_ovpn.loader.errors import MapError
 
         old = self.remotes.pop(peer_id, None)
         if remote is not None:
@@ -420,8 +420,8 @@ class XdpDataPlane:
     def _attach(self, interfaces: Sequence[str] | None, mode: str | None) -> None:
         """The classifier on every underlay (or those named); one that refuses it is
         skipped with a warning, its traffic left to the UDP socket."""
-        from loader.classifier import Classifier
-        from loader.errors import LoaderError
+        from xdp_ovpn.loader.classifier import Classifier
+        from xdp_ovpn.loader.errors import LoaderError
 
         links = underlay_interfaces(self._sock, interfaces)
         if not links and not interfaces:
@@ -553,7 +553,7 @@ class XdpDataPlane:
 
     def _restart(self, why: str) -> None:
         """Replace a dead or stuck worker; the socket carries DATA_V2 meanwhile."""
-        from loader.errors import MapError
+        from xdp_ovpn.loader.errors import MapError
 
         self._reap(kill=True)
         for under in self._underlays:  # nothing steered or dropped until a new worker says
