@@ -675,8 +675,10 @@ static PyObject *Engine_bench_last(EngineObject *self, PyObject *noargs)
 {
     if (check_open(self) < 0)
         return NULL;
-    return Py_BuildValue("(y#I)", (const char *)self->e.out, (Py_ssize_t)self->e.stub_run_len,
-                         self->e.stub_seg);
+    if (!self->e.stub_run)
+        return Py_BuildValue("(yI)", "", 0);
+    return Py_BuildValue("(y#I)", (const char *)self->e.stub_run,
+                         (Py_ssize_t)self->e.stub_run_len, self->e.stub_seg);
 }
 
 static PyObject *Engine_close(EngineObject *self, PyObject *noargs)
