@@ -3,7 +3,8 @@
  *              the UMEM -> pings, OCC exit, floats, MSS, source check -> TUN (coalesced)
  *              -> frames back to the fill ring;
  *   rx_socket  UDP socket (recvmmsg) -> DATA_V2 decrypted -> TUN; the rest handed up;
- *   tx_tun     TUN -> peer by destination -> sealed in place -> UDP_SEGMENT runs (gso) or a
+ *   tx_tun     TUN (TSO super-packets cut in offload.c) -> peer by destination -> sealed
+ *              in place -> UDP_SEGMENT runs, several peers' runs a sendmmsg (gso), or a
  *              datagram a packet.
  * Every length from the wire is checked before use; nothing is allocated per packet. */
 #define _GNU_SOURCE
