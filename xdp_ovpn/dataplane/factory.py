@@ -105,4 +105,4 @@ def open_dataplane(
 def offloaded(dataplane: DataPlane) -> bool:
     """True while DATA_V2 is steered to AF_XDP (what `dco_enabled` and `[DCO]` report):
     the XDP path with at least one RX queue bound, not the socket path nor its fallback."""
-    return getattr(dataplane, "af_xdp_queues", 0) > 0
+    return dataplane.af_xdp_queues > 0
