@@ -165,6 +165,8 @@ class Config:
     connect_retry_max: int = 0  # attempts per remote before giving up; 0 = for ever
     bind: bool = True
     float: bool = False
+    sndbuf: int = 0  # the UDP socket's SO_SNDBUF; 0 keeps the kernel's default
+    rcvbuf: int = 0  # the UDP socket's SO_RCVBUF; 0 keeps the kernel's default
     # addressing
     topology: str = "net30"  # openvpn 2.6's default; a server is always subnet here
     ifconfig: tuple[str, str] | None = None  # local, remote-or-netmask
@@ -486,8 +488,6 @@ _REFUSED: dict[str, str] = {
     "pkcs12": "not supported; give ca, cert and key in PEM",
     "plugin": "plugins are not supported",
     "mssfix": f"{_NOT_YET} (the data path does its own TCP MSS clamping); remove it",
-    "sndbuf": f"{_NOT_YET}; remove it (the kernel's default socket buffers are used)",
-    "rcvbuf": f"{_NOT_YET}; remove it (the kernel's default socket buffers are used)",
     "reneg-bytes": f"{_NOT_YET}; renegotiate by time with reneg-sec",
     "reneg-pkts": f"{_NOT_YET}; renegotiate by time with reneg-sec",
     "tls-exit": _NOT_YET,
@@ -791,6 +791,8 @@ def _register_simple() -> None:
         ("connect-retry-max", "connect_retry_max", 0, 2**31 - 1),
         ("nice", "nice", -20, 19),
         ("txqueuelen", "txqueuelen", 0, 2**31 - 1),
+        ("sndbuf", "sndbuf", 0, 2**31 - 1),
+        ("rcvbuf", "rcvbuf", 0, 2**31 - 1),
         ("script-security", "script_security", 0, 3),
         ("status-version", "status_version", 1, 3),
         ("tls-mtu", "tls_mtu", 512, 1500),

@@ -29,6 +29,7 @@ from xdp_ovpn.control.endpoint import (
     UdpEndpoint,
     open_client_socket,
     open_server_socket,
+    set_socket_buffers,
 )
 from xdp_ovpn.control.log import get_logger, setup_logging
 from xdp_ovpn.control.netconfig import (
@@ -58,6 +59,12 @@ class _Restart:
 
 
 def _open_socket(cfg: Config) -> socket.socket:
+    sock = _bound_socket(cfg)
+    set_socket_buffers(sock, cfg.sndbuf, cfg.rcvbuf)
+    return sock
+
+
+def _bound_socket(cfg: Config) -> socket.socket:
     if cfg.role is Role.SERVER:
         return open_server_socket(cfg.local, cfg.lport, cfg.proto)
     port = cfg.lport if cfg.bind else 0
