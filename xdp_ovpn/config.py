@@ -198,6 +198,8 @@ class Config:
     ping_restart: int = 0
     ping_exit: int = 0
     reneg_sec: int = 3600
+    reneg_bytes: int = 0  # data-channel bytes on a key before renegotiating; 0 = never
+    reneg_pkts: int = 0  # data-channel packets on a key before renegotiating; 0 = never
     hand_window: int = 60
     tran_window: int = 3600
     replay_window: int = DEFAULT_REPLAY_WINDOW
@@ -488,8 +490,6 @@ _REFUSED: dict[str, str] = {
     "pkcs12": "not supported; give ca, cert and key in PEM",
     "plugin": "plugins are not supported",
     "mssfix": f"{_NOT_YET} (the data path does its own TCP MSS clamping); remove it",
-    "reneg-bytes": f"{_NOT_YET}; renegotiate by time with reneg-sec",
-    "reneg-pkts": f"{_NOT_YET}; renegotiate by time with reneg-sec",
     "tls-exit": _NOT_YET,
     "remap-usr1": _NOT_YET,
     "management-client": f"{_NOT_YET}; management listens for connections",
@@ -593,6 +593,8 @@ _LIMITS = {
     "pull-filter": "client only",
     "redirect-gateway": "client and p2p (a server pushes it)",
     "remote": "UDP only",
+    "reneg-bytes": "counted from the data plane's link counters, read every second",
+    "reneg-pkts": "counted from the data plane's link counters, read every second",
     "reneg-sec": "one argument (the server's random lower bound is not supported)",
     "route-nopull": "client only",
     "route-up": "needs script-security 2",
@@ -793,6 +795,8 @@ def _register_simple() -> None:
         ("txqueuelen", "txqueuelen", 0, 2**31 - 1),
         ("sndbuf", "sndbuf", 0, 2**31 - 1),
         ("rcvbuf", "rcvbuf", 0, 2**31 - 1),
+        ("reneg-bytes", "reneg_bytes", 0, 2**63 - 1),
+        ("reneg-pkts", "reneg_pkts", 0, 2**31 - 1),
         ("script-security", "script_security", 0, 3),
         ("status-version", "status_version", 1, 3),
         ("tls-mtu", "tls_mtu", 512, 1500),

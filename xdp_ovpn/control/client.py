@@ -33,7 +33,7 @@ from xdp_ovpn.control.netconfig import (
     set_txqueuelen,
     settings_from_config,
 )
-from xdp_ovpn.control.peerkeys import PeerKeys
+from xdp_ovpn.control.peerkeys import RENEG_POLL_SECONDS, PeerKeys
 from xdp_ovpn.control.pulled import filter_pushed
 from xdp_ovpn.control.scripts import ScriptRunner
 from xdp_ovpn.control.updown import TunnelScriptFailed, TunnelScripts, foreign_options
@@ -129,12 +129,14 @@ class SinglePeer:
             self._outcome = self.loop.create_future()
             self._last_rx = time.monotonic()
             watchdog = self.loop.create_task(self._silence_watchdog())
+            reneg = self.loop.create_task(self._feed_key_traffic())
             try:
                 self._begin()
             except _Outcome as early:
                 self._outcome.set_result(early)
             outcome = await self._outcome
             watchdog.cancel()
+            reneg.cancel()
             self._end_attempt()
             if outcome.exit or self._stopping:
                 return outcome.reason
@@ -171,6 +173,15 @@ class SinglePeer:
             if self.driver is not None and time.monotonic() - self._last_rx > timeout:
                 self._inactive(exits)
                 return
+
+    async def _feed_key_traffic(self) -> None:
+        """reneg-bytes/-pkts: hand the session what its key carried since the last read."""
+        if not (self.cfg.reneg_bytes or self.cfg.reneg_pkts):
+            return
+        while True:
+            await asyncio.sleep(RENEG_POLL_SECONDS)
+            if self.driver is not None and self.keys is not None:
+                self.driver.add_data_traffic(*self.keys.take_traffic())
 
     def _silence_limit(self, ping_restart: float) -> tuple[float, bool]:
         """The silence that ends the connection, and whether it ends the process
