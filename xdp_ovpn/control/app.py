@@ -45,6 +45,7 @@ from xdp_ovpn.control.status import render
 from xdp_ovpn.control.updown import TunnelScriptFailed, TunnelScripts
 from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
 from xdp_ovpn.dataplane.factory import open_dataplane
+from xdp_ovpn.dataplane.mss import mssfix_mss
 from xdp_ovpn.dataplane.tun import Tun
 
 Reload = Callable[[], Config]
@@ -116,6 +117,7 @@ def _run_instance(cfg: Config, data_path: str, allow_ekm: bool,
             engine=engine,
             interfaces=cfg.xdp_interfaces, xdp_mode=cfg.xdp_mode,
             control_limits=cfg.xdp_control_limit,
+            mss=mssfix_mss(cfg.mssfix, cfg.mssfix_mode, cfg.tun_mtu, ipv6_underlay),
         )
         if cfg.writepid:
             cfg.writepid.write_text(f"{os.getpid()}\n")
