@@ -597,6 +597,8 @@ _LIMITS = {
     "pull-filter": "client only",
     "redirect-gateway": "client and p2p (a server pushes it)",
     "remote": "UDP only",
+    "rcvbuf": "the UDP socket's (0: the kernel's default); a client applies a pushed one too",
+    "sndbuf": "the UDP socket's (0: the kernel's default); a client applies a pushed one too",
     "reneg-bytes": "counted from the data plane's link counters, read every second",
     "reneg-pkts": "counted from the data plane's link counters, read every second",
     "reneg-sec": "one argument (the server's random lower bound is not supported)",

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+from interop import ping, underlay
+
 from xdp_ovpn.config import parse_text
 from xdp_ovpn.control.app import _open_socket
+from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 
 
@@ -36,3 +40,22 @@ def test_rcvbuf_sets_the_socket_buffer() -> None:
     with _open_socket(_client_config("rcvbuf 40000\n")) as sock:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 80000
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == _default(socket.SO_SNDBUF)
+
+
+@pytest.mark.root
+@pytest.mark.openvpn
+def test_own_and_pushed_buffers_reach_a_clients_socket(lab) -> None:
+    """An xdp-ovpn client sets its own sndbuf at start, then what an openvpn 2.6 server
+    pushes, and the tunnel works over the socket data path that uses them."""
+    net = underlay(lab, 4)
+    spec = TunnelSpec(PKI(), proto=net.proto)
+    server = OpenVPNServer(net.server_ns, spec, extra=['push "sndbuf 100000"',
+                                                       'push "rcvbuf 90000"'])
+    client = OpenVPNClient(net.client_ns, server, remote=net.server_addr, program="xdp-ovpn",
+                           extra=["sndbuf 60000"])
+    base = client.command
+    client.command = lambda: [*base(), "--data-path", "socket"]  # type: ignore[method-assign]
+    with started(server), started(client):
+        client.wait_for_log(r"Socket Buffers: R=\[(\d+)->\1\] S=\[\d+->120000\]")
+        client.wait_for_log(r"Socket Buffers: R=\[\d+->180000\] S=\[120000->200000\]")
+        ping(net.client_ns, server.tunnel_ipv4)

@@ -19,7 +19,12 @@ import time
 from xdp_ovpn.config import Config
 from xdp_ovpn.control.clientstatus import Counters
 from xdp_ovpn.control.driver import SessionDriver
-from xdp_ovpn.control.endpoint import UdpEndpoint, resolve, same_family_address
+from xdp_ovpn.control.endpoint import (
+    UdpEndpoint,
+    resolve,
+    same_family_address,
+    set_socket_buffers,
+)
 from xdp_ovpn.control.log import get_logger, peer_label
 from xdp_ovpn.control.netconfig import (
     AppliedNetwork,
@@ -459,6 +464,8 @@ class Client(SinglePeer):
             self.log.info("ERROR: cannot apply pushed options: %s", exc)
             self._finish("pushed-options-error")
             return
+        if settings.sndbuf or settings.rcvbuf:  # openvpn applies pushed ones too
+            set_socket_buffers(self.endpoint.sock, settings.sndbuf, settings.rcvbuf)
         if self.tun is None:
             self._open_tun(settings, self.remote[0] if self.remote else None,
                            foreign_options(pulled.accepted))
