@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("process capabilities", ("xdp_ovpn.capabilities",)),
     ("data plane and engines", ("xdp_ovpn.dataplane", "xdp_ovpn._native")),
     ("control plane", ("xdp_ovpn.control",)),
-    ("commands over the planes", ("xdp_ovpn.runcmd", "xdp_ovpn.xdpctl")),
+    ("commands over the planes", ("xdp_ovpn.runcmd", "xdp_ovpn.xdpctl", "xdp_ovpn.optionscmd")),
     ("VM harness", ("xdp_ovpn.vm",)),
     ("lab library", ("xdp_ovpn.lab",)),
     ("applications", ("xdp_ovpn.doctor", "xdp_ovpn.bench", "xdp_ovpn.demo",

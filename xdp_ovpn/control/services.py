@@ -27,6 +27,7 @@ from xdp_ovpn.control.management import (
 )
 from xdp_ovpn.control.metrics import MetricsServer, MetricsSources, WorkerHealth
 from xdp_ovpn.control.netconfig import in_netlink_thread, run_in_netlink_thread
+from xdp_ovpn.control.peerkeys import RENEG_POLL_SECONDS
 from xdp_ovpn.control.privdrop import PrivilegeError, drop_privileges
 from xdp_ovpn.control.server import Server
 from xdp_ovpn.control.status import StatusFile
@@ -51,25 +52,25 @@ def _forwarding() -> bool:
 
 def worker_health(dataplane: DataPlane) -> Callable[[], Sequence[WorkerHealth]]:
     def health() -> list[WorkerHealth]:
-        pid = getattr(dataplane, "pid", 0)
+        pid = dataplane.pid
         extra = {}
-        if hasattr(dataplane, "af_xdp_queues"):  # RX queues on AF_XDP, and those left out
+        if dataplane.interfaces:  # the XDP path: RX queues on AF_XDP, and those left out
             extra = {"af_xdp_queues": dataplane.af_xdp_queues,
-                     "af_xdp_queues_unbound": len(dataplane.unbound)}  # type: ignore[attr-defined]
-        return [WorkerHealth(dataplane.name, bool(pid) and _alive(pid),
-                             getattr(dataplane, "restarts", 0), extra)]
+                     "af_xdp_queues_unbound": len(dataplane.unbound)}
+        return [WorkerHealth(dataplane.name, bool(pid) and _alive(pid), dataplane.restarts,
+                             extra)]
     return health
 
 
 def xdp_verdicts(dataplane: DataPlane) -> Callable[[], Mapping[str, int]] | None:
     """Verdict counters summed over every interface the XDP classifier is attached to."""
-    if not hasattr(dataplane, "maps") or not hasattr(dataplane, "interfaces"):
+    if not dataplane.interfaces:
         return None
 
     def verdicts() -> dict[str, int]:
         total: dict[str, int] = {}
-        for ifname in dataplane.interfaces:  # type: ignore[attr-defined]
-            for verdict, n in dataplane.maps(ifname).verdict_counts().items():  # type: ignore[attr-defined]
+        for ifname in dataplane.interfaces:
+            for verdict, n in dataplane.maps(ifname).verdict_counts().items():
                 name = verdict.name.lower()
                 total[name] = total.get(name, 0) + n
         return total
@@ -93,6 +94,7 @@ class ServerServices:
         self.pool_file: poolpersist.PersistFile | None = None
         self._pool_task: asyncio.Task | None = None
         self._counters_task: asyncio.Task | None = None
+        self._reneg_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         cfg, server = self.cfg, self.server
@@ -120,6 +122,9 @@ class ServerServices:
         # this often, so that a client sending from addresses not its own is logged.
         self._counters_task = asyncio.get_running_loop().create_task(
             self._every(BAD_SOURCE_LOG_SECONDS, server.read_counters))
+        if cfg.reneg_bytes or cfg.reneg_pkts:
+            self._reneg_task = asyncio.get_running_loop().create_task(
+                self._every(RENEG_POLL_SECONDS, server.feed_key_traffic))
         if self.metrics_listen is not None:
             sources = MetricsSources(server.snapshot, counters=lambda: server.counts,
                                      verdicts=xdp_verdicts(self.dataplane),
@@ -190,7 +195,7 @@ class ServerServices:
             await self.management.close()
         if self.metrics is not None:
             await self.metrics.close()
-        for task in (self._pool_task, self._counters_task):
+        for task in (self._pool_task, self._counters_task, self._reneg_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

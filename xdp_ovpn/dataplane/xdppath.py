@@ -8,11 +8,12 @@
                     UDP socket: control datagrams up to the control plane, DATA_V2 the
                     classifier passed (key not yet mirrored, fragments) decrypted here
                                                                      (rx_socket)
-                    and itself: verbs, keepalive and expiry          (socketpath's worker)
+                    and itself: verbs, keepalive and expiry          (worker.py)
 
-The worker *is* the socket path's worker with AF_XDP sockets added, so the socket is the
-fallback for every packet XDP does not steer, and nothing else is ever needed to avoid a
-black hole. What it owns beyond that:
+The worker *is* the socket path's worker (worker.py) with AF_XDP sockets added, so the
+socket is the fallback for every packet XDP does not steer, and nothing else is ever
+needed to avoid a black hole; the handle is the socket path's (handle.py) with the peer
+records and supervision added. What they own beyond that:
 
 - BPF `peers` map in step with the keys: a peer-id/key-id is mirrored only after the worker
   holds that key, and removed before the key or the peer goes. On a server the worker
@@ -48,7 +49,6 @@ import os
 import pickle
 import select
 import selectors
-import signal
 import socket
 import threading
 import time
@@ -65,22 +65,15 @@ from xdp_ovpn.dataplane.api import (
     Notification,
     PeerExpired,
     PeerFloated,
-    PeerStats,
     Privileged,
 )
 from xdp_ovpn.dataplane.engine import Engine, EngineConfig, make_engine, resolve
+from xdp_ovpn.dataplane.handle import CALL_TIMEOUT, WorkerHandle
 from xdp_ovpn.dataplane.ledger import Ledger
 from xdp_ovpn.dataplane.mss import max_mss
 from xdp_ovpn.dataplane.offload import plain_reads, raise_txqueuelen, tun_has_vnet_hdr
 from xdp_ovpn.dataplane.rxqueues import RxQueues, rx_queues
-from xdp_ovpn.dataplane.socketpath import (
-    _BUF,
-    _CALL_TIMEOUT,
-    _drain,
-    _seqpacket_pair,
-    _Worker,
-    unpack_datagram,
-)
+from xdp_ovpn.dataplane.worker import BUF, Worker, drain, seqpacket_pair
 from xdp_ovpn.dataplane.xsk import XskError, XskSocket
 from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.proto.constants import DEFAULT_REPLAY_TIME, DEFAULT_REPLAY_WINDOW
@@ -194,7 +187,7 @@ class _Underlay:
     maps: Any  # xdp_ovpn.loader.maps.ClassifierMaps
 
 
-class _XdpWorker(_Worker):
+class _XdpWorker(Worker):
     """The socket worker plus AF_XDP sockets, a vnet_hdr TUN and the BPF peers mirror."""
 
     def __init__(self, sock: socket.socket, cmd: socket.socket, ctl: socket.socket,
@@ -355,7 +348,7 @@ class _XdpWorker(_Worker):
 # -- the control-plane handle ------------------------------------------------------------
 
 
-class XdpDataPlane:
+class XdpDataPlane(WorkerHandle):
     """Control-plane handle of the XDP data path (implements api.DataPlane)."""
 
     name = "xdp"
@@ -378,38 +371,30 @@ class XdpDataPlane:
         control_limits: ControlLimits | None = DEFAULT_CONTROL_LIMITS,
         log: logging.Logger | None = None,
         engine: str = "auto",
+        mss: int | None = None,
     ) -> None:
         """`control_limits`: token buckets for control packets from addresses that are not
         a connected peer's; None: no limit."""
+        super().__init__()
         self.engine = resolve(engine)  # the engine's name, for the log and reports
         self._sock = sock
         self._control_limits = control_limits
         self._log = log or logging.getLogger(__name__)
-        self._closed = False
         self._classifiers: list[Any] = []
         self._underlays: list[_Underlay] = []
         self._peers: dict[int, _PeerRecord] = {}
         self._tun: tuple[int, int] | None = None
-        self._cmd: socket.socket | None = None
-        self._pid = 0
-        self.restarts = 0
-        self.af_xdp_queues = 0  # RX queues the current worker holds an AF_XDP socket on
-        self.unbound: list[str] = []  # "IF queue N: why" of the queues it could not bind
         self._identity: tuple[int, int] | None = None  # (uid, gid) after drop_privileges
         # Where workers are forked: here until `user`, then where capabilities were kept.
         self._privileged: Privileged = _inline
         self._ledger = Ledger()
-        self._ctl, self._worker_ctl = _seqpacket_pair()
-        self._ntf, self._worker_ntf = _seqpacket_pair()
-        self._ctl.setblocking(False)
-        self._ntf.setblocking(False)
         self._wake_r, self._wake_w = os.pipe()
         try:
             self._attach(interfaces, xdp_mode)
             self._limit_control(True)
-            # mssfix: TCP through the tunnel never needs fragments on the smallest underlay.
-            mss = max_mss(min(u.mtu for u in self._underlays),
-                          outer_ipv6=sock.family == socket.AF_INET6)
+            if mss is None:  # no mssfix given: TCP never needs fragments on any underlay
+                mss = max_mss(min(u.mtu for u in self._underlays),
+                              outer_ipv6=sock.family == socket.AF_INET6)
             self._config = EngineConfig(single_peer, replay_window, replay_time, mss=mss,
                                         gso=True, check_source=not single_peer)
             self._spawn()
@@ -453,11 +438,6 @@ class XdpDataPlane:
             under.maps.set_control_limits(self._control_limits if on else None)
 
     @property
-    def pid(self) -> int:
-        """The current worker's pid."""
-        return self._pid
-
-    @property
     def interfaces(self) -> list[str]:
         return [u.ifname for u in self._underlays]
 
@@ -473,7 +453,7 @@ class XdpDataPlane:
     def _spawn(self, xdp: bool = True) -> None:
         """Fork a worker holding every recorded peer; without `xdp` it only uses the socket
         (no AF_XDP sockets, nothing mirrored: the classifier passes all up)."""
-        cmd, worker_cmd = _seqpacket_pair()
+        cmd, worker_cmd = seqpacket_pair()
         underlays = self._underlays if xdp else []
         records = list(self._peers.values())
         pid = os.fork()
@@ -505,15 +485,15 @@ class XdpDataPlane:
             finally:
                 os._exit(status)
         worker_cmd.close()
-        cmd.settimeout(_CALL_TIMEOUT)
+        cmd.settimeout(CALL_TIMEOUT)
         self._cmd, self._pid = cmd, pid
         try:
-            reply = cmd.recv(_BUF)
+            reply = cmd.recv(BUF)
         except OSError as exc:
             reply = pickle.dumps((False, f"no answer: {exc}"))
         ok, value = pickle.loads(reply) if reply else (False, "exited during setup")
         if not ok:
-            self._reap(kill=True)
+            self._reap()
             raise DataPlaneError(f"XDP data-plane worker: {value}")
         self.unbound = value[1]
         self.af_xdp_queues = sum(u.queues for u in underlays) - len(self.unbound)
@@ -538,24 +518,19 @@ class XdpDataPlane:
         finally:
             os.close(pidfd)
 
-    def _reap(self, kill: bool) -> None:
+    def _reap(self) -> None:
+        """Kill the current worker at once (dead, stuck or failed) and reap it."""
         pid, self._pid = self._pid, 0
         if self._cmd is not None:
             self._cmd.close()
             self._cmd = None
-        if not pid:
-            return
-        if kill:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+        self._kill(pid)
 
     def _restart(self, why: str) -> None:
         """Replace a dead or stuck worker; the socket carries DATA_V2 meanwhile."""
         from xdp_ovpn.loader.errors import MapError
 
-        self._reap(kill=True)
+        self._reap()
         for under in self._underlays:  # nothing steered or dropped until a new worker says
             # Without CAP_BPF any more the entries stay; with the AF_XDP socket gone the
             # classifier passes their packets up to the socket anyway.
@@ -579,41 +554,25 @@ class XdpDataPlane:
 
     # -- verbs --------------------------------------------------------------------------
 
-    def _call(self, verb: str, *args: Any, fds: Sequence[int] = (), **kw: Any) -> Any:
-        if self._closed:
-            raise DataPlaneError("data plane is closed")
-        for attempt in (1, 2):
-            reply = self._exchange(pickle.dumps((verb, args, kw)), fds)
-            if reply is not None:
-                break
-            if attempt == 2:
-                raise DataPlaneError("data-plane worker not answering")
-            self._restart("gone")
-        ok, value = pickle.loads(reply)
-        if not ok:
-            raise DataPlaneError(value)
-        return value
-
-    def _exchange(self, message: bytes, fds: Sequence[int]) -> bytes | None:
-        if self._cmd is None:
-            return None
+    def _request(self, message: bytes, fds: Sequence[int]) -> bytes:
+        """A worker that does not answer is replaced and asked again, once."""
         try:
-            if fds:
-                socket.send_fds(self._cmd, [message], list(fds))
-            else:
-                self._cmd.send(message)
-            return self._cmd.recv(_BUF) or None
-        except OSError:
-            return None
+            return self._exchange(message, fds)
+        except DataPlaneError:
+            self._restart("gone")
+        try:
+            return self._exchange(message, fds)
+        except DataPlaneError:
+            raise DataPlaneError("data-plane worker not answering") from None
 
     def new_peer(self, peer_id: int, remote: Address, vpn_ipv4: str | None = None,
                  vpn_ipv6: str | None = None, iroutes: Sequence[str] = ()) -> None:
         remote = (remote[0], remote[1])
-        self._call("new_peer", peer_id, remote, vpn_ipv4, vpn_ipv6, tuple(iroutes))
+        super().new_peer(peer_id, remote, vpn_ipv4, vpn_ipv6, iroutes)
         self._peers[peer_id] = _PeerRecord(peer_id, remote, vpn_ipv4, vpn_ipv6, tuple(iroutes))
 
     def set_peer(self, peer_id: int, **kw: Any) -> None:
-        self._call("set_peer", peer_id, **kw)
+        super().set_peer(peer_id, **kw)
         rec = self._peers.get(peer_id)
         if rec is None:
             return
@@ -631,7 +590,7 @@ class XdpDataPlane:
 
     def del_peer(self, peer_id: int, reason: str = "userspace") -> None:
         try:
-            self._call("del_peer", peer_id, reason)
+            super().del_peer(peer_id, reason)
         finally:
             self._forget(peer_id)
 
@@ -660,48 +619,33 @@ class XdpDataPlane:
             rec.keys[int(slot)] = args
 
     def swap_keys(self, peer_id: int) -> None:
-        self._call("swap_keys", peer_id)
+        super().swap_keys(peer_id)
         rec = self._peers.get(peer_id)
         if rec is not None:
             keys = rec.keys
             rec.keys = {1 - slot: args for slot, args in keys.items()}
 
     def del_key(self, peer_id: int, slot: KeySlot) -> None:
-        self._call("del_key", peer_id, int(slot))
+        super().del_key(peer_id, slot)
         rec = self._peers.get(peer_id)
         if rec is not None and int(slot) in rec.keys:
             self._ledger.release(rec.keys.pop(int(slot))[-1])
 
-    def get_peer(self, peer_id: int) -> PeerStats:
-        return self._call("get_peer", peer_id)
-
-    def peers(self) -> list[int]:
-        return self._call("peers")
-
-    def drops(self) -> dict[str, int]:
-        return self._call("drops")
-
     def attach_tun(self, tun_fd: int, mtu: int) -> None:
-        self._call("attach_tun", mtu, fds=[tun_fd])
+        super().attach_tun(tun_fd, mtu)
         if self._tun is not None:
             os.close(self._tun[0])
         self._tun = (os.dup(tun_fd), mtu)  # for a restarted worker
 
     def drop_privileges(self, uid: int, gid: int, privileged: Privileged) -> None:
-        self._call("drop_privileges", uid, gid)
+        super().drop_privileges(uid, gid, privileged)
         self._identity, self._privileged = (uid, gid), privileged
-
-    def send_exit(self, peer_id: int) -> None:
-        self._call("send_exit", peer_id)
 
     # -- notifications and control datagrams ----------------------------------------------
 
-    def notification_fd(self) -> int:
-        return self._ntf.fileno()
-
     def notifications(self) -> list[Notification]:
         out: list[Notification] = []
-        for frame in _drain(self._ntf):
+        for frame in drain(self._ntf):
             note = pickle.loads(frame)
             if isinstance(note, _WorkerDied):
                 if note.pid == self._pid and not self._closed:
@@ -717,12 +661,6 @@ class XdpDataPlane:
             out.append(note)
         return out
 
-    def control_fd(self) -> int | None:
-        return self._ctl.fileno()
-
-    def read_control(self) -> list[tuple[bytes, Address]]:
-        return [unpack_datagram(frame) for frame in _drain(self._ctl)]
-
     # -- lifetime -----------------------------------------------------------------------
 
     def close(self) -> None:
@@ -732,15 +670,7 @@ class XdpDataPlane:
         self._closed = True
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
-        if self._cmd is not None:
-            self._cmd.close()  # the worker exits on EOF
-            self._cmd = None
-            for _ in range(100 if self._pid else 0):
-                if os.waitpid(self._pid, os.WNOHANG)[0]:
-                    self._pid = 0
-                    break
-                time.sleep(0.01)
-        self._reap(kill=True)
+        self._stop_worker()
         for classifier in self._classifiers:
             with contextlib.suppress(Exception):
                 classifier.close()
@@ -748,8 +678,7 @@ class XdpDataPlane:
         if self._tun is not None:
             os.close(self._tun[0])
             self._tun = None
-        for s in (self._ctl, self._worker_ctl, self._ntf, self._worker_ntf):
-            s.close()
+        self._close_channels()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
