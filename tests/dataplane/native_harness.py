@@ -20,9 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdp_ovpn.dataplane.api import Address, KeyNeedsRenewal, KeySlot
+from xdp_ovpn.dataplane.api import Address, KeySlot
 from xdp_ovpn.dataplane.engine import EngineConfig
-from xdp_ovpn.dataplane.pyengine import PythonEngine
 from xdp_ovpn.dataplane.xsk import XskSocket, _Ring
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
 
@@ -83,28 +82,6 @@ class FakeXsk:
             ring.close()
         self.umem.view.release()
         self._fd.close()
-
-
-class PythonReference:
-    """pyengine.PythonEngine, the reference, with KeyNeedsRenewal once per (peer, key-id) as
-    the contract says (its GSO loop and its socket sends keep a set each)."""
-
-    def __init__(self, sock: socket.socket, config: EngineConfig) -> None:
-        self._engine = PythonEngine(sock, config)
-        self._renewed: set[tuple[int, int]] = set()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def events(self) -> list:
-        events = []
-        for event in self._engine.events():
-            if isinstance(event, KeyNeedsRenewal):
-                if (event.peer_id, event.key_id) in self._renewed:
-                    continue
-                self._renewed.add((event.peer_id, event.key_id))
-            events.append(event)
-        return events
 
 
 # -- scenarios ---------------------------------------------------------------------------

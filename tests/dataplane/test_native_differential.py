@@ -15,13 +15,11 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from native_harness import (
     FakeXsk,
     PeerSpec,
-    PythonReference,
     Rig,
     float_address,
     frame_header,
@@ -32,10 +30,9 @@ from native_harness import (
 from packets import checksum
 
 from xdp_ovpn.dataplane.engine import EngineConfig
-from xdp_ovpn.proto.constants import OCC_EXIT_PAYLOAD, PING_PAYLOAD
-
-pytest.importorskip("xdp_ovpn._native")
 from xdp_ovpn.dataplane.nativeengine import NativeEngine
+from xdp_ovpn.dataplane.pyengine import PythonEngine
+from xdp_ovpn.proto.constants import OCC_EXIT_PAYLOAD, PING_PAYLOAD
 
 CIPHERS = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305", "AES-192-GCM")
 PEERS = (
@@ -430,7 +427,7 @@ def assert_same(reference: Any, native: Any) -> None:
                                                                  HealthCheck.data_too_large])
 def test_native_engine_does_what_the_python_loops_do(sc: Scenario) -> None:
     native = run(NativeEngine, sc)
-    assert_same(run(PythonReference, sc), native)
+    assert_same(run(PythonEngine, sc), native)
     # what the scenarios reach (--hypothesis-show-statistics)
     for reason in {*native.drops, *(r for s in native.stats.values() for r in s.drops)}:
         event(f"drop: {reason}")
@@ -462,7 +459,7 @@ def test_the_rig_sees_everything() -> None:
     sc.steps = [("xsk", 0.0, frames),
                 ("tun", 0.0, [ipv4(bytes(4), bytes((192, 168, 2, 1)), 17, bytes(1000))] * 3),
                 ("send", 0.0, 5, OCC_EXIT_PAYLOAD)]
-    reference, native = run(PythonReference, sc), run(NativeEngine, sc)
+    reference, native = run(PythonEngine, sc), run(NativeEngine, sc)
     assert_same(reference, native)
     assert len(native.tun) == 1 and native.tun[0][1] == 1  # one GSO TCPv4 super-packet
     assert [(p, w) for p, w, _ in native.sent] == [(2, 1)] * 3 + [(5, 0)]

@@ -12,14 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xdp_ovpn import _native
 from xdp_ovpn.dataplane.engine import EngineConfig
+from xdp_ovpn.dataplane.nativeengine import _CIPHERS, NativeEngine
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
 from xdp_ovpn.proto.constants import AEAD_CIPHERS
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
 from xdp_ovpn.proto.pktid import ReplayWindow
-
-_native = pytest.importorskip("xdp_ovpn._native")
-from xdp_ovpn.dataplane.nativeengine import _CIPHERS, NativeEngine  # noqa: E402
 
 
 def _keys(cipher: str, seed: int) -> tuple[DataKey, DataKey]:
