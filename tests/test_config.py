@@ -562,12 +562,16 @@ def test_xdp_control_limit_is_xdp_ovpns_own_directive(conf_dir):
         ("push \"route 10.0.0.0 255.0.0.0\"", "push: needs mode server (as in openvpn)"),
         ("verify-client-cert none", "verify-client-cert: needs mode server (as in openvpn)"),
         ("user nobody", "user: not supported yet on a client; remove it"),
-        ("management 127.0.0.1 7505", "management: not supported yet on a client; remove it"),
         ("tls-verify /bin/true", "tls-verify: not supported yet on a client; remove it"),
     ],
 )
 def test_server_options_on_a_client_are_refused(conf_dir, line, message):
     assert error_of(conf_dir, CLIENT + line + "\n") == f"{conf_dir}/test.conf:7: {message}"
+
+
+def test_management_on_a_client_is_accepted(conf_dir):
+    cfg = load(write(conf_dir, CLIENT + "management 127.0.0.1 7505\n"))
+    assert cfg.management is not None and cfg.management.port == "7505"
 
 
 def test_status_version_on_a_client_is_a_logged_ignore(conf_dir):

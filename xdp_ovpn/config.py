@@ -587,7 +587,7 @@ _LIMITS = {
     "down": "needs script-security 2",
     "dhcp-option": "handed to the up script as foreign_option_N (as openvpn on Linux)",
     "dns": "handed to the up script as dns_* variables (as openvpn on Linux)",
-    "management": "server only, for now",
+    "management": "TCP or unix socket; a client's offers state, status, signal, bytecount",
     "user": "server only, for now",
     "group": "server only, for now",
     "tls-verify": "server only, for now",
@@ -1565,7 +1565,7 @@ _SERVER_MODE_ONLY = (
     "learn-address", "push",
 )  # fmt: skip
 # openvpn has these on a client too; here the server has them only, so far:
-_SERVER_ONLY_SO_FAR = ("management", "user", "group", "tls-verify")
+_SERVER_ONLY_SO_FAR = ("user", "group", "tls-verify")
 _PULL_ONLY = ("route-nopull", "pull-filter")
 # Harmless in some roles: (roles, why), logged like IGNORED_OPTIONS.
 _IGNORED_IN_ROLE = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from xdp_ovpn.config import XDP_MODES, ConfigError, Role, effective_settings, load
+from xdp_ovpn.config import XDP_MODES, ConfigError, effective_settings, load
 from xdp_ovpn.dataplane.engine import ENGINES
 from xdp_ovpn.dataplane.factory import DATA_PATHS
 
@@ -41,7 +41,7 @@ def _check(config_path: str, options: tuple[str, ...]) -> None:
               show_default=True,
               help="prf: never negotiate TLS-EKM; use the legacy TLS 1.0 PRF.")
 @click.option("--metrics", "metrics_listen", metavar="ADDR:PORT",
-              help="Serve Prometheus metrics on http://ADDR:PORT/metrics (server).")
+              help="Serve Prometheus metrics on http://ADDR:PORT/metrics.")
 @click.option("--xdp-interface", "xdp_interfaces", multiple=True, metavar="IF",
               help="Attach XDP to IF (repeatable; default: every interface the socket's "
               "traffic can use). Config: xdp-interface IF.")
@@ -76,8 +76,6 @@ def run(config_path: str, data_path: str, engine: str, key_derivation: str,
         metrics = parse_listen(metrics_listen) if metrics_listen else None
     except (ConfigError, MetricsError) as exc:
         _fail(str(exc))
-    if metrics is not None and cfg.role is not Role.SERVER:
-        _fail(f"--metrics: not supported yet on a {cfg.role.value}")
     try:
         code = run_app(cfg, data_path, allow_ekm=key_derivation == "auto", metrics=metrics,
                        reload=lambda: load(config_path, options), engine=engine)

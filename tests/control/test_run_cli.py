@@ -163,8 +163,3 @@ def test_positional_config_is_openvpn_style_run(tmp_path) -> None:
     assert _one_line_error(_cli("--config", str(config))) == expected
 
 
-def test_metrics_on_a_client_is_refused(tmp_path, client_lines) -> None:
-    config = tmp_path / "c.conf"
-    config.write_text("\n".join(client_lines) + "\n")
-    line = _one_line_error(_run(config, "--metrics", "127.0.0.1:9176"))
-    assert line == "xdp-ovpn: --metrics: not supported yet on a client"

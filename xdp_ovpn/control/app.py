@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from xdp_ovpn import __version__
 from xdp_ovpn.config import Config, ConfigError, Role, ignored_notes
 from xdp_ovpn.control.client import Client, PeerToPeer, SinglePeer
-from xdp_ovpn.control.clientstatus import ClientStatusFile, statistics
+from xdp_ovpn.control.clientstatus import statistics
 from xdp_ovpn.control.endpoint import (
     UdpEndpoint,
     open_client_socket,
@@ -38,6 +38,7 @@ from xdp_ovpn.control.netconfig import (
     set_txqueuelen,
     settings_from_config,
 )
+from xdp_ovpn.control.peerservices import SinglePeerServices
 from xdp_ovpn.control.server import Server
 from xdp_ovpn.control.services import ServerServices
 from xdp_ovpn.control.sessionconfig import session_config
@@ -82,7 +83,8 @@ def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True,
         engine: str = "auto") -> int:
     """Run as what the config says until a signal (0) or a fatal outcome (1); a server
     also serves Prometheus metrics on `metrics` (host, port) when given. `reload` reads
-    the config again (SIGHUP); without it SIGHUP restarts with the same config."""
+    the config again (SIGHUP); without it SIGHUP restarts with the same config.
+    A client or p2p endpoint serves the same metrics for its one peer."""
     if cfg.nice:
         os.nice(cfg.nice)
     append = cfg.log_append
@@ -158,6 +160,11 @@ class _Instance:
     def on_restart(self, signum: int) -> None:
         """SIGHUP: re-read the config, then restart; SIGUSR1: restart as configured."""
         name = signal.Signals(signum).name
+        if signum == signal.SIGUSR1 and isinstance(self.role, SinglePeer):
+            # openvpn's client: reconnect in place; management and metrics stay up.
+            self.log.info("SIGUSR1 received: reconnecting")
+            self.role.restart("SIGUSR1")
+            return
         if self.privileges_dropped:
             self.log.info("%s ignored: after user/group this process cannot open the TUN "
                           "and the data path again; restart the service instead", name)
@@ -273,15 +280,13 @@ class _Instance:
         return 0
 
     async def _single_peer(self, role: SinglePeer) -> int:
-        status = None
-        if self.cfg.status is not None:
-            status = ClientStatusFile(self.cfg.status, self.cfg.status_seconds, role.counters)
-            status.start()
+        services = SinglePeerServices(self.cfg, role, self.dataplane, self.metrics,
+                                      self.on_management_signal)
         try:
+            await services.start()
             return await self._run_single_peer(role)
         finally:
-            if status is not None:
-                status.close()
+            await services.close(self.restart.signal if self.restart else "SIGTERM")
 
     async def _run_single_peer(self, role: SinglePeer) -> int:
         if isinstance(role, PeerToPeer):

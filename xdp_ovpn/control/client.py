@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 
 from xdp_ovpn.config import Config
 from xdp_ovpn.control.clientstatus import Counters
@@ -41,6 +42,7 @@ from xdp_ovpn.control.netconfig import (
 from xdp_ovpn.control.peerkeys import RENEG_POLL_SECONDS, PeerKeys
 from xdp_ovpn.control.pulled import filter_pushed
 from xdp_ovpn.control.scripts import ScriptRunner
+from xdp_ovpn.control.status import ClientSnapshot, StatusSnapshot
 from xdp_ovpn.control.updown import TunnelScriptFailed, TunnelScripts, foreign_options
 from xdp_ovpn.dataplane.api import (
     Address,
@@ -50,7 +52,9 @@ from xdp_ovpn.dataplane.api import (
     Notification,
     PeerExpired,
     PeerFloated,
+    PeerStats,
 )
+from xdp_ovpn.dataplane.factory import offloaded
 from xdp_ovpn.dataplane.tun import Tun
 from xdp_ovpn.proto.constants import Opcode
 from xdp_ovpn.proto.errors import ProtocolError
@@ -114,7 +118,18 @@ class SinglePeer:
         if cfg.remote_random:
             random.shuffle(self.remotes)
         self._failed_attempts = 0  # since the last successful connection
+        self._leaving = ""  # why we said EXIT to the peer, while it acknowledges
         self._timeout_exits = self._silence_limit(cfg.ping_restart)[1]
+        # What management and metrics show: openvpn's client states (CONNECTING, WAIT,
+        # AUTH, GET_CONFIG, ASSIGN_IP, ADD_ROUTES, CONNECTED, RECONNECTING, EXITING),
+        # told to `state_listener` as (name, description); the tunnel's own addresses.
+        self.state = ""
+        self.state_listener: Callable[[str, str], None] | None = None
+        self.tunnel_ipv4 = ""
+        self.tunnel_ipv6 = ""
+        self.connected_since: float | None = None
+        self.counts = {"handshakes_total": 0, "renegotiations_total": 0,
+                       "connections_total": 0}
 
     def _next_remote(self) -> Address | None:
         """The next remote in (possibly shuffled) order, resolved; None without any."""
@@ -130,12 +145,15 @@ class SinglePeer:
     async def run(self) -> str:
         """Connect, and reconnect, until stopped or told to exit; return why it ended."""
         retry = float(self.cfg.connect_retry or 1)
+        self._set_state("CONNECTING")
         while not self._stopping:
             self._outcome = self.loop.create_future()
+            self._leaving = ""
             self._last_rx = time.monotonic()
             watchdog = self.loop.create_task(self._silence_watchdog())
             reneg = self.loop.create_task(self._feed_key_traffic())
             try:
+                self._set_state("WAIT")
                 self._begin()
             except _Outcome as early:
                 self._outcome.set_result(early)
@@ -152,10 +170,12 @@ class SinglePeer:
                               "unsuccessful, exiting", self.cfg.connect_retry_max)
                 return "connect-retry-max"
             self.log.info("SIGUSR1[soft,%s] received, process restarting", outcome.reason)
+            self._set_state("RECONNECTING", outcome.reason)
             wait = retry if not self.connected else float(self.cfg.connect_retry or 1)
             cap = float(self.cfg.connect_retry_wait_max or _MAX_RETRY)
             retry = min(retry * 2, cap, _MAX_RETRY)
             self.connected = False
+            self.connected_since = None
             self.log.info("Restart pause, %g second(s)", wait)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -207,7 +227,35 @@ class SinglePeer:
 
     def _finish(self, reason: str, exit: bool = False) -> None:
         if self._outcome is not None and not self._outcome.done():
-            self._outcome.set_result(_Outcome(reason, exit))
+            self._outcome.set_result(_Outcome(self._leaving or reason, exit))
+
+    def restart(self, reason: str) -> None:
+        """A soft restart (SIGUSR1, as openvpn's client does): EXIT to the peer, as openvpn's
+        explicit-exit-notify does on a restart, then connect again with the same config;
+        the process and its management stay."""
+        self.loop.create_task(self._restart(reason))
+
+    async def _restart(self, reason: str) -> None:
+        await self._say_exit(reason)
+        self._finish(reason)
+
+    async def _say_exit(self, reason: str, grace: float = 1.0) -> None:
+        """EXIT to the peer when it understands it; wait a little for its acknowledgement.
+        The attempt then ends for `reason`, not for the session's own closing."""
+        driver = self.driver
+        if driver is None or driver.closed:
+            return
+        self._leaving = reason
+        driver.session.close(time.monotonic())
+        driver.pump()
+        deadline = time.monotonic() + grace
+        while not driver.session.is_closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    def _set_state(self, name: str, description: str = "") -> None:
+        self.state = name
+        if self.state_listener is not None:
+            self.state_listener(name, description)
 
     def _begin(self) -> None:
         raise NotImplementedError
@@ -245,6 +293,8 @@ class SinglePeer:
             self._unexpected(data, addr)
             return
         self._last_rx = time.monotonic()
+        if self.state == "WAIT":  # the peer answered: the TLS handshake is under way
+            self._set_state("AUTH")
         driver.datagram_received(data)
 
     def _unexpected(self, data: bytes, addr: Address) -> None:
@@ -257,8 +307,11 @@ class SinglePeer:
             return
         if isinstance(event, SessionEstablished):
             driver.common_name = event.common_name
+            self.counts["handshakes_total"] += 1
             self.log.info("[%s] Peer Connection Initiated with [AF_INET]%s",
                           event.common_name or "", peer_label(None, driver.remote))
+            if self.pulls and not self.connected:
+                self._set_state("GET_CONFIG")
         elif isinstance(event, PushReplyReceived):
             self._pushed(event.options)
         elif isinstance(event, KeysReady):
@@ -288,6 +341,8 @@ class SinglePeer:
 
     def _install(self, event: KeysReady) -> None:
         assert self.keys is not None
+        if self.keys.installed:
+            self.counts["renegotiations_total"] += 1
         try:
             self.keys.keys_ready(event)
         except DataPlaneError as exc:
@@ -304,25 +359,48 @@ class SinglePeer:
         if (not self.connected and self.tun is not None and self.scripts_ready
                 and self.keys and self.keys.installed):
             self.connected = True
+            self.connected_since = time.time()
+            self.counts["connections_total"] += 1
             self.log.info("Initialization Sequence Completed")
+            self._set_state("CONNECTED", "SUCCESS")
 
     def peer_ids(self) -> list[int]:
         return [self.keys.peer_id] if self.keys and self.keys.installed else []
+
+    def _peer_stats(self) -> PeerStats | None:
+        for peer_id in self.peer_ids():
+            with contextlib.suppress(DataPlaneError):
+                return self.dataplane.get_peer(peer_id)
+        return None
 
     def counters(self) -> Counters:
         """This connection's byte counts (status, SIGUSR2): the data plane's for the data
         channel plus the control channel's."""
         driver = self.driver
         control_rx, control_tx = (driver.rx_bytes, driver.tx_bytes) if driver else (0, 0)
-        stats = None
-        for peer_id in self.peer_ids():
-            with contextlib.suppress(DataPlaneError):
-                stats = self.dataplane.get_peer(peer_id)
+        stats = self._peer_stats()
         if stats is None:
             return Counters(0, 0, control_rx, control_tx, control_rx)
         link_read = stats.link_rx_bytes + control_rx
         return Counters(stats.tx_bytes, stats.rx_bytes, link_read,
                         stats.link_tx_bytes + control_tx, link_read)
+
+    def snapshot(self) -> StatusSnapshot:
+        """The peer while connected (none before), for management and metrics; the VPN
+        addresses are this end's own."""
+        snapshot = StatusSnapshot(dco=offloaded(self.dataplane), engine=self.dataplane.engine)
+        driver, stats = self.driver, self._peer_stats()
+        if not self.connected or driver is None or stats is None:
+            return snapshot
+        counters = self.counters()
+        snapshot.clients.append(ClientSnapshot(
+            common_name=driver.common_name or "", real_address=driver.remote[:2],
+            peer_id=stats.peer_id, connected_since=self.connected_since or time.time(),
+            vpn_ipv4=self.tunnel_ipv4 or None, vpn_ipv6=self.tunnel_ipv6 or None,
+            bytes_received=counters.link_read, bytes_sent=counters.link_write,
+            packets_received=stats.link_rx_packets, packets_sent=stats.link_tx_packets,
+            drops=dict(stats.drops)))
+        return snapshot
 
     # -- notifications --------------------------------------------------------
 
@@ -352,13 +430,7 @@ class SinglePeer:
     async def shutdown(self, grace: float = 1.0) -> None:
         """EXIT to the peer (when it understands it), then remove everything we made."""
         self._stopping = True
-        driver = self.driver
-        if driver is not None and not driver.closed:
-            driver.session.close(time.monotonic())
-            driver.pump()
-            deadline = time.monotonic() + grace
-            while not driver.session.is_closed and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+        await self._say_exit("shutdown", grace)
         self._finish("shutdown", exit=True)
         self._end_attempt()
         self._close_tun()
@@ -411,6 +483,10 @@ class SinglePeer:
                 self._finish("dataplane-error", exit=True)
                 return
             self.log.info("TUN/TAP device %s opened", tun.name)
+            self.tunnel_ipv4 = settings.ipv4 or ""
+            self.tunnel_ipv6 = (settings.ipv6 or "").split("/")[0]
+            self._set_state("ASSIGN_IP")
+            self._set_state("ADD_ROUTES")
             if self.cfg.txqueuelen is not None:
                 in_netlink_thread(set_txqueuelen, tun.name, self.cfg.txqueuelen)
             if self.scripts.configured:

@@ -4,7 +4,9 @@ openvpn's text protocol as its management clients expect it (manage.c): a `>INFO
 one command a line, replies `SUCCESS: ...` / `ERROR: ...` or lines closed by `END`, real-time
 notifications starting with `>`, every line ending in CRLF, each reply sent in one write
 (openvpn-monitor stops reading `load-stats` at the first chunk). The server side of the
-commands (who is connected, killing a client) comes through `ManagementHooks`.
+commands (who is connected, killing a client) comes through `ManagementHooks`; a client or
+p2p endpoint gives `statistics` instead, and the server's commands answer as openvpn's do
+without mode server.
 """
 
 from __future__ import annotations
@@ -67,6 +69,13 @@ class ManagementHooks:
     # connected clients.
     totals: Callable[[], tuple[int, int]] | None = None
     status_version: int = 1  # what a bare `status` prints (the `status-version` option)
+    # A client or p2p endpoint: its "OpenVPN STATISTICS" report (what its `status` prints);
+    # `totals` are then its own link bytes (`bytecount`, `load-stats`).
+    statistics: Callable[[], list[str]] | None = None
+
+
+# What openvpn answers only with mode server (manage.c: man_command_unsupported).
+_SERVER_COMMANDS = ("kill", "client-kill", "nclients")
 
 
 @dataclass(frozen=True)
@@ -78,11 +87,14 @@ class StateEntry:
     description: str = ""
     local_ip: str = ""
     local_ip6: str = ""
+    remote: str = ""  # a client's: "address,port" of the server, of its own socket
+    local: str = ""
 
     def line(self) -> str:
-        # The remote and local socket columns are empty on a server: two commas each.
+        # An unknown socket is two empty columns (address, port), as on a server.
         tail = f",{self.local_ip6}" if self.local_ip6 else ""
-        return f"{self.timestamp},{self.name},{self.description},{self.local_ip},,,,{tail}"
+        return (f"{self.timestamp},{self.name},{self.description},{self.local_ip},"
+                f"{self.remote or ','},{self.local or ','}{tail}")
 
 
 @dataclass(eq=False)
@@ -153,9 +165,10 @@ class ManagementInterface:
     # -- notifications from the server ------------------------------------------
 
     def set_state(self, name: str, description: str = "", local_ip: str = "",
-                  local_ip6: str = "") -> None:
+                  local_ip6: str = "", remote: str = "", local: str = "") -> None:
         """Record a state change and tell the sessions that asked (`state on`)."""
-        entry = StateEntry(int(time.time()), name, description, local_ip, local_ip6)
+        entry = StateEntry(int(time.time()), name, description, local_ip, local_ip6,
+                           remote, local)
         self.states.append(entry)
         del self.states[:-100]  # a bounded history, like openvpn's
         for conn in self._connections:
@@ -237,6 +250,8 @@ class ManagementInterface:
         handler = _COMMANDS.get(name)
         if handler is None:
             return [UNKNOWN]
+        if self.hooks.statistics is not None and name in _SERVER_COMMANDS:
+            return [f"ERROR: The '{name}' command is not supported by the current daemon mode"]
         need = _NEEDS.get(name, 0)
         if len(args) < need:
             plural = "s" if need > 1 else ""
@@ -263,7 +278,7 @@ class ManagementInterface:
         return [f"SUCCESS: nclients={len(self.hooks.snapshot().clients)}"]
 
     def _load_stats(self, args: list[str], conn: _Connection | None) -> list[str]:
-        clients = self.hooks.snapshot().clients
+        clients = self.hooks.snapshot().clients if self.hooks.statistics is None else []
         if self.hooks.totals is not None:
             rx, tx = self.hooks.totals()
         else:
@@ -272,6 +287,8 @@ class ManagementInterface:
         return [f"SUCCESS: nclients={len(clients)},bytesin={rx},bytesout={tx}"]
 
     def _status(self, args: list[str], conn: _Connection | None) -> list[str]:
+        if self.hooks.statistics is not None:  # a client's one format, whatever n says
+            return self.hooks.statistics()
         version = _atoi(args[0]) if args else 0
         try:
             return render(self.hooks.snapshot(), version or self.hooks.status_version)
@@ -344,16 +361,20 @@ class ManagementInterface:
         return ["SUCCESS: bytecount interval changed"]
 
     async def _bytecount_loop(self, conn: _Connection, seconds: int) -> None:
-        """`>BYTECOUNT_CLI:cid,in,out` for every client every `seconds` (server mode)."""
+        """Every `seconds`: `>BYTECOUNT_CLI:cid,in,out` for every client (server mode),
+        `>BYTECOUNT:in,out` of the link (client and p2p)."""
         while True:
             await asyncio.sleep(seconds)
             try:
-                clients = self.hooks.snapshot().clients
+                conn.send(self._bytecounts())
             except Exception as exc:  # the notifier must survive a bad snapshot
                 self.log.warning("management: bytecount: %s", exc)
-                continue
-            conn.send([f">BYTECOUNT_CLI:{c.client_id},{c.bytes_received},{c.bytes_sent}"
-                       for c in clients])
+
+    def _bytecounts(self) -> list[str]:
+        if self.hooks.statistics is not None and self.hooks.totals is not None:
+            return [">BYTECOUNT:{},{}".format(*self.hooks.totals())]
+        return [f">BYTECOUNT_CLI:{c.client_id},{c.bytes_received},{c.bytes_sent}"
+                for c in self.hooks.snapshot().clients]
 
 
 _Handler = Callable[[ManagementInterface, list[str], "_Connection | None"], list[str]]

@@ -4,7 +4,8 @@ Per-peer link bytes, data packets and drops by reason (e.g. "bad source address"
 from an address not the client's), the server's handshake counters, the XDP
 classifier's verdict counters (read from its BPF maps when attached) and data-plane
 worker health. Everything is read at scrape time from callables the server supplies,
-so a scrape never sees numbers older than the request.
+so a scrape never sees numbers older than the request. A client or p2p endpoint shows
+the same families for its one peer, with `up` in place of `clients`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class MetricsSources:
     # XDP verdict -> packets, e.g. from ClassifierMaps.verdict_counts (see xdp_verdicts).
     verdicts: Callable[[], Mapping[str, int]] | None = None
     workers: Callable[[], Sequence[WorkerHealth]] | None = None
+    single_peer: bool = False  # a client or p2p endpoint: the snapshot holds its peer
 
 
 def xdp_verdicts(maps) -> Callable[[], dict[str, int]]:
@@ -81,7 +83,12 @@ def render(sources: MetricsSources) -> str:
     w = _Writer()
     snapshot = sources.snapshot()
     clients = snapshot.clients
-    w.family("clients", "gauge", "Connected clients.", [({}, len(clients))])
+    who = "the peer" if sources.single_peer else "the client"
+    if sources.single_peer:
+        w.family("up", "gauge", "1 while connected to the peer (keys installed, TUN up).",
+                 [({}, int(bool(clients)))])
+    else:
+        w.family("clients", "gauge", "Connected clients.", [({}, len(clients))])
     w.family("dco_enabled", "gauge", "1 while the data channel is offloaded to XDP and "
              "AF_XDP (openvpn's dco_enabled), 0 on the socket path.",
              [({}, int(snapshot.dco))])
@@ -94,22 +101,23 @@ def render(sources: MetricsSources) -> str:
                 "real_address": real_address(c.real_address), "vpn_ipv4": c.vpn_ipv4 or ""}
 
     for name, attr, help_text in (
-        ("peer_received_bytes_total", "bytes_received", "Link bytes received from the client."),
-        ("peer_sent_bytes_total", "bytes_sent", "Link bytes sent to the client."),
-        ("peer_received_packets_total", "packets_received", "Data packets from the client."),
-        ("peer_sent_packets_total", "packets_sent", "Data packets to the client."),
+        ("peer_received_bytes_total", "bytes_received", f"Link bytes received from {who}."),
+        ("peer_sent_bytes_total", "bytes_sent", f"Link bytes sent to {who}."),
+        ("peer_received_packets_total", "packets_received", f"Data packets from {who}."),
+        ("peer_sent_packets_total", "packets_sent", f"Data packets to {who}."),
     ):
         w.family(name, "counter", help_text, [(peer(c), getattr(c, attr)) for c in clients])
-    w.family("peer_connected_since_seconds", "gauge", "Unix time the client connected.",
+    w.family("peer_connected_since_seconds", "gauge", f"Unix time {who} connected.",
              [(peer(c), int(c.connected_since)) for c in clients])
     w.family("peer_dropped_packets_total", "counter",
-             "Packets from the client the data plane dropped, by reason.",
+             f"Packets from {who} the data plane dropped, by reason.",
              [({**peer(c), "reason": reason}, n) for c in clients
               for reason, n in sorted(c.drops.items())])
     if sources.counters is not None:
         for name, value in sorted(sources.counters().items()):
             kind = "counter" if name.endswith("_total") else "gauge"
-            w.family(name, kind, f"Server {name.replace('_', ' ')}.", [({}, value)])
+            owner = "Connection" if sources.single_peer else "Server"
+            w.family(name, kind, f"{owner} {name.replace('_', ' ')}.", [({}, value)])
     if sources.verdicts is not None:
         w.family("xdp_verdicts_total", "counter", "Packets by XDP classifier verdict.",
                  [({"verdict": v}, n) for v, n in sorted(sources.verdicts().items())])
