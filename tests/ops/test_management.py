@@ -259,3 +259,50 @@ def test_openvpn_monitor_lists_the_connected_clients(tmp_path, transport):
     sessions = vpn["sessions"]
     assert {s["username"] for s in sessions.values()} == {"alice", "bob"}
     assert {str(s["remote_ip"]) for s in sessions.values()} == {"10.1.0.2", "10.1.0.3"}
+
+
+# ---------------------------------------------------------------- a client's interface
+
+
+def client_mode() -> ManagementInterface:
+    """A client's or p2p endpoint's interface: STATISTICS for status, its own link bytes."""
+    def statistics() -> list[str]:
+        return ["OpenVPN STATISTICS", "Updated,2026-12-02 01:00:00",
+                "TCP/UDP read bytes,300", "END"]
+    hooks = ManagementHooks(StatusSnapshot, totals=lambda: (300, 400), statistics=statistics)
+    return ManagementInterface(hooks)
+
+
+def test_client_status_is_its_statistics_whatever_the_version():
+    iface = client_mode()
+    for words in (["status"], ["status", "2"], ["status", "3"]):
+        assert iface.command(words) == ["OpenVPN STATISTICS", "Updated,2026-12-02 01:00:00",
+                                        "TCP/UDP read bytes,300", "END"]
+
+
+@pytest.mark.parametrize("words", [["kill", "alice"], ["client-kill", "1"], ["nclients"]])
+def test_server_commands_on_a_client_answer_openvpns_error(words):
+    assert client_mode().command(words) == [
+        f"ERROR: The '{words[0]}' command is not supported by the current daemon mode"]
+
+
+def test_client_server_command_without_its_parameter_says_so_first():
+    assert client_mode().command(["kill"]) == ["ERROR: the 'kill' command requires 1 parameter"]
+
+
+def test_client_load_stats_and_bytecount_are_its_own_link_bytes():
+    iface = client_mode()
+    assert iface.command(["load-stats"]) == ["SUCCESS: nclients=0,bytesin=300,bytesout=400"]
+    assert iface._bytecounts() == [">BYTECOUNT:300,400"]
+
+
+def test_client_state_lines_carry_the_remote_and_local_sockets():
+    iface = client_mode()
+    iface.set_state("WAIT", "", "", "", "10.1.0.1,1194")
+    iface.set_state("CONNECTED", "SUCCESS", "10.8.0.2", "fd00:8::1000", "10.1.0.1,1194",
+                    "10.1.0.2,40000")
+    wait, connected, end = iface.command(["state", "all"])
+    assert wait.split(",")[1:] == ["WAIT", "", "", "10.1.0.1", "1194", "", ""]
+    assert connected.split(",")[1:] == ["CONNECTED", "SUCCESS", "10.8.0.2", "10.1.0.1", "1194",
+                                        "10.1.0.2", "40000", "fd00:8::1000"]
+    assert end == "END"

@@ -140,3 +140,17 @@ def test_verdicts_come_from_the_classifiers_maps():
     assert value(fams, "xdp_ovpn_xdp_verdicts", verdict="drop_control_source") == 1
     assert value(fams, "xdp_ovpn_xdp_verdicts", verdict="drop_unknown_peer") == 1
     assert value(fams, "xdp_ovpn_xdp_verdicts", verdict="redirect") == 0
+
+
+def test_a_client_shows_up_and_its_one_peer():
+    peer = ClientSnapshot("server", ("10.1.0.1", 1194), 0, 1795268940, vpn_ipv4="10.8.0.2",
+                          bytes_received=500, bytes_sent=600)
+    connected = MetricsSources(lambda: StatusSnapshot([peer]), single_peer=True,
+                               counters=lambda: {"handshakes_total": 2})
+    fams = families(render(connected))
+    assert "xdp_ovpn_clients" not in fams
+    assert value(fams, "xdp_ovpn_up") == 1
+    assert value(fams, "xdp_ovpn_peer_received_bytes", common_name="server") == 500
+    assert value(fams, "xdp_ovpn_handshakes") == 2
+    down = families(render(MetricsSources(StatusSnapshot, single_peer=True)))
+    assert value(down, "xdp_ovpn_up") == 0 and not down["xdp_ovpn_peer_sent_bytes"].samples

@@ -250,12 +250,12 @@ class ManagementInterface:
         handler = _COMMANDS.get(name)
         if handler is None:
             return [UNKNOWN]
-        if self.hooks.statistics is not None and name in _SERVER_COMMANDS:
-            return [f"ERROR: The '{name}' command is not supported by the current daemon mode"]
         need = _NEEDS.get(name, 0)
         if len(args) < need:
             plural = "s" if need > 1 else ""
             return [f"ERROR: the '{name}' command requires {need} parameter{plural}"]
+        if self.hooks.statistics is not None and name in _SERVER_COMMANDS:
+            return [f"ERROR: The '{name}' command is not supported by the current daemon mode"]
         return handler(self, args, conn)
 
     def _help(self, args: list[str], conn: _Connection | None) -> list[str]:
