@@ -77,6 +77,18 @@ def raise_errors(errors: Sequence[ConfigError]) -> None:
         raise ConfigErrors(errors)
 
 
+def parse_listen(text: str, *, any_address: bool = False) -> tuple[str, int]:
+    """`ADDR:PORT` or `[V6ADDR]:PORT` as (host, port) for a command-line listener; with
+    `any_address` also `:PORT` or `PORT` (host "": every address). ValueError otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep and any_address:
+        port = text
+    host = host.strip("[]")
+    if not port.isdigit() or not 0 < int(port) < 65536 or not (host or any_address):
+        raise ValueError(f"expected ADDR:PORT, got {text!r}")
+    return host, int(port)
+
+
 @dataclass(frozen=True)
 class Location:
     """Where an option was written: a file and line, or a command-line position."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import mmap
 
 from xdp_ovpn.dataplane.api import DataPlaneError
-from xdp_ovpn.proto.errors import KeyError_
+from xdp_ovpn.proto.errors import PacketIdExhausted
 from xdp_ovpn.proto.pktid import PACKET_ID_MAX, PacketIdSender
 
 LEDGER_SLOTS = 8192  # key slots alive at once (two per peer): 32 KiB, fixed at startup
@@ -57,7 +57,7 @@ class LedgerSender(PacketIdSender):
         last = self.last + count
         if last > self.reserved:
             if last > PACKET_ID_MAX:
-                raise KeyError_("packet-id space exhausted: the key must be renegotiated")
+                raise PacketIdExhausted("packet-id space exhausted: the key must be renegotiated")
             self.reserved = min(last + PID_BLOCK, PACKET_ID_MAX)
             self.ids[self.index] = self.reserved
         first, self.last = self.last + 1, last

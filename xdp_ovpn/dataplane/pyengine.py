@@ -35,7 +35,7 @@ from xdp_ovpn.proto.constants import (
     Opcode,
 )
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
-from xdp_ovpn.proto.errors import ProtocolError
+from xdp_ovpn.proto.errors import ProtocolError, drop_reason
 
 BUF_SIZE = 65536 + 256
 _DATA_V2 = int(Opcode.DATA_V2)
@@ -203,7 +203,7 @@ class PythonEngine:
         try:
             n = crypto.decrypt_into(self._outbuf, packet, now)
         except ProtocolError as exc:
-            peer.drop(type(exc).__name__)
+            peer.drop(drop_reason(exc))
             return
         stats = peer.stats
         stats.link_rx_packets += 1
@@ -280,7 +280,7 @@ class PythonEngine:
         try:
             n = crypto.encrypt_into(self._outbuf, plaintext, now)
         except ProtocolError as exc:
-            peer.drop(type(exc).__name__)
+            peer.drop(drop_reason(exc))
             return False
         try:
             self.sock.sendto(memoryview(self._outbuf)[:n], peer.remote)

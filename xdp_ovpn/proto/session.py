@@ -95,7 +95,9 @@ PUSH_REPLY_HOLDOFF = 30.0  # push.c: sent_push_reply_expiry
 EXIT_LINGER = 5.0  # push.c receive_exit_message / schedule_exit
 
 
-class Role(enum.Enum):
+class SessionRole(enum.Enum):
+    """What this end of the TLS session is (config.Role is the endpoint's mode)."""
+
     CLIENT = "client"  # tls-client + pull
     SERVER = "server"  # tls-server in mode server
     P2P_CLIENT = "p2p-client"  # tls-client, no pull (2.6 p2p NCP)
@@ -103,11 +105,11 @@ class Role(enum.Enum):
 
     @property
     def tls_server(self) -> bool:
-        return self in (Role.SERVER, Role.P2P_SERVER)
+        return self in (SessionRole.SERVER, SessionRole.P2P_SERVER)
 
     @property
     def p2p(self) -> bool:
-        return self in (Role.P2P_CLIENT, Role.P2P_SERVER)
+        return self in (SessionRole.P2P_CLIENT, SessionRole.P2P_SERVER)
 
 
 class State(enum.Enum):
@@ -138,7 +140,7 @@ Wrapper = ControlWrapper | TLSCryptV2Server
 class SessionConfig:
     """Everything a session needs; one config may serve many sessions (a server's)."""
 
-    role: Role
+    role: SessionRole
     tls: TLSConfig
     # A fresh wrapper per session: NoWrap, TLSAuth, TLSCrypt, TLSCryptV2Client or
     # (server) TLSCryptV2Server, which then unwraps the client's key from its reset.
@@ -200,7 +202,7 @@ class Session:
         self.common_name: str | None = None
         self.username: str | None = None
         self.negotiated_cipher: str | None = None
-        self.peer_id: int | None = config.peer_id if config.role == Role.SERVER else None
+        self.peer_id: int | None = config.peer_id if config.role == SessionRole.SERVER else None
         self.use_ekm = False
         self.peer_cc_exit = False
         self.remote_options: str | None = None
@@ -220,7 +222,7 @@ class Session:
         self._linger = False
         self.auth_token: str | None = None  # client: pushed auth-token, used on renegotiation
         self._reneg_seconds = config.reneg_seconds
-        if config.role == Role.SERVER and config.reneg_seconds:
+        if config.role == SessionRole.SERVER and config.reneg_seconds:
             # init.c: a server takes up to 10 % off reneg-sec so its clients do not align.
             span = max(int(config.reneg_seconds) // 10, 1)
             self._reneg_seconds = config.reneg_seconds - int.from_bytes(rng(4), "big") % span
@@ -285,7 +287,7 @@ class Session:
                 times.append(t)
             if ks.state < KS.ACTIVE:
                 times.append(ks.must_negotiate)
-            if self.role == Role.SERVER and ks.authenticated is None:
+            if self.role == SessionRole.SERVER and ks.authenticated is None:
                 times.append(ks.auth_deadline)
             if ks.established is not None and self._reneg_seconds:
                 times.append(ks.established + self._reneg_seconds)
@@ -317,7 +319,7 @@ class Session:
 
     def send_push_reply(self, options: list[str]) -> None:
         """Server: send PUSH_REPLY with `options` plus peer-id, cipher and protocol flags."""
-        if self.state != State.ESTABLISHED or not self.role == Role.SERVER:
+        if self.state != State.ESTABLISHED or not self.role == SessionRole.SERVER:
             raise ProtocolError("push reply before the client is authenticated")
         for message in build_push_reply(options + self._negotiated_push_options()):
             self.send_control_message(message)
@@ -498,7 +500,7 @@ class Session:
                 f"TLS key negotiation failed within {self.config.hand_window:g} seconds"
             )
         if (
-            self.role == Role.SERVER
+            self.role == SessionRole.SERVER
             and ks.remote_km is not None
             and ks.authenticated is None
             and now >= ks.auth_deadline
@@ -580,11 +582,11 @@ class Session:
             cert = ks.tls.peer_certificate
             self.common_name = cert.common_name if cert else None
             self._events.append(SessionEstablished(self.common_name, dict(self.peer_info)))
-            if self.role == Role.CLIENT:
+            if self.role == SessionRole.CLIENT:
                 self.state = State.AUTHENTICATING
                 self._push_request_at = now  # check_connection_established: right away
                 self._push_deadline = now + self.config.hand_window
-            elif self.role == Role.SERVER:
+            elif self.role == SessionRole.SERVER:
                 self.state = State.AUTHENTICATING
             else:
                 self._p2p_negotiate(ks)
@@ -595,7 +597,7 @@ class Session:
             ready = False
             if ks.key_id != 0:
                 ready = self.state in (State.ESTABLISHED, State.CLOSING) and self._reauthed(ks)
-            elif self.role == Role.SERVER:
+            elif self.role == SessionRole.SERVER:
                 ready = ks.authenticated is True
                 if ks.authenticated is True and self.state == State.AUTHENTICATING:
                     self._server_connect()
@@ -605,30 +607,31 @@ class Session:
                 self._generate_keys(ks)
                 if ks.key_id == 0 and self.role.p2p:
                     self.state = State.ESTABLISHED
-        if self.role == Role.CLIENT and self._push_request_at is not None:
+        if self.role == SessionRole.CLIENT and self._push_request_at is not None:
             if self._push_deadline is not None and now >= self._push_deadline:
                 raise TLSError("no reply from server to push requests")
             if now >= self._push_request_at:
                 self.send_control_message("PUSH_REQUEST")
                 self._push_request_at = now + PUSH_REQUEST_INTERVAL
                 self._queue_ciphertext(ks)
-        if self.role == Role.SERVER and self._push_requested and self.state == State.ESTABLISHED:
+        if (self.role == SessionRole.SERVER and self._push_requested
+                and self.state == State.ESTABLISHED):
             self._push_requested = False
             if now >= self._push_sent_until:
                 self._events.append(PushRequestReceived())
 
     def _reauthed(self, ks: _KeyState) -> bool:
-        return ks.authenticated is True if self.role == Role.SERVER else True
+        return ks.authenticated is True if self.role == SessionRole.SERVER else True
 
     # --------------------------------------------------- key method 2
 
     def _local_key_method(self, ks: _KeyState) -> KeyMethod2:
         cfg = self.config
-        if self.role == Role.SERVER:
+        if self.role == SessionRole.SERVER:
             peer_info = ""  # push_peer_info_detail 0
         else:
             info = client_peer_info(
-                cfg.data_ciphers, pull=self.role == Role.CLIENT, tun_mtu=cfg.tun_mtu
+                cfg.data_ciphers, pull=self.role == SessionRole.CLIENT, tun_mtu=cfg.tun_mtu
             )
             if not cfg.allow_ekm:
                 bits = IVProto(int(info["IV_PROTO"])) & ~IVProto.TLS_KEY_EXPORT
@@ -642,7 +645,7 @@ class Session:
             tls_auth=isinstance(self._wrapper, TLSAuth),
         )
         username = password = ""
-        if self.role == Role.CLIENT and (cfg.username is not None or self.auth_token):
+        if self.role == SessionRole.CLIENT and (cfg.username is not None or self.auth_token):
             # A pushed auth-token replaces the password from then on (ssl.c key_method_2_write).
             username = cfg.username or ""
             password = self.auth_token or cfg.password or ""
@@ -660,9 +663,9 @@ class Session:
         ks.remote_km = km
         if ks.key_id == 0:
             self.remote_options = km.options
-            if self.role != Role.SERVER or km.peer_info:
+            if self.role != SessionRole.SERVER or km.peer_info:
                 self.peer_info = parse_peer_info(km.peer_info)
-        if self.role != Role.SERVER:
+        if self.role != SessionRole.SERVER:
             ks.authenticated = True
             return
         cert = ks.tls.peer_certificate
@@ -845,13 +848,13 @@ class Session:
     def _control_message(self, text: str, now: float) -> None:
         """forward.c parse_incoming_control_channel_command, for both roles."""
         msg = parse_control_message(text)
-        client = self.role == Role.CLIENT
+        client = self.role == SessionRole.CLIENT
         if isinstance(msg, push.AuthFailed):
             if client:
                 self._events.append(AuthFailed(msg.reason, temporary=msg.temporary))
                 self._closed("auth-failure", failed=True)
         elif isinstance(msg, push.PushRequest):
-            if self.role == Role.SERVER:
+            if self.role == SessionRole.SERVER:
                 if self._primary is not None and self._primary.authenticated is False:
                     self._fail_auth(None)
                 else:
