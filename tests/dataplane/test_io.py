@@ -12,8 +12,8 @@ import socket
 
 import pytest
 from nsfork import Sender, in_netns, popen_in
-from packets import RECEIVER, udp4
 
+from tests.support.packets import RECEIVER, udp4
 from xdp_ovpn.dataplane.api import PeerExpired, PeerFloated
 from xdp_ovpn.dataplane.io import Egress, Ingress
 from xdp_ovpn.dataplane.peers import Peer, PeerTable

@@ -29,8 +29,8 @@ from native_harness import (
     remote_crypto,
     set_slot,
 )
-from packets import checksum
 
+from tests.support.packets import checksum
 from xdp_ovpn.dataplane.engine import EngineConfig
 from xdp_ovpn.proto.constants import OCC_EXIT_PAYLOAD, PING_PAYLOAD
 

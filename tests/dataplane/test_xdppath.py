@@ -243,8 +243,8 @@ def _fallback_case(b_name: str) -> dict:
     import select
 
     from nsfork import Sender
-    from packets import udp4
 
+    from tests.support.packets import udp4
     from xdp_ovpn.dataplane.api import KeySlot
     from xdp_ovpn.dataplane.tun import Tun
     from xdp_ovpn.dataplane.xdppath import XdpDataPlane

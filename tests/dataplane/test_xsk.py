@@ -7,9 +7,9 @@ import socket
 
 import pytest
 from nsfork import Sender, in_netns, popen_in
-from packets import RECEIVER, ethernet, udp4, udp_payload
 from pyroute2 import IPRoute
 
+from tests.support.packets import RECEIVER, ether, udp4, udp_payload
 from xdp_ovpn.dataplane.umem import XDP_PACKET_HEADROOM
 from xdp_ovpn.dataplane.xsk import XskError, XskSocket, probe_afxdp
 
@@ -93,7 +93,8 @@ def _tx_rounds(b, rounds: int, per_round: int, tx_size: int) -> tuple:
                 addrs, lens = [], []
                 for i in range(per_round):
                     payload = f"round {r} packet {i}".encode()
-                    pkt = ethernet(dst_mac, _mac("veth0"), udp4(A_IP, B_IP, 5000, 7777, payload))
+                    pkt = ether(udp4(A_IP, B_IP, 5000, 7777, payload), dst_mac,
+                                src_mac=_mac("veth0"))
                     addr = free.pop()
                     xsk.frame(addr, len(pkt))[:] = pkt
                     addrs.append(addr)

@@ -15,8 +15,8 @@ import textwrap
 
 import pytest
 
-from tests.loader.frames import IP_MF, data_v2, frame, openvpn
 from tests.loader.netns import inside, packet_socket, rx_socket
+from tests.support.packets import IP_MF, data_v2, frame, openvpn
 from xdp_ovpn.loader.attach import attached_prog_id
 from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, Verdict
 from xdp_ovpn.proto.constants import CONTROL_OPCODES, Opcode
