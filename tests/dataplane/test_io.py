@@ -11,8 +11,8 @@ import select
 import socket
 
 import pytest
-from nsfork import Sender, in_netns, popen_in
 
+from tests.support.nsfork import Sender, in_netns, popen_in
 from tests.support.packets import RECEIVER, udp4
 from xdp_ovpn.dataplane.api import PeerExpired, PeerFloated
 from xdp_ovpn.dataplane.io import Egress, Ingress
@@ -49,7 +49,7 @@ def _one_peer() -> tuple[DataChannelCrypto, PeerTable, Peer]:
 
 
 def _ingress_cases(b) -> dict:
-    from xsk_redirect import redirect_udp
+    from tests.support.xsk_redirect import redirect_udp
 
     client, peers, peer = _one_peer()
     notes: list = []

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from native_harness import (
+
+from tests.support.native_harness import (
     FakeXsk,
     PeerSpec,
     PythonReference,
@@ -29,7 +30,6 @@ from native_harness import (
     remote_crypto,
     set_slot,
 )
-
 from tests.support.packets import checksum
 from xdp_ovpn.dataplane.engine import EngineConfig
 from xdp_ovpn.proto.constants import OCC_EXIT_PAYLOAD, PING_PAYLOAD

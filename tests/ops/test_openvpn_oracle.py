@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.mgmtclient import CRLF, Client
+from tests.support.mgmtclient import CRLF, Client
 from xdp_ovpn.config import parse_text
 from xdp_ovpn.control.management import GREETING, ManagementHooks, ManagementInterface
 from xdp_ovpn.control.scripts import ScriptPeer, ScriptRunner
