@@ -36,7 +36,8 @@ def _check(config_path: str, options: tuple[str, ...]) -> None:
 @click.option("--data-path", type=click.Choice(DATA_PATHS), default="auto", show_default=True,
               help="auto: XDP when available, else the socket path.")
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
-              help="The data plane's per-packet loops: native (C) where built, else python.")
+              help="The data plane's per-packet loops: native (C) where built, else python "
+              "(auto: $XDP_OVPN_ENGINE when set, so a whole test suite can run on either).")
 @click.option("--key-derivation", type=click.Choice(["auto", "prf"]), default="auto",
               show_default=True,
               help="prf: never negotiate TLS-EKM; use the legacy TLS 1.0 PRF.")

@@ -136,6 +136,10 @@ class Config:
     dev: str = "tun"  # "tun" = dynamic name (tun0, tun1, ...); "tun3"/"vpn0" = fixed
     dev_type: str = "tun"
     tun_mtu: int = 1500
+    # mssfix: None = openvpn's default (1492 mtu, or tun-mtu fixed when tun-mtu is not
+    # 1500); 0 = no clamping. The mode: "" (a UDP payload size), "mtu" or "fixed".
+    mssfix: int | None = None
+    mssfix_mode: str = ""
     txqueuelen: int | None = None  # the TUN's; None keeps the kernel's default
     # transport
     proto: str = "udp"
@@ -149,6 +153,8 @@ class Config:
     connect_retry_max: int = 0  # attempts per remote before giving up; 0 = for ever
     bind: bool = True
     float: bool = False
+    sndbuf: int = 0  # the UDP socket's SO_SNDBUF; 0 keeps the kernel's default
+    rcvbuf: int = 0  # the UDP socket's SO_RCVBUF; 0 keeps the kernel's default
     # addressing
     topology: str = "net30"  # openvpn 2.6's default; a server is always subnet here
     ifconfig: tuple[str, str] | None = None  # local, remote-or-netmask
@@ -180,6 +186,8 @@ class Config:
     ping_restart: int = 0
     ping_exit: int = 0
     reneg_sec: int = 3600
+    reneg_bytes: int = 0  # data-channel bytes on a key before renegotiating; 0 = never
+    reneg_pkts: int = 0  # data-channel packets on a key before renegotiating; 0 = never
     hand_window: int = 60
     tran_window: int = 3600
     replay_window: int = DEFAULT_REPLAY_WINDOW

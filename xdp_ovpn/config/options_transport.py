@@ -60,6 +60,26 @@ def _dev_type(p: Parser, d: Directive) -> None:
         raise ConfigError(_TAP_REASON, f"dev-type {d.args[0]}", d.where)
 
 
+# Below this an MSS would be useless (576: the datagram every IPv4 host must accept).
+_MSSFIX_MIN = 576
+
+
+@handles("mssfix", max_args=2, fields=("mssfix", "mssfix_mode"))
+def _mssfix(p: Parser, d: Directive) -> None:
+    if not d.args:  # openvpn: the default, as if absent
+        p.cfg.mssfix, p.cfg.mssfix_mode = None, ""
+        return
+    value = int_arg(d, d.args[0], 0, 65535)
+    if 0 < value < _MSSFIX_MIN:
+        raise ConfigError(f"must be 0 (no clamping) or at least {_MSSFIX_MIN}, not {value}",
+                          d.name, d.where)
+    mode = d.args[1] if len(d.args) > 1 else ""
+    if mode not in ("", "mtu", "fixed"):
+        raise ConfigError(f"the second argument must be mtu or fixed, not {mode!r}",
+                          d.name, d.where)
+    p.cfg.mssfix, p.cfg.mssfix_mode = value, mode
+
+
 @handles("tun-mtu", min_args=1, max_args=2, fields=("tun_mtu",))
 def _tun_mtu(p: Parser, d: Directive) -> None:
     p.cfg.tun_mtu = int_arg(d, d.args[0], 576, 65535)

@@ -29,6 +29,7 @@ solicitations from fe80::), "send <errno name>"; engine-wide: "unknown peer-id",
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,10 +149,16 @@ def native_available() -> bool:
     return importlib.util.find_spec("xdp_ovpn._native") is not None
 
 
+ENGINE_ENV = "XDP_OVPN_ENGINE"  # what "auto" means when set: runs a whole suite on one engine
+
+
 def resolve(name: str) -> str:
-    """The engine `name` ("auto", "native", "python") stands for here."""
+    """The engine `name` ("auto", "native", "python") stands for here: auto is
+    $XDP_OVPN_ENGINE when set, else native where it is built."""
     if name not in ENGINES:
         raise DataPlaneError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")
+    if name == "auto" and os.environ.get(ENGINE_ENV, "auto") != "auto":
+        return resolve(os.environ[ENGINE_ENV])
     if name == "auto":
         return "native" if native_available() else "python"
     if name == "native" and not native_available():
