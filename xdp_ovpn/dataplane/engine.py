@@ -89,9 +89,11 @@ class Engine(Protocol):
     def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes, decrypt_key: bytes,
                 decrypt_nonce_tail: bytes, ledger: memoryview | None = None,
-                ledger_index: int = 0) -> None:
+                ledger_index: int = 0, shared: memoryview | None = None) -> None:
         """Install a key in slot 0 (primary) or 1; with `ledger` (a shared "I" array) the
-        sender reserves packet-ids in ledger[ledger_index] before using them."""
+        sender reserves packet-ids in ledger[ledger_index] before using them. `shared`
+        (native engine only, instead of the ledger): the key's slot of ledger.Ledger that
+        several workers share, holding the live packet-id counter and the replay window."""
         ...
 
     def swap_keys(self, peer_id: int) -> None: ...

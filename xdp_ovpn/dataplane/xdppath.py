@@ -33,9 +33,11 @@ black hole. What it owns beyond that:
   dead AF_XDP socket already left the XSKMAP, so the classifier passes DATA_V2 up to the
   socket, where it waits), forks a new
   worker with every peer, key and the TUN re-installed, and the new worker mirrors the
-  peers again as it takes them. Packet-ids survive the restart through a shared ledger:
-  the sender reserves ids in blocks there before using them, the new worker starts above
-  the reservation, so no nonce is ever used twice.
+  peers again as it takes them. Packet-ids survive the restart through shared memory
+  (ledger.py): the native engine keeps each key's live packet-id counter and its replay
+  window in a slot there, so the new worker goes on from the last id sent and still knows
+  the ids taken; the python engine reserves ids in blocks in the ledger before using them
+  and the new worker starts above the reservation. Either way no nonce is used twice.
 """
 
 from __future__ import annotations
@@ -206,7 +208,7 @@ class _XdpWorker(_Worker):
         # After `user`: the peers map mirror still needs bpf() (refused without CAP_BPF
         # where unprivileged bpf is off, before Linux 6.5).
         self.keep_caps = (CAP_BPF,) if underlays else ()
-        self.ids = ledger.ids
+        self.ledger = ledger
         self.xsks: list[XskSocket] = []
         self.unbound: list[str] = []  # "IF queue N: why", for the parent to log
         for under in underlays:
@@ -343,8 +345,12 @@ class _XdpWorker(_Worker):
                     en: bytes, dk: bytes, dn: bytes, ledger_index: int) -> None:
         if self.engine.key_ids(peer_id)[slot] is not None:  # replaced: stop steering it first
             self._mirror(peer_id, self._key_ids(peer_id, without=slot))
-        self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn,
-                            self.ids, ledger_index)
+        shared = self.ledger.slot(ledger_index) if self.engine.name == "native" else None
+        if shared is not None:  # the live packet-id counter and window the workers share
+            self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn, shared=shared)
+        else:
+            self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn,
+                                self.ledger.ids, ledger_index)
         self._mirror(peer_id, self._key_ids(peer_id))
 
     def cmd_del_key(self, peer_id: int, slot: int) -> None:
@@ -353,6 +359,18 @@ class _XdpWorker(_Worker):
 
 
 # -- the control-plane handle ------------------------------------------------------------
+
+
+def _key_slot_size(engine: str, replay_window: int, replay_time: float) -> int:
+    """Bytes of a key's slot the native engine's workers share; 0: the ledger alone."""
+    if engine != "native":
+        return 0
+    from xdp_ovpn import _native
+
+    try:
+        return _native.key_shared_size(replay_window, float(replay_time))
+    except ValueError as exc:
+        raise DataPlaneError(str(exc)) from None
 
 
 class XdpDataPlane:
@@ -398,7 +416,8 @@ class XdpDataPlane:
         self._identity: tuple[int, int] | None = None  # (uid, gid) after drop_privileges
         # Where workers are forked: here until `user`, then where capabilities were kept.
         self._privileged: Privileged = _inline
-        self._ledger = Ledger()
+        self._ledger = Ledger(key_slot_size=_key_slot_size(self.engine, replay_window,
+                                                          replay_time))
         self._ctl, self._worker_ctl = _seqpacket_pair()
         self._ntf, self._worker_ntf = _seqpacket_pair()
         self._ctl.setblocking(False)
