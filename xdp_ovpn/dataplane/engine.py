@@ -161,6 +161,16 @@ def resolve(name: str) -> str:
     return name
 
 
+def check_workers(count: int, engine: str) -> None:
+    """Refuse a data-plane worker count the engine cannot run: several workers share
+    each key's packet-ids and replay window through the native engine's shared slots."""
+    if count < 1:
+        raise DataPlaneError(f"--workers {count}: at least one")
+    if count > 1 and engine != "native":
+        raise DataPlaneError(f"--workers {count} needs the native engine (the python engine "
+                             "keeps its replay windows in one process: one worker)")
+
+
 def make_engine(name: str, sock: socket.socket, config: EngineConfig) -> Engine:
     """An engine by name (after `resolve`) for one worker."""
     if resolve(name) == "native":
