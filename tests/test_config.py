@@ -523,7 +523,7 @@ def test_status_version_is_parsed_and_bounded(conf_dir):
 
 
 def test_xdp_control_limit_is_xdp_ovpns_own_directive(conf_dir):
-    from loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
+    from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 
     assert load(write(conf_dir, CLIENT)).xdp_control_limit is DEFAULT_CONTROL_LIMITS
     cfg = load(write(conf_dir, CLIENT + "xdp-control-limit 8 32 500 1000\n"))

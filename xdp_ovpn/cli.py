@@ -11,7 +11,7 @@ import click
 
 from xdp_ovpn import __version__
 from xdp_ovpn.bench.command import bench
-from xdp_ovpn.lab.demo import demo
+from xdp_ovpn.demo import demo
 from xdp_ovpn.optionscmd import options
 from xdp_ovpn.runcmd import check_config, run
 from xdp_ovpn.vm.command import vmtest

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
+from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.proto.constants import (
     AEAD_CIPHERS,
     DEFAULT_DATA_CIPHERS,

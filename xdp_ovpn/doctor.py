@@ -58,7 +58,7 @@ def _btf() -> Check:
 
 
 def _bpffs() -> Check:
-    from loader import probe
+    from xdp_ovpn.loader import probe
 
     if probe.bpffs_mounted():
         return Check("bpffs", OK, "mounted at /sys/fs/bpf")
@@ -70,17 +70,20 @@ def _bpffs() -> Check:
 
 
 def _bcc() -> Check:
+    from xdp_ovpn.loader.compile import import_bcc
+    from xdp_ovpn.loader.errors import CompileError
+
     try:
-        import bcc
-    except ImportError as exc:
-        return Check("bcc", FAIL, f"cannot import bcc (install python3-bpfcc): {exc}")
+        bcc = import_bcc()
+    except CompileError as exc:
+        return Check("bcc", FAIL, str(exc))
     version = getattr(bcc, "__version__", "?")
     return Check("bcc", OK, f"bcc {version} from {Path(bcc.__file__).parent}")
 
 
 def _headers() -> Check:
-    from loader.errors import HeadersNotFound
-    from loader.headers import find_kernel_headers
+    from xdp_ovpn.loader.errors import HeadersNotFound
+    from xdp_ovpn.loader.headers import find_kernel_headers
 
     try:
         found = find_kernel_headers()
@@ -92,7 +95,7 @@ def _headers() -> Check:
 
 
 def _compile() -> Check:
-    from loader.compile import compile_bpf
+    from xdp_ovpn.loader.compile import compile_bpf
 
     try:
         compile_bpf("int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }")
@@ -120,7 +123,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _netns_probes(ifname: str) -> list[Check]:
-    from loader.probe import probe_xdp_attach
+    from xdp_ovpn.loader.probe import probe_xdp_attach
 
     checks = []
     modes = {}

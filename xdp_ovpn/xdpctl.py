@@ -56,9 +56,9 @@ def attach(
     control_limit: tuple[int, int, int, int] | None,
 ) -> None:
     """Attach the classifier in the foreground; it detaches on exit, even on SIGKILL."""
-    from loader.classifier import Classifier
-    from loader.errors import LoaderError
-    from loader.maps import ControlLimits
+    from xdp_ovpn.loader.classifier import Classifier
+    from xdp_ovpn.loader.errors import LoaderError
+    from xdp_ovpn.loader.maps import ControlLimits
 
     targets = [parse_listen(text) for text in listens]
     try:
@@ -99,9 +99,9 @@ def _wait_for_stop() -> None:
 @click.option("--interface", "-i", required=True)
 def detach(interface: str) -> None:
     """Remove the XDP program from an interface, whoever attached it."""
-    from loader.attach import detach_interface
-    from loader.classifier import pin_dir, remove_pins
-    from loader.errors import LoaderError
+    from xdp_ovpn.loader.attach import detach_interface
+    from xdp_ovpn.loader.classifier import pin_dir, remove_pins
+    from xdp_ovpn.loader.errors import LoaderError
 
     try:
         removed = detach_interface(interface)
@@ -118,8 +118,8 @@ def detach(interface: str) -> None:
 @click.option("--top", default=10, show_default=True, help="How many peers to list.")
 def stats(interface: str, watch: bool, interval: float, top: int) -> None:
     """Counters per opcode and per verdict, and the busiest peers."""
-    from loader.classifier import open_attached
-    from loader.errors import LoaderError
+    from xdp_ovpn.loader.classifier import open_attached
+    from xdp_ovpn.loader.errors import LoaderError
 
     try:
         maps = open_attached(interface)
@@ -144,7 +144,7 @@ def stats(interface: str, watch: bool, interval: float, top: int) -> None:
 
 def render_stats(maps, top: int) -> str:
     """Counters as aligned text: opcodes, verdicts, then peers by bytes."""
-    from loader.maps import opcode_name
+    from xdp_ovpn.loader.maps import opcode_name
 
     lines = ["observe mode: nothing is steered or dropped"] if maps.observe else []
     if maps.authoritative:

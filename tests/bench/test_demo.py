@@ -11,7 +11,7 @@ import time
 import pytest
 
 from xdp_ovpn.dataplane.factory import xdp_unavailable
-from xdp_ovpn.lab.demo import Outcome, summarize
+from xdp_ovpn.demo import Outcome, summarize
 
 PING_OK = {"sent": 5.0, "received": 5.0, "rtt_avg_ms": 0.4, "lost_percent": 0.0}
 IPERF_OK = {"bits_per_second": 4e8, "seconds": 1.0, "bytes": 5e7, "retransmits": 0.0}

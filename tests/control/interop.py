@@ -128,8 +128,8 @@ def pids(ns: Namespace) -> list[str]:
 
 _REDIRECTED = """
 import sys
-from loader.classifier import open_attached
-from loader.maps import Verdict
+from xdp_ovpn.loader.classifier import open_attached
+from xdp_ovpn.loader.maps import Verdict
 print(open_attached(sys.argv[1]).verdict_counts()[Verdict.REDIRECT])
 """
 

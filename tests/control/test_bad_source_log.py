@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xdp_ovpn.control.server import BAD_SOURCE_LOG_SECONDS, BadSourceLog
+from xdp_ovpn.control.badsource import BAD_SOURCE_LOG_SECONDS, BadSourceLog
 from xdp_ovpn.dataplane.api import BAD_SOURCE, PeerStats
 from xdp_ovpn.dataplane.peers import packed
 

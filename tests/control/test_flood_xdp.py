@@ -48,7 +48,7 @@ def _verdicts(maps) -> dict[str, int]:
 
 
 def test_flood_is_shed_at_xdp_while_the_tunnel_keeps_going_and_a_new_client_connects(lab):
-    from loader.classifier import open_attached
+    from xdp_ovpn.loader.classifier import open_attached
 
     s, c, late_ns = _topology(lab)
     spec = TunnelSpec(PKI(), wrapping="tls-crypt", proto="udp4")

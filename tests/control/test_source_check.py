@@ -22,7 +22,7 @@ import pytest
 from interop import ping, redirected, underlay
 
 from tests.ops.mgmtclient import CRLF, Client
-from xdp_ovpn.control.server import BAD_SOURCE_LOG_SECONDS
+from xdp_ovpn.control.badsource import BAD_SOURCE_LOG_SECONDS
 from xdp_ovpn.control.status import BAD_SOURCE_STAT
 from xdp_ovpn.dataplane.api import BAD_SOURCE
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started

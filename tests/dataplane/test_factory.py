@@ -8,10 +8,10 @@ import socket
 
 import pytest
 
-from loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.dataplane.api import DataPlaneError
 from xdp_ovpn.dataplane.engine import native_available
 from xdp_ovpn.dataplane.factory import open_dataplane
+from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 
 
 def _socket_path_log(caplog, limits) -> str:

@@ -245,11 +245,11 @@ def _fallback_case(b_name: str) -> dict:
     from nsfork import Sender
     from packets import udp4
 
-    from loader.maps import DEFAULT_CONTROL_LIMITS, endpoint_key
     from xdp_ovpn.dataplane.api import KeySlot
     from xdp_ovpn.dataplane.tun import Tun
     from xdp_ovpn.dataplane.xdppath import XdpDataPlane
     from xdp_ovpn.dataplane.xsk import XskSocket
+    from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, endpoint_key
     from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
 
     c2s = DataKey("AES-256-GCM", bytes(range(32)), bytes(range(100, 108)))

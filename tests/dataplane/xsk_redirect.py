@@ -1,7 +1,7 @@
 """A tiny test-only XDP program: UDP/IPv4 to one port goes to the XSKMAP, the rest passes.
 
-The project's real classifier lives in bpf/ and loader/; this one only gives the
-AF_XDP socket tests a steering program they fully control.
+The project's real classifier lives in xdp_ovpn/loader/ (its C in xdp_ovpn/loader/bpf/); this
+one only gives the AF_XDP socket tests a steering program they fully control.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import ctypes
 from collections.abc import Iterator
 from typing import Any
 
-from loader.attach import attach
-from loader.compile import compile_bpf
+from xdp_ovpn.loader.attach import attach
+from xdp_ovpn.loader.compile import compile_bpf
 
 SOURCE = r"""
 #include <uapi/linux/bpf.h>

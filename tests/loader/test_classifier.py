@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from loader.maps import ControlLimits, Verdict
 from tests.loader.frames import IP_MF, data_v2, frame, openvpn
+from xdp_ovpn.loader.maps import ControlLimits, Verdict
 from xdp_ovpn.proto.constants import CONTROL_OPCODES, Opcode
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
@@ -17,7 +17,7 @@ PEER, OTHER_PEER = 5, 6
 
 @pytest.fixture(scope="module")
 def classifier():
-    from loader.classifier import Classifier
+    from xdp_ovpn.loader.classifier import Classifier
 
     with Classifier() as c:
         c.maps.add_listener("10.9.0.1", 1194)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loader.compile import compile_bpf, load_xdp
-from loader.errors import CompileError
+from xdp_ovpn.loader.compile import compile_bpf, load_xdp
+from xdp_ovpn.loader.errors import CompileError
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from loader import headers
-from loader.errors import HeadersNotFound
-from loader.headers import find_kernel_headers
+from xdp_ovpn.loader import headers
+from xdp_ovpn.loader.errors import HeadersNotFound
+from xdp_ovpn.loader.headers import find_kernel_headers
 
 
 def _fake_pair(root: Path, abi: str = "9.9.0-1") -> tuple[Path, Path]:

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from loader.classifier import open_attached
-from loader.maps import Verdict
 from tests.loader.netns import inside
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec
 from xdp_ovpn.lab.pki import PKI
+from xdp_ovpn.loader.classifier import open_attached
+from xdp_ovpn.loader.maps import Verdict
 from xdp_ovpn.proto.constants import Opcode
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.openvpn]

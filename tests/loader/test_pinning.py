@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from loader.classifier import Classifier, pin_dir
-from loader.maps import ClassifierMaps
 from tests.loader.netns import inside
+from xdp_ovpn.loader.classifier import Classifier, pin_dir
+from xdp_ovpn.loader.maps import ClassifierMaps
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
 

@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from loader.attach import attached_prog_id
-from loader.probe import bpffs_mounted, btf_available, probe_xdp_attach
 from tests.loader.netns import inside
+from xdp_ovpn.loader.attach import attached_prog_id
+from xdp_ovpn.loader.probe import bpffs_mounted, btf_available, probe_xdp_attach
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
 

@@ -15,10 +15,10 @@ import textwrap
 
 import pytest
 
-from loader.attach import attached_prog_id
-from loader.maps import DEFAULT_CONTROL_LIMITS, Verdict
 from tests.loader.frames import IP_MF, data_v2, frame, openvpn
 from tests.loader.netns import inside, packet_socket, rx_socket
+from xdp_ovpn.loader.attach import attached_prog_id
+from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, Verdict
 from xdp_ovpn.proto.constants import CONTROL_OPCODES, Opcode
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
@@ -30,7 +30,7 @@ OURS = [v for v in Verdict if v != Verdict.PASS_OTHER]
 
 @pytest.fixture(scope="module")
 def classifier():
-    from loader.classifier import Classifier
+    from xdp_ovpn.loader.classifier import Classifier
 
     with Classifier() as c:
         c.maps.add_listener("0.0.0.0", PORT)
@@ -225,7 +225,7 @@ def _judged(g: Gateway, base: dict) -> int:
 
 _OWNER = textwrap.dedent("""
     import sys, time
-    from loader.classifier import Classifier
+    from xdp_ovpn.loader.classifier import Classifier
     from tests.loader.netns import rx_socket
     c = Classifier()
     c.attach("veth0", sys.argv[1])

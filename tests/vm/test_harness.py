@@ -15,6 +15,7 @@ from xdp_ovpn.vm.errors import BuildError, KernelNotFound
 from xdp_ovpn.vm.initramfs import _Cpio, module_load_order
 from xdp_ovpn.vm.kernels import pick_release
 from xdp_ovpn.vm.report import render_markdown
+from xdp_ovpn.vm.rootfs import debian_mirror, guest_sources, security_mirror
 
 NAMES = [
     "linux-image-6.1.0-9-amd64", "linux-image-6.1.0-56-amd64", "linux-image-6.1.0-56-rt-amd64",
@@ -137,3 +138,17 @@ def test_cli_refuses_a_malformed_version_in_one_line_before_building() -> None:
     result = CliRunner().invoke(vmtest, ["--kernel", "../../etc"])
     assert result.exit_code == 1
     assert result.output.strip() == "Error: not a kernel version: '../../etc' (try 6.1 or 6.12)"
+
+
+def test_guest_root_uses_the_hosts_apt_mirror_and_its_security_archive(tmp_path: Path) -> None:
+    sources = tmp_path / "debian.sources"
+    sources.write_text("Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n\n"
+                       "Types: deb\nURIs: http://mirror.example/debian-security\n"
+                       "Suites: bookworm-security\n")
+    mirror, security = debian_mirror((sources,)), security_mirror((sources,))
+    assert guest_sources(mirror, security).splitlines() == [
+        "deb http://mirror.example/debian bookworm main",
+        "deb http://mirror.example/debian bookworm-updates main",
+        "deb http://mirror.example/debian-security bookworm-security main",
+    ]
+    assert "security" not in guest_sources(mirror, security_mirror((tmp_path / "none",)))

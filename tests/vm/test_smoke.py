@@ -25,7 +25,8 @@ def _cells(output: str) -> dict:
 
 
 def test_guest_kernel_attaches_xdp_and_binds_afxdp() -> None:
-    run = run_in_vm(SMOKE_KERNEL, ["python3", "vmtests/probe.py", "--quick"], timeout=900)
+    run = run_in_vm(SMOKE_KERNEL, ["python3", "-m", "xdp_ovpn.vm.guest.probe", "--quick"],
+                    timeout=900)
     result = _cells(run.output)
     assert result["release"].startswith(SMOKE_KERNEL + ".")  # really the guest's kernel
     cells = result["cells"]

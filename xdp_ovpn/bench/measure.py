@@ -231,7 +231,7 @@ def wait_listening(ns: Namespace, port: int, timeout: float = 5.0) -> bool:
 
 _VERDICTS = """
 import json, sys
-from loader.classifier import open_attached
+from xdp_ovpn.loader.classifier import open_attached
 counts = open_attached(sys.argv[1]).verdict_counts()
 print(json.dumps({v.name.lower(): n for v, n in counts.items()}))
 """

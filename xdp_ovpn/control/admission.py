@@ -12,20 +12,33 @@ subprocesses, so other clients keep being served meanwhile.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cryptography import x509
 
+from xdp_ovpn.config import Config
 from xdp_ovpn.control import ccd
+from xdp_ovpn.control.instance import ClientInstance
 from xdp_ovpn.control.pool import AddressPool, PoolExhausted
-from xdp_ovpn.control.scripts import Peer
+from xdp_ovpn.control.scripts import Peer, ScriptRunner
 from xdp_ovpn.proto.events import AuthRequest
 
-if TYPE_CHECKING:
-    from xdp_ovpn.control.server import ClientInstance, Server
-
 UNDEF = "UNDEF"  # openvpn's common name for a client without certificate or username
+
+
+class AdmissionContext(Protocol):
+    """What admission needs of the server (control.server.Server is one)."""
+
+    cfg: Config
+    scripts: ScriptRunner
+    log: logging.Logger
+    pool4: AddressPool | None
+    pool6: AddressPool | None
+
+    def drop_duplicates(self, client: ClientInstance) -> None:
+        """Close the other sessions with `client`'s common name (no duplicate-cn)."""
 
 
 class Refused(Exception):
@@ -37,7 +50,7 @@ class Refused(Exception):
         self.reason = reason
 
 
-def script_peer(server: Server, client: ClientInstance) -> Peer:
+def script_peer(server: AdmissionContext, client: ClientInstance) -> Peer:
     """What the script hooks are told about a client."""
     netmask = None
     if client.prefix4 is not None:
@@ -56,7 +69,7 @@ def script_peer(server: Server, client: ClientInstance) -> Peer:
     )
 
 
-def identify(server: Server, client: ClientInstance, event: AuthRequest) -> None:
+def identify(server: AdmissionContext, client: ClientInstance, event: AuthRequest) -> None:
     """Take the client's name, certificate chain and peer-info from its AuthRequest."""
     cn = event.common_name
     if server.cfg.username_as_common_name and event.username:
@@ -68,7 +81,7 @@ def identify(server: Server, client: ClientInstance, event: AuthRequest) -> None
     client.driver.common_name = client.common_name
 
 
-async def admit(server: Server, client: ClientInstance, event: AuthRequest) -> None:
+async def admit(server: AdmissionContext, client: ClientInstance, event: AuthRequest) -> None:
     """Run every check; raises Refused. On success the client has its entry and addresses."""
     cfg, scripts, log = server.cfg, server.scripts, server.log
     label = client.driver.label
@@ -108,14 +121,14 @@ async def admit(server: Server, client: ClientInstance, event: AuthRequest) -> N
         server.drop_duplicates(client)
 
 
-def _check_entry(server: Server, client: ClientInstance, entry: ccd.ClientConfig) -> None:
+def _check_entry(server: AdmissionContext, client: ClientInstance, entry: ccd.ClientConfig) -> None:
     for error in entry.errors:
         server.log.info("%s %s", client.driver.label, error)
     if entry.disable:
         raise Refused(f"client is disabled in {entry.source}")
 
 
-def allocate(server: Server, client: ClientInstance) -> None:
+def allocate(server: AdmissionContext, client: ClientInstance) -> None:
     """The addresses from ifconfig-push / ifconfig-ipv6-push, else from the pools."""
     entry = client.entry
     owner = None if server.cfg.duplicate_cn else client.common_name
@@ -142,7 +155,7 @@ def _address(pool: AddressPool | None, fixed: tuple[str, int] | None,
     return None, None, False
 
 
-def release(server: Server, client: ClientInstance) -> None:
+def release(server: AdmissionContext, client: ClientInstance) -> None:
     """Give the client's addresses back (pool addresses and reserved fixed ones alike)."""
     if client.vpn_ipv4 and server.pool4 is not None:
         server.pool4.release(client.vpn_ipv4)
@@ -153,7 +166,7 @@ def release(server: Server, client: ClientInstance) -> None:
     client.fixed4 = client.fixed6 = False
 
 
-def push_options(server: Server, client: ClientInstance) -> list[str]:
+def push_options(server: AdmissionContext, client: ClientInstance) -> list[str]:
     """The PUSH_REPLY options: the server's push list as the entry edits it, then ifconfig."""
     cfg = server.cfg
     options = client.entry.push_options(cfg.push)

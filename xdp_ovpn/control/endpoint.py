@@ -1,9 +1,8 @@
 """The UDP endpoint: one socket, one port, shared by the control plane and the data plane.
 
 The control plane opens and binds the socket (like openvpn), hands it to the data plane,
-and receives control datagrams either from the data plane (socket path: its worker reads
-the socket) or from the socket itself (XDP path: XDP takes the data packets away first).
-See dataplane/api.py for the ownership rule.
+and receives control datagrams from the data plane: on both paths its worker reads the
+socket and passes up what is not DATA. See dataplane/api.py for the ownership rule.
 """
 
 from __future__ import annotations
@@ -15,10 +14,6 @@ from collections.abc import Callable
 
 from xdp_ovpn.control.log import get_logger, peer_label
 from xdp_ovpn.dataplane.api import Address, DataPlane
-from xdp_ovpn.proto.constants import OPCODE_SHIFT, Opcode
-
-_DATA_OPCODES = {int(Opcode.DATA_V1), int(Opcode.DATA_V2)}
-_MAX_DATAGRAM = 65536
 
 
 class EndpointError(Exception):
@@ -74,26 +69,20 @@ def same_family_address(sock: socket.socket, addr: Address) -> Address:
 
 
 class UdpEndpoint:
-    """Receives control datagrams (from the data plane or the socket) and sends ours."""
+    """Receives control datagrams (from the data plane) and sends ours."""
 
     def __init__(self, sock: socket.socket, dataplane: DataPlane,
                  on_datagram: Callable[[bytes, Address], None]) -> None:
         self.sock = sock
         self.dataplane = dataplane
         self.on_datagram = on_datagram
-        self.dropped_data = 0  # DATA packets the XDP path left to the socket (unknown peer)
         self._reader: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        fd = self.dataplane.control_fd()
-        if fd is None:
-            self._reader = self.sock.fileno()
-            loop.add_reader(self._reader, self._read_socket)
-        else:
-            self._reader = fd
-            loop.add_reader(fd, self._read_dataplane)
+        self._reader = self.dataplane.control_fd()
+        loop.add_reader(self._reader, self._read_dataplane)
 
     def stop(self) -> None:
         if self._loop is not None and self._reader is not None:
@@ -110,19 +99,6 @@ class UdpEndpoint:
     def _read_dataplane(self) -> None:
         for data, addr in self.dataplane.read_control():
             self._deliver(data, addr)
-
-    def _read_socket(self) -> None:
-        for _ in range(64):
-            try:
-                data, addr = self.sock.recvfrom(_MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue
-            if data and data[0] >> OPCODE_SHIFT in _DATA_OPCODES:
-                self.dropped_data += 1
-                continue
-            self._deliver(data, (addr[0], addr[1]))
 
     def _deliver(self, data: bytes, addr: Address) -> None:
         if not data:

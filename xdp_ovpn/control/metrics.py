@@ -49,7 +49,7 @@ class MetricsSources:
 
 
 def xdp_verdicts(maps) -> Callable[[], dict[str, int]]:
-    """A verdicts source over loader.maps.ClassifierMaps (names lower-case: redirect, ...)."""
+    """A verdicts source over the loader's ClassifierMaps (names lower-case: redirect, ...)."""
     return lambda: {v.name.lower(): n for v, n in maps.verdict_counts().items()}
 
 

@@ -17,17 +17,15 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
-import socket
 import time
 from collections.abc import Awaitable, Callable
 
-from cryptography import x509
-
 from xdp_ovpn.config import Config
-from xdp_ovpn.control import admission, ccd
+from xdp_ovpn.control import admission
 from xdp_ovpn.control.admission import Refused
 from xdp_ovpn.control.driver import SessionDriver
 from xdp_ovpn.control.endpoint import UdpEndpoint
+from xdp_ovpn.control.instance import ClientInstance
 from xdp_ovpn.control.log import get_logger, peer_label
 from xdp_ovpn.control.netconfig import in_netlink_thread
 from xdp_ovpn.control.peerkeys import PeerKeys
@@ -68,64 +66,6 @@ from xdp_ovpn.proto.session import Session, SessionConfig
 
 _CLIENT_RESETS = (Opcode.HARD_RESET_CLIENT_V2, Opcode.HARD_RESET_CLIENT_V3)
 KILL_GRACE = 1.0  # seconds a killed client has to receive its RESTART/HALT
-# A client's packets from a source that is not its own are logged at most this often, with
-# how many there were since (the data plane only counts them: a flood costs no log lines).
-BAD_SOURCE_LOG_SECONDS = 10.0
-
-
-@dataclasses.dataclass
-class BadSourceLog:
-    """One client's rate-limited "bad source address" log line (openvpn's, with a count)."""
-
-    reported: int = 0  # the BAD_SOURCE count the log has told of
-    at: float = -BAD_SOURCE_LOG_SECONDS  # monotonic time of the last line
-
-    def due(self, stats: PeerStats, now: float, final: bool = False) -> str | None:
-        """The line to log for these counters now, if one is due (`final`: the client is
-        leaving, so no waiting); None otherwise."""
-        count = stats.drops.get(BAD_SOURCE, 0)
-        if count < self.reported:  # a replacement worker counts from 0 again
-            self.reported = 0
-        new = count - self.reported
-        if new <= 0 or (not final and now - self.at < BAD_SOURCE_LOG_SECONDS):
-            return None
-        self.reported, self.at = count, now
-        source = stats.last_bad_source
-        shown = _address_text(source) if source else "no IP header"
-        return (f"MULTI: bad source address from client [{shown}], {new} packet"
-                f"{'' if new == 1 else 's'} dropped")
-
-
-@dataclasses.dataclass(eq=False)
-class ClientInstance:
-    """One connected (or connecting) client."""
-
-    peer_id: int
-    driver: SessionDriver
-    keys: PeerKeys
-    client_id: int = 0  # openvpn's cid (management client-kill, bytecount)
-    common_name: str | None = None  # after username-as-common-name
-    username: str | None = None
-    chain: tuple[x509.Certificate, ...] = ()
-    peer_info: dict[str, str] = dataclasses.field(default_factory=dict)
-    entry: ccd.ClientConfig = dataclasses.field(default_factory=ccd.ClientConfig)
-    vpn_ipv4: str | None = None
-    prefix4: int | None = None
-    fixed4: bool = False  # ifconfig-push, not from the pool
-    vpn_ipv6: str | None = None
-    prefix6: int | None = None
-    fixed6: bool = False
-    connected_since: float | None = None  # unix time
-    cipher: str = ""
-    admitted: bool = False  # client-connect accepted it: client-disconnect runs at the end
-    routes: list[str] = dataclasses.field(default_factory=list)  # kernel routes for iroutes
-    last_stats: PeerStats | None = None  # the data plane's counters when last read
-    bad_sources: BadSourceLog = dataclasses.field(default_factory=BadSourceLog)
-    task: asyncio.Task | None = None  # the admission in progress
-
-    @property
-    def session(self) -> Session:
-        return self.driver.session
 
 
 class Server:
@@ -573,11 +513,6 @@ class Server:
             self._remove(client, "shutdown")
         if self._tasks:  # client-disconnect and learn-address delete of the last clients
             await asyncio.wait(set(self._tasks), timeout=self.scripts.timeout)
-
-
-def _address_text(packed: bytes) -> str:
-    """4 or 16 packed bytes as text; IPv4-mapped IPv6 in its dotted form (::ffff:a.b.c.d)."""
-    return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
 
 
 def _host(host: str) -> str:

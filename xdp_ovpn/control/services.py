@@ -17,6 +17,7 @@ from pathlib import Path
 from xdp_ovpn.capabilities import CAP_NET_ADMIN
 from xdp_ovpn.config import Config
 from xdp_ovpn.control import poolpersist, sdnotify
+from xdp_ovpn.control.badsource import BAD_SOURCE_LOG_SECONDS
 from xdp_ovpn.control.log import get_logger
 from xdp_ovpn.control.management import (
     ManagementHooks,
@@ -27,7 +28,7 @@ from xdp_ovpn.control.management import (
 from xdp_ovpn.control.metrics import MetricsServer, MetricsSources, WorkerHealth
 from xdp_ovpn.control.netconfig import in_netlink_thread, run_in_netlink_thread
 from xdp_ovpn.control.privdrop import PrivilegeError, drop_privileges
-from xdp_ovpn.control.server import BAD_SOURCE_LOG_SECONDS, Server
+from xdp_ovpn.control.server import Server
 from xdp_ovpn.control.status import StatusFile
 from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
 
@@ -50,25 +51,25 @@ def _forwarding() -> bool:
 
 def worker_health(dataplane: DataPlane) -> Callable[[], Sequence[WorkerHealth]]:
     def health() -> list[WorkerHealth]:
-        pid = getattr(dataplane, "pid", 0)
+        pid = dataplane.pid
         extra = {}
-        if hasattr(dataplane, "af_xdp_queues"):  # RX queues on AF_XDP, and those left out
+        if dataplane.interfaces:  # the XDP path: RX queues on AF_XDP, and those left out
             extra = {"af_xdp_queues": dataplane.af_xdp_queues,
-                     "af_xdp_queues_unbound": len(dataplane.unbound)}  # type: ignore[attr-defined]
-        return [WorkerHealth(dataplane.name, bool(pid) and _alive(pid),
-                             getattr(dataplane, "restarts", 0), extra)]
+                     "af_xdp_queues_unbound": len(dataplane.unbound)}
+        return [WorkerHealth(dataplane.name, bool(pid) and _alive(pid), dataplane.restarts,
+                             extra)]
     return health
 
 
 def xdp_verdicts(dataplane: DataPlane) -> Callable[[], Mapping[str, int]] | None:
     """Verdict counters summed over every interface the XDP classifier is attached to."""
-    if not hasattr(dataplane, "maps") or not hasattr(dataplane, "interfaces"):
+    if not dataplane.interfaces:
         return None
 
     def verdicts() -> dict[str, int]:
         total: dict[str, int] = {}
-        for ifname in dataplane.interfaces:  # type: ignore[attr-defined]
-            for verdict, n in dataplane.maps(ifname).verdict_counts().items():  # type: ignore[attr-defined]
+        for ifname in dataplane.interfaces:
+            for verdict, n in dataplane.maps(ifname).verdict_counts().items():
                 name = verdict.name.lower()
                 total[name] = total.get(name, 0) + n
         return total

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 Address = tuple[str, int]
 
@@ -155,6 +155,18 @@ class DataPlane(Protocol):
 
     def get_peer(self, peer_id: int) -> PeerStats: ...
 
+    def peers(self) -> list[int]:
+        """Peer-ids the data plane currently holds."""
+        ...
+
+    def drops(self) -> dict[str, int]:
+        """Drops no peer can be blamed for (socket, AF_XDP rings), by reason."""
+        ...
+
+    def send_exit(self, peer_id: int) -> None:
+        """Send an OCC exit on the data channel (for peers without control-channel EXIT)."""
+        ...
+
     def attach_tun(self, tun_fd: int, mtu: int) -> None:
         """Give the data plane the (configured) TUN device to read and write."""
         ...
@@ -169,10 +181,33 @@ class DataPlane(Protocol):
 
     def notification_fd(self) -> int: ...
 
-    def control_fd(self) -> int | None:
-        """Readable when control datagrams wait in read_control(); None: read the socket."""
+    def control_fd(self) -> int:
+        """Readable when control datagrams wait in read_control()."""
         ...
 
     def read_control(self) -> list[tuple[bytes, Address]]: ...
 
     def close(self) -> None: ...
+
+    # -- health, for status and metrics -----------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """The current worker's pid (0: none running)."""
+        ...
+
+    # Workers replaced after dying; RX queues the current worker holds an AF_XDP socket
+    # on, and "IF queue N: why" of those it could not bind (both 0/empty on the socket path).
+    restarts: int
+    af_xdp_queues: int
+    unbound: list[str]
+
+    @property
+    def interfaces(self) -> list[str]:
+        """Interfaces the XDP classifier is attached to; none on the socket path."""
+        ...
+
+    def maps(self, ifname: str) -> Any:
+        """The classifier maps on one of `interfaces` (loader.maps.ClassifierMaps): its
+        verdict counters and peers; DataPlaneError for any other name."""
+        ...

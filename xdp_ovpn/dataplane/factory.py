@@ -12,12 +12,12 @@ import os
 import socket
 from collections.abc import Sequence
 
-from loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.config import XDP_MODES
 from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
 from xdp_ovpn.dataplane.engine import check_workers, resolve
 from xdp_ovpn.dataplane.socketpath import SocketDataPlane
 from xdp_ovpn.dataplane.xsk import AF_XDP
+from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 
 DATA_PATHS = ("auto", "xdp", "socket")
 
@@ -26,12 +26,14 @@ def xdp_unavailable() -> str | None:
     """Why the XDP data path cannot run here, or None when it can (cheap checks only)."""
     if os.geteuid() != 0:
         return "needs root (CAP_NET_ADMIN and CAP_BPF)"
+    from xdp_ovpn.loader.compile import import_bcc
+    from xdp_ovpn.loader.errors import CompileError, HeadersNotFound
+    from xdp_ovpn.loader.headers import find_kernel_headers
+
     try:
-        import bcc  # noqa: F401
-    except ImportError:
+        import_bcc()
+    except CompileError:
         return "bcc is not installed (Debian's python3-bpfcc)"
-    from loader.errors import HeadersNotFound
-    from loader.headers import find_kernel_headers
 
     try:
         find_kernel_headers()
@@ -115,4 +117,4 @@ def open_dataplane(
 def offloaded(dataplane: DataPlane) -> bool:
     """True while DATA_V2 is steered to AF_XDP (what `dco_enabled` and `[DCO]` report):
     the XDP path with at least one RX queue bound, not the socket path nor its fallback."""
-    return getattr(dataplane, "af_xdp_queues", 0) > 0
+    return dataplane.af_xdp_queues > 0

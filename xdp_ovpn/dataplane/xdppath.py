@@ -50,7 +50,6 @@ import os
 import pickle
 import select
 import selectors
-import signal
 import socket
 import threading
 import time
@@ -59,7 +58,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.capabilities import CAP_BPF, CAP_IPC_LOCK, CAP_NET_ADMIN, CAP_NET_RAW
 from xdp_ovpn.dataplane.api import (
     Address,
@@ -78,19 +76,14 @@ from xdp_ovpn.dataplane.engine import (
     make_engine,
     resolve,
 )
+from xdp_ovpn.dataplane.handle import CALL_TIMEOUT, WorkerHandle
 from xdp_ovpn.dataplane.ledger import Ledger
 from xdp_ovpn.dataplane.mss import max_mss
 from xdp_ovpn.dataplane.offload import plain_reads, raise_txqueuelen, tun_has_vnet_hdr
 from xdp_ovpn.dataplane.rxqueues import RxQueues, rx_queues
-from xdp_ovpn.dataplane.socketpath import (
-    _BUF,
-    _CALL_TIMEOUT,
-    _drain,
-    _seqpacket_pair,
-    _Worker,
-    unpack_datagram,
-)
+from xdp_ovpn.dataplane.worker import BUF, Worker, drain, seqpacket_pair
 from xdp_ovpn.dataplane.xsk import XskError, XskSocket
+from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.proto.constants import DEFAULT_REPLAY_TIME, DEFAULT_REPLAY_WINDOW
 
 RX_BATCH = 64
@@ -240,7 +233,7 @@ class _WorkerSlot:
     unbound: list[str] = field(default_factory=list)
 
 
-class _XdpWorker(_Worker):
+class _XdpWorker(Worker):
     """The socket worker plus AF_XDP sockets, a vnet_hdr TUN and the BPF peers mirror.
 
     With several workers, each holds the AF_XDP sockets of its RX `queues`; the *primary*
@@ -280,7 +273,7 @@ class _XdpWorker(_Worker):
     def _bind_queue(self, under: _Underlay, queue: int) -> str | None:
         """An AF_XDP socket on the queue, entered in the classifier's XSKMAP; else why not
         (with no XSKMAP entry the classifier passes the queue's packets up to the socket)."""
-        from loader.errors import MapError
+        from xdp_ovpn.loader.errors import MapError
 
         try:
             xsk = XskSocket(under.ifname, queue, tx_size=0, comp_size=64,
@@ -351,7 +344,7 @@ class _XdpWorker(_Worker):
 
     def _mirror_remote(self, peer_id: int, remote: Address | None) -> None:
         """Keep the peer's address in `remotes`; a miss only leaves it rate-limited."""
-        from loader.errors import MapError
+        from xdp_ovpn.loader.errors import MapError
 
         old = self.remotes.pop(peer_id, None)
         if remote is not None:
@@ -431,7 +424,7 @@ def _key_slot_size(engine: str, replay_window: int, replay_time: float) -> int:
         raise DataPlaneError(str(exc)) from None
 
 
-class XdpDataPlane:
+class XdpDataPlane(WorkerHandle):
     """Control-plane handle of the XDP data path (implements api.DataPlane)."""
 
     name = "xdp"
@@ -460,26 +453,21 @@ class XdpDataPlane:
         a connected peer's; None: no limit. `workers`: data-plane worker processes, each
         holding some of the RX queues (default: the RX queues in use, at most the CPUs;
         one with the python engine)."""
+        super().__init__()
         self.engine = resolve(engine)  # the engine's name, for the log and reports
         self._sock = sock
         self._control_limits = control_limits
         self._log = log or logging.getLogger(__name__)
-        self._closed = False
         self._classifiers: list[Any] = []
         self._underlays: list[_Underlay] = []
         self._peers: dict[int, _PeerRecord] = {}
         self._tun: tuple[int, int] | None = None
         self._workers: list[_WorkerSlot] = []
-        self.restarts = 0
         self._identity: tuple[int, int] | None = None  # (uid, gid) after drop_privileges
         # Where workers are forked: here until `user`, then where capabilities were kept.
         self._privileged: Privileged = _inline
         self._ledger = Ledger(key_slot_size=_key_slot_size(self.engine, replay_window,
                                                           replay_time))
-        self._ctl, self._worker_ctl = _seqpacket_pair()
-        self._ntf, self._worker_ntf = _seqpacket_pair()
-        self._ctl.setblocking(False)
-        self._ntf.setblocking(False)
         self._wake_r, self._wake_w = os.pipe()
         try:
             self._attach(interfaces, xdp_mode)
@@ -502,8 +490,8 @@ class XdpDataPlane:
     def _attach(self, interfaces: Sequence[str] | None, mode: str | None) -> None:
         """The classifier on every underlay (or those named); one that refuses it is
         skipped with a warning, its traffic left to the UDP socket."""
-        from loader.classifier import Classifier
-        from loader.errors import LoaderError
+        from xdp_ovpn.loader.classifier import Classifier
+        from xdp_ovpn.loader.errors import LoaderError
 
         links = underlay_interfaces(self._sock, interfaces)
         if not links and not interfaces:
@@ -551,24 +539,17 @@ class XdpDataPlane:
                 for i in range(count)]
 
     @property
-    def pid(self) -> int:
-        """The primary worker's pid (it reads the UDP socket and the TUN)."""
-        return self._workers[0].pid if self._workers else 0
-
-    @property
     def pids(self) -> list[int]:
         """Every worker's pid, the primary first (0: not running)."""
         return [slot.pid for slot in self._workers]
 
-    @property
-    def af_xdp_queues(self) -> int:
-        """RX queues the current workers hold an AF_XDP socket on."""
-        return sum(slot.bound for slot in self._workers)
-
-    @property
-    def unbound(self) -> list[str]:
-        """"IF queue N: why" of the queues the workers could not bind."""
-        return [why for slot in self._workers for why in slot.unbound]
+    def _recount(self) -> None:
+        """The handle's view of its workers (pid: the primary's, which reads the UDP
+        socket and the TUN; the AF_XDP queues bound and unbound over all)."""
+        self._pid = self._workers[0].pid if self._workers else 0
+        self._cmd = self._workers[0].cmd if self._workers else None
+        self.af_xdp_queues = sum(slot.bound for slot in self._workers)
+        self.unbound = [why for slot in self._workers for why in slot.unbound]
 
     @property
     def interfaces(self) -> list[str]:
@@ -586,7 +567,7 @@ class XdpDataPlane:
     def _spawn(self, slot: _WorkerSlot, xdp: bool = True) -> None:
         """Fork worker `slot` holding every recorded peer; without `xdp` it only uses the
         socket (no AF_XDP sockets, nothing mirrored: the classifier passes all up)."""
-        cmd, worker_cmd = _seqpacket_pair()
+        cmd, worker_cmd = seqpacket_pair()
         primary = slot.index == 0
         queues = [(under, q) for under, q in slot.queues] if xdp else []
         records = list(self._peers.values())
@@ -625,10 +606,10 @@ class XdpDataPlane:
             finally:
                 os._exit(status)
         worker_cmd.close()
-        cmd.settimeout(_CALL_TIMEOUT)
+        cmd.settimeout(CALL_TIMEOUT)
         slot.cmd, slot.pid = cmd, pid
         try:
-            reply = cmd.recv(_BUF)
+            reply = cmd.recv(BUF)
         except OSError as exc:
             reply = pickle.dumps((False, f"no answer: {exc}"))
         ok, value = pickle.loads(reply) if reply else (False, "exited during setup")
@@ -637,6 +618,7 @@ class XdpDataPlane:
             raise DataPlaneError(f"XDP data-plane worker: {value}")
         slot.unbound = value[1]
         slot.bound = len(queues) - len(slot.unbound)
+        self._recount()
         for why in slot.unbound:
             self._log.warning("WARNING: no AF_XDP socket on %s; the UDP socket takes its "
                               "packets", why)
@@ -664,19 +646,18 @@ class XdpDataPlane:
         if slot.cmd is not None:
             slot.cmd.close()
             slot.cmd = None
-        if not pid:
-            return
+        self._recount()
         if kill:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+            self._kill(pid)
+        elif pid:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
     def _restart(self, slot: _WorkerSlot, why: str) -> None:
         """Replace a dead or stuck worker. The primary's death clears the BPF maps (the
         socket carries DATA_V2 meanwhile); another's only takes its AF_XDP sockets out of
         the XSKMAP, so its queues fall back to the socket while the others go on."""
-        from loader.errors import MapError
+        from xdp_ovpn.loader.errors import MapError
 
         self._reap(slot, kill=True)
         primary = slot.index == 0
@@ -735,7 +716,7 @@ class XdpDataPlane:
 
     def _call_one(self, slot: _WorkerSlot, message: bytes, fds: Sequence[int]) -> Any:
         for attempt in (1, 2):
-            reply = self._exchange(slot, message, fds)
+            reply = self._exchange_with(slot, message, fds)
             if reply is not None:
                 break
             if attempt == 2:
@@ -751,7 +732,8 @@ class XdpDataPlane:
             raise DataPlaneError("data plane is closed")
         return self._call_one(self._workers[0], pickle.dumps((verb, args, {})), ())
 
-    def _exchange(self, slot: _WorkerSlot, message: bytes, fds: Sequence[int]) -> bytes | None:
+    def _exchange_with(self, slot: _WorkerSlot, message: bytes,
+                       fds: Sequence[int]) -> bytes | None:
         if slot.cmd is None:
             return None
         try:
@@ -759,7 +741,7 @@ class XdpDataPlane:
                 socket.send_fds(slot.cmd, [message], list(fds))
             else:
                 slot.cmd.send(message)
-            return slot.cmd.recv(_BUF) or None
+            return slot.cmd.recv(BUF) or None
         except OSError:
             return None
 
@@ -857,12 +839,9 @@ class XdpDataPlane:
 
     # -- notifications and control datagrams ----------------------------------------------
 
-    def notification_fd(self) -> int:
-        return self._ntf.fileno()
-
     def notifications(self) -> list[Notification]:
         out: list[Notification] = []
-        for frame in _drain(self._ntf):
+        for frame in drain(self._ntf):
             note = pickle.loads(frame)
             if isinstance(note, _WorkerDied):
                 slot = next((w for w in self._workers if w.pid == note.pid), None)
@@ -891,12 +870,6 @@ class XdpDataPlane:
         with contextlib.suppress(DataPlaneError):
             self._call_all(verb, *args, **kw)
 
-    def control_fd(self) -> int | None:
-        return self._ctl.fileno()
-
-    def read_control(self) -> list[tuple[bytes, Address]]:
-        return [unpack_datagram(frame) for frame in _drain(self._ctl)]
-
     # -- lifetime -----------------------------------------------------------------------
 
     def close(self) -> None:
@@ -924,8 +897,7 @@ class XdpDataPlane:
         if self._tun is not None:
             os.close(self._tun[0])
             self._tun = None
-        for s in (self._ctl, self._worker_ctl, self._ntf, self._worker_ntf):
-            s.close()
+        self._close_channels()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -15,50 +15,24 @@ however it ends. Nothing is ever mounted in the host's namespace.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 from pathlib import Path
 
 from xdp_ovpn.vm.cache import DEFAULT_CACHE, ENV_CACHE, building, locked
 from xdp_ovpn.vm.errors import BuildError
-from xdp_ovpn.vm.rootfs import run
+from xdp_ovpn.vm.rootfs import debian_mirror, run
 
 SUITE = "sid"
 PACKAGES = ("openvpn", "iproute2", "iputils-ping", "iperf3")
 OPENVPN_VERSION = "2.7"
 STAMP = "etc/xdp-ovpn-sid-packages"
-APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 
 
 def cache_dir() -> Path:
     path = Path(os.environ.get(ENV_CACHE, DEFAULT_CACHE)) / "sid-openvpn"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def debian_mirror(sources: tuple[Path, ...] = APT_SOURCES) -> str:
-    """The Debian archive URI the host's apt uses (deb822 `URIs:` or a one-line `deb`)."""
-    for path in sources:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        for uri in _archive_uris(text):
-            if not uri.rstrip("/").endswith("-security"):
-                return uri.rstrip("/")
-    raise BuildError(f"no Debian mirror found in {', '.join(map(str, sources))}")
-
-
-def _archive_uris(text: str) -> list[str]:
-    uris = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if m := re.match(r"URIs:\s*(.+)", line, re.IGNORECASE):
-            uris += m.group(1).split()
-        elif m := re.match(r"deb\s+(?:\[[^]]*\]\s+)?(\S+)", line):
-            uris.append(m.group(1))
-    return uris
 
 
 def is_built() -> bool:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-DEFAULT_COMMAND = ("python3", "vmtests/probe.py", "--quick")
+DEFAULT_COMMAND = ("python3", "-m", "xdp_ovpn.vm.guest.probe", "--quick")
 
 
 @click.command(context_settings={"ignore_unknown_options": True})

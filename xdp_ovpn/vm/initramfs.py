@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import lzma
 import stat
+from importlib import resources
 from pathlib import Path
 
 from xdp_ovpn.vm.errors import BuildError
@@ -15,7 +16,7 @@ from xdp_ovpn.vm.errors import BuildError
 BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "virtio_rng")
 APPLETS = ("sh", "mount", "umount", "insmod", "mkdir", "cat", "echo", "switch_root",
            "reboot", "sleep")
-INIT = Path(__file__).with_name("init.sh")
+INIT = resources.files("xdp_ovpn.vm") / "init.sh"  # package data
 
 
 def build_initramfs(root: Path, release: str, dest: Path) -> None:

@@ -1,5 +1,5 @@
-"""The feature x kernel matrix: the probe (vmtests/probe.py) run natively on the host kernel
-and inside a guest for each Debian kernel; then, in the guest whose kernel loads ovpn-dco,
+"""The feature x kernel matrix: the probe (xdp_ovpn.vm.guest.probe) run natively on the host
+kernel and inside a guest for each Debian kernel; then, in the guest whose kernel loads ovpn-dco,
 the DCO interop run and the data-path comparison. Written as docs/kernel-matrix.md and .json.
 
 Every cell comes from doing the thing in that kernel, never from a version check.
@@ -20,9 +20,9 @@ from xdp_ovpn.vm.report import render_markdown
 
 GUEST_KERNELS = ("6.1", "6.12")
 DCO_KERNEL = "6.1"  # the Debian kernel openvpn-dco-dkms builds for
-PROBE = ["python3", "vmtests/probe.py"]
-DCO_INTEROP = ["python3", "vmtests/dco_interop.py"]
-COMPARE = ["python3", "vmtests/compare.py", "2"]
+PROBE = ["python3", "-m", "xdp_ovpn.vm.guest.probe"]
+DCO_INTEROP = ["python3", "-m", "xdp_ovpn.vm.guest.dco_interop"]
+COMPARE = ["python3", "-m", "xdp_ovpn.vm.guest.compare", "2"]
 RESULT_PREFIX = "XO-MATRIX "
 GUEST_TIMEOUT = 3600.0
 DOCS = PROJECT / "docs"
@@ -68,7 +68,7 @@ def _interop_failures(dco: dict) -> list[str]:
 
 
 def _guest_script(version: str, command: list[str], echo: TextIO | None) -> dict:
-    """Run a vmtests script that prints one RESULT_PREFIX line; keep its parsed result."""
+    """Run a guest module that prints one RESULT_PREFIX line; keep its parsed result."""
     try:
         run = run_in_vm(version, command, timeout=GUEST_TIMEOUT, echo=echo)
     except VMError as exc:

@@ -15,12 +15,13 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
 from xdp_ovpn.vm.errors import GuestTimeout, VMError
 
-STAGE2 = Path(__file__).with_name("stage2.sh")
+STAGE2 = resources.files("xdp_ovpn.vm") / "stage2.sh"  # package data
 BEGIN, END = "XO-VMTEST-BEGIN", "XO-VMTEST-END"
 MEMORY_MB = 2048
 
@@ -63,7 +64,7 @@ def _prepare_run_dir(run_dir: Path, project: Path, command: list[str],
                      env: dict[str, str]) -> None:
     run_dir.chmod(0o755)
     (run_dir / "project").write_text(str(project))
-    shutil.copy(STAGE2, run_dir / "stage2.sh")
+    (run_dir / "stage2.sh").write_bytes(STAGE2.read_bytes())  # init runs it with /bin/sh
     path = "/usr/sbin:/usr/bin:/sbin:/bin"
     venv = project / ".venv/bin"
     if (venv / "python3").exists():

@@ -12,9 +12,9 @@ Machine-readable: `kernel-matrix.json`.
 
 ## Features by kernel
 
-Each cell is the outcome of a test run in that kernel (`vmtests/probe.py`): natively on the
-host, and in a qemu guest booting the Debian kernel for the others. "warn" means it works
-with a caveat; the reason follows the verdict.
+Each cell is the outcome of a test run in that kernel (`xdp_ovpn/vm/guest/probe.py`):
+natively on the host, and in a qemu guest booting the Debian kernel for the others. "warn"
+means it works with a caveat; the reason follows the verdict.
 
 {_feature_table(report['columns'])}
 
@@ -55,8 +55,9 @@ def _interop_section(dco: dict) -> str:
     head = f"## DCO interop ({dco['kernel']} guest, {dco['where']})"
     if dco.get("error"):
         return f"{head}\n\nNot run: {dco['error']}\n"
-    lines = [head, "", "`vmtests/dco_interop.py`: the openvpn side must log `DCO device tun0 "
-             "opened`; ping, iperf3 both ways, renegotiation with `reneg-sec 10`.", ""]
+    lines = [head, "", "`xdp_ovpn/vm/guest/dco_interop.py`: the openvpn side must log "
+             "`DCO device tun0 opened`; ping, iperf3 both ways, renegotiation with "
+             "`reneg-sec 10`.", ""]
     for pair in dco["result"]:
         lines += [f"### {pair['pair']}", "",
                   _table([["check", "result"],
@@ -79,6 +80,6 @@ def _comparison_section(comp: dict) -> str:
         ratio = f"{r['vs_bare']:.3f}" if r["vs_bare"] else "–"
         samples = ", ".join(f"{s:.1f}" for s in r["samples"])
         rows.append([r["scenario"], r["mode"], median, ratio, samples])
-    return (f"{head}\n\n`vmtests/compare.py`: iperf3 TCP, {result['seconds']} s a run, "
-            f"{result['rounds']} rounds in alternating order, both ends the same "
-            f"implementation.\n{note}\n\n{_table(rows)}\n")
+    return (f"{head}\n\n`xdp_ovpn/vm/guest/compare.py`: iperf3 TCP, "
+            f"{result['seconds']} s a run, {result['rounds']} rounds in alternating order, "
+            f"both ends the same implementation.\n{note}\n\n{_table(rows)}\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,12 +19,8 @@ from xdp_ovpn.vm.cache import building, locked, unmount_all
 from xdp_ovpn.vm.errors import BuildError
 
 SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
-SOURCES = f"""\
-deb {MIRROR} {SUITE} main
-deb {MIRROR} {SUITE}-updates main
-deb http://deb.debian.org/debian-security {SUITE}-security main
-"""
+# Where the host's apt finds Debian: the guest root and the lab's sid root use the same.
+APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 
 # What the tests need in the guest. Python libraries also come from the project's own
 # virtualenv (shared at the same path); the Debian ones are the fallback without it.
@@ -44,6 +41,42 @@ APT_ENV = {
     "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
     "LC_ALL": "C",
 }
+
+
+def debian_mirror(sources: tuple[Path, ...] = APT_SOURCES) -> str:
+    """The Debian archive URI the host's apt uses (deb822 `URIs:` or a one-line `deb`)."""
+    for uri in _apt_uris(sources):
+        if not uri.endswith("-security"):
+            return uri
+    raise BuildError(f"no Debian mirror found in {', '.join(map(str, sources))}")
+
+
+def security_mirror(sources: tuple[Path, ...] = APT_SOURCES) -> str | None:
+    """The Debian security archive URI the host's apt uses, if any."""
+    return next((uri for uri in _apt_uris(sources) if uri.endswith("-security")), None)
+
+
+def _apt_uris(sources: tuple[Path, ...]) -> Iterator[str]:
+    """Every archive URI in the readable `sources`, in order, without a trailing slash."""
+    for path in sources:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if m := re.match(r"URIs:\s*(.+)", line, re.IGNORECASE):
+                yield from (uri.rstrip("/") for uri in m.group(1).split())
+            elif m := re.match(r"deb\s+(?:\[[^]]*\]\s+)?(\S+)", line):
+                yield m.group(1).rstrip("/")
+
+
+def guest_sources(mirror: str, security: str | None) -> str:
+    """The guest's sources.list: the host's mirror for SUITE (and its security archive)."""
+    lines = [f"deb {mirror} {SUITE} main", f"deb {mirror} {SUITE}-updates main"]
+    if security is not None:
+        lines.append(f"deb {security} {SUITE}-security main")
+    return "\n".join(lines) + "\n"
 
 
 def ensure_root(cache: Path, log: Path | None = None) -> Path:
@@ -73,12 +106,12 @@ def _stamp(root: Path) -> str:
 
 
 def _debootstrap(root: Path, log: Path | None) -> None:
-    run(["debootstrap", "--variant=minbase", SUITE, str(root), MIRROR], log,
+    run(["debootstrap", "--variant=minbase", SUITE, str(root), debian_mirror()], log,
         what="debootstrap")
 
 
 def _install_packages(root: Path, log: Path | None) -> None:
-    (root / "etc/apt/sources.list").write_text(SOURCES)
+    (root / "etc/apt/sources.list").write_text(guest_sources(debian_mirror(), security_mirror()))
     # No daemons may start inside the chroot while packages install.
     policy = root / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")

@@ -9,7 +9,7 @@ iperf3 both ways (3 s each); reneg-sec 10, then wait for a second TLS handshake 
 again. The xdp-ovpn side reports which data path it ran ("Data path: ..." in its log).
 Prints one JSON line prefixed with RESULT_PREFIX; exits 1 if a check failed.
 
-    xdp-ovpn vmtest --kernel 6.1 -- python3 vmtests/dco_interop.py
+    xdp-ovpn vmtest --kernel 6.1 -- python3 -m xdp_ovpn.vm.guest.dco_interop
 """
 
 from __future__ import annotations
@@ -18,13 +18,9 @@ import json
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vmtests.tunnel import namespaces, tunnel
 from xdp_ovpn.lab.openvpn import Endpoint
+from xdp_ovpn.vm.guest.tunnel import namespaces, tunnel
 from xdp_ovpn.vm.matrix import RESULT_PREFIX
 
 DCO_LINE = "DCO device tun0 opened"

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from loader.errors import HeadersNotFound
+from xdp_ovpn.loader.errors import HeadersNotFound
 
 ENV_HEADERS = "XDP_OVPN_KERNEL_HEADERS"
 ENV_CACHE = "XDP_OVPN_CACHE_DIR"

@@ -5,7 +5,8 @@ against its headers, load the project's classifier through the verifier, attach 
 generic XDP on a veth in a scratch namespace, bind AF_XDP, open TUN, load ovpn-dco, run the
 fast-path tests. Prints the cells as one JSON line prefixed with RESULT_PREFIX.
 
-    python3 vmtests/probe.py [--quick]     (--quick: doctor probes only, for the CI smoke test)
+    python3 -m xdp_ovpn.vm.guest.probe [--quick]
+        (--quick: doctor probes only, for the CI smoke test)
 """
 
 from __future__ import annotations
@@ -16,12 +17,9 @@ import platform
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT))
-
-from xdp_ovpn.vm.matrix import RESULT_PREFIX  # noqa: E402
+from xdp_ovpn.vm import PROJECT
+from xdp_ovpn.vm.matrix import RESULT_PREFIX
 
 # Cells taken as they are from `xdp-ovpn doctor`'s probes.
 DOCTOR_CELLS = ("BTF", "kernel headers", "bcc compile", "XDP native", "XDP generic",
@@ -54,8 +52,8 @@ def doctor_cells() -> dict[str, dict[str, str]]:
 def classifier_cells() -> dict[str, dict[str, str]]:
     """The project's real XDP program: through clang, then through the kernel verifier."""
     try:
-        from loader.classifier import SOURCE, classifier_cflags
-        from loader.compile import compile_bpf, load_xdp
+        from xdp_ovpn.loader.classifier import SOURCE, classifier_cflags
+        from xdp_ovpn.loader.compile import compile_bpf, load_xdp
 
         bpf = compile_bpf(SOURCE, classifier_cflags())
     except Exception as exc:  # any failure is the cell's verdict

@@ -8,9 +8,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from loader.attach import attach
-from loader.compile import compile_bpf, load_xdp
-from loader.errors import AttachError, LoaderError
+from xdp_ovpn.loader.attach import attach
+from xdp_ovpn.loader.compile import compile_bpf, load_xdp
+from xdp_ovpn.loader.errors import AttachError, LoaderError
 
 BPFFS = Path("/sys/fs/bpf")
 _PASS = "int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }"

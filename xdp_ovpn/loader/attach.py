@@ -14,8 +14,8 @@ import socket
 from dataclasses import dataclass
 from enum import IntFlag
 
-from loader import syscall
-from loader.errors import AttachError
+from xdp_ovpn.loader import syscall
+from xdp_ovpn.loader.errors import AttachError
 
 
 class XdpFlags(IntFlag):

@@ -5,7 +5,7 @@ veth as the reference), alternating the order over rounds. Under TCG the CPU is 
 only the ratios within one run mean anything; the absolute figures are the emulator's.
 Prints one JSON line prefixed with RESULT_PREFIX.
 
-    xdp-ovpn vmtest --kernel 6.1 -- python3 vmtests/compare.py [ROUNDS]
+    xdp-ovpn vmtest --kernel 6.1 -- python3 -m xdp_ovpn.vm.guest.compare [ROUNDS]
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ import re
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vmtests.tunnel import SERVER_IP, namespaces, tunnel
 from xdp_ovpn.lab import Lab
+from xdp_ovpn.vm.guest.tunnel import SERVER_IP, namespaces, tunnel
 from xdp_ovpn.vm.matrix import RESULT_PREFIX
 
 SECONDS = 5

@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from loader import syscall
-from loader.attach import MODES, Attachment, attach, attached_prog_id, ifindex_of
-from loader.compile import BPF_DIR, compile_bpf, load_xdp
-from loader.errors import AttachError, MapError
-from loader.maps import MAP_NAMES, ClassifierMaps, Verdict
-from loader.probe import BPFFS, bpffs_mounted, mount_bpffs
+from xdp_ovpn.loader import syscall
+from xdp_ovpn.loader.attach import MODES, Attachment, attach, attached_prog_id, ifindex_of
+from xdp_ovpn.loader.compile import BPF_DIR, compile_bpf, load_xdp
+from xdp_ovpn.loader.errors import AttachError, MapError
+from xdp_ovpn.loader.maps import MAP_NAMES, ClassifierMaps, Verdict
+from xdp_ovpn.loader.probe import BPFFS, bpffs_mounted, mount_bpffs
 from xdp_ovpn.proto.constants import (
     AEAD_TAG_LEN,
     DATA_V2_AAD_LEN,

@@ -7,13 +7,30 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
+from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from loader.errors import CompileError
-from loader.headers import find_kernel_headers
+from xdp_ovpn.loader.errors import CompileError
+from xdp_ovpn.loader.headers import find_kernel_headers
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+# The C sources ship as package data beside this module; clang reads them (and their
+# #includes) from the file system, so the package must be installed as plain files.
+BPF_DIR = Path(str(resources.files("xdp_ovpn.loader") / "bpf"))
+
+
+def import_bcc() -> ModuleType:
+    """The bcc module (Debian's python3-bpfcc); CompileError when it is not importable.
+
+    Code outside the loader asks here, so that the loader stays the only importer of bcc.
+    """
+    try:
+        import bcc
+    except ImportError as exc:
+        raise CompileError(f"bcc is not importable (install Debian's python3-bpfcc): {exc}") \
+            from exc
+    return bcc
 
 
 def compile_bpf(source: str | Path, cflags: Iterable[str] = ()) -> Any:
@@ -21,10 +38,7 @@ def compile_bpf(source: str | Path, cflags: Iterable[str] = ()) -> Any:
 
     Raises CompileError with the first compiler error line, HeadersNotFound without headers.
     """
-    try:
-        from bcc import BPF
-    except ImportError as exc:
-        raise CompileError("bcc is not importable (install Debian's python3-bpfcc)") from exc
+    BPF = import_bcc().BPF
     if isinstance(source, Path):
         try:
             text = source.read_text()

@@ -7,7 +7,7 @@ says whether the tunnel carried its data over XDP. Everything is torn down at th
 on Ctrl-C and on SIGTERM.
 
 The counters come from a small child in the server namespace (`python -m
-xdp_ovpn.lab.demo counters IFACE TUN`) that reads the classifier's maps through the
+xdp_ovpn.demo counters IFACE TUN`) that reads the classifier's maps through the
 loader and the interfaces' byte counters, and prints one JSON line per interval.
 """
 
@@ -46,7 +46,7 @@ def _interface_bytes(ifname: str) -> dict[str, int]:
 
 
 def _snapshot(maps, ifname: str, tun: str) -> dict:
-    from loader.maps import opcode_name
+    from xdp_ovpn.loader.maps import opcode_name
 
     return {
         "time": time.monotonic(),
@@ -65,8 +65,8 @@ def counters_main(ifname: str, tun: str, interval: float = INTERVAL) -> int:
     while True:
         if maps is None:
             try:
-                from loader.classifier import open_attached
-                from loader.errors import LoaderError
+                from xdp_ovpn.loader.classifier import open_attached
+                from xdp_ovpn.loader.errors import LoaderError
 
                 maps = open_attached(ifname)
             except (ImportError, OSError) as exc:
@@ -89,7 +89,7 @@ class CounterFeed:
     """The latest counters from the child, read on a thread so the display never blocks."""
 
     def __init__(self, ns: Namespace, ifname: str = IFACE, tun: str = TUN) -> None:
-        cmd = [sys.executable, "-m", "xdp_ovpn.lab.demo", "counters", ifname, tun]
+        cmd = [sys.executable, "-m", "xdp_ovpn.demo", "counters", ifname, tun]
         self.proc = ns.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.latest: dict = {}
         self.first: dict = {}
@@ -424,4 +424,4 @@ def demo(data_path: str, seconds: int, wrapping: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["counters"] and len(sys.argv) >= 4:
         raise SystemExit(counters_main(sys.argv[2], sys.argv[3]))
-    raise SystemExit("usage: python -m xdp_ovpn.lab.demo counters IFACE TUN")
+    raise SystemExit("usage: python -m xdp_ovpn.demo counters IFACE TUN")

@@ -18,8 +18,8 @@ from enum import IntEnum
 from functools import cache
 from pathlib import Path
 
-from loader import syscall
-from loader.errors import MapError
+from xdp_ovpn.loader import syscall
+from xdp_ovpn.loader.errors import MapError
 from xdp_ovpn.proto.constants import KEY_ID_COUNT, Opcode
 
 MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 1, 2, 3, 4
