@@ -22,11 +22,14 @@ black hole. What it owns beyond that:
   A client or p2p peer takes DATA_V2 of any peer-id on the socket, so it claims nothing.
 - BPF `remotes` map: every peer's current address (new_peer, set_peer, floats), so the
   classifier never rate-limits a connected peer's control packets.
-- One worker, holding one AF_XDP socket per (interface, RX queue in use), so one process
-  owns each key's packet-id sender (two encrypting processes would reuse nonces); several
-  queues share the worker's loop. The queues are those in use (rxqueues), not those
-  allocated; a queue that still cannot be bound is left to the socket and reported, and
-  only a worker that binds none fails.
+- Workers (`workers`, default one per RX queue in use, at most the CPUs), each holding one
+  AF_XDP socket per (interface, RX queue) of its share, pinned to its own CPU. The native
+  engine keeps each key's packet-id counter and replay window in the ledger's shared slots,
+  so whichever worker handles a packet, no nonce is used twice and no replay taken twice;
+  the python engine runs one worker. The primary (the first) also reads the UDP socket and
+  the TUN and keeps the BPF maps (`_XdpWorker`). The queues are those in use (rxqueues),
+  not those allocated; a queue that still cannot be bound is left to the socket and
+  reported, and only a data plane that binds none fails.
 - Supervision: a thread in the control-plane process waits on the worker's pidfd. If the
   worker dies, the thread posts a sentinel on the notification socket; on that (or on a
   failed verb) the handle clears the BPF peers map, the remotes and the authority flag (the
