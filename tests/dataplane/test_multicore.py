@@ -11,7 +11,9 @@ a flow does when RSS is rebalanced or a client floats.
 - both workers carry traffic; the server never sends a packet-id twice (checked on a
   capture on the client's side); no replay-window drops;
 - a captured packet sent again, onto the other queue, is rejected and counted;
-- a SIGKILLed worker is replaced while the other keeps its pid, and the tunnel recovers.
+- a SIGKILLed worker is replaced while the other keeps its pid, and the tunnel recovers;
+- renegotiations under that traffic cost no drops (keys reach both workers before the
+  classifier steers them).
 """
 
 from __future__ import annotations
@@ -64,17 +66,17 @@ def _wander(pid: int, seconds: float) -> None:
         time.sleep(0.25)
 
 
-def _setup(lab, tmp_path):
+def _setup(lab, tmp_path, extra=(), client_extra=()):
     if shutil.which("tcpdump") is None:
         pytest.skip("needs tcpdump")
     if not {0, 1} <= os.sched_getaffinity(0):
         pytest.skip("needs CPUs 0 and 1")
     net = underlay(lab, 4, rx_queues=2)
     spec = TunnelSpec(PKI(), wrapping="tls-crypt", proto=net.proto)
-    server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn")
+    server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn", extra=extra)
     base = server.command
     server.command = lambda: [*base(), "--data-path", "xdp", "--workers", "2"]
-    client = OpenVPNClient(net.client_ns, server, remote=net.server_addr)
+    client = OpenVPNClient(net.client_ns, server, remote=net.server_addr, extra=client_extra)
     _xps(net.client_ns)
     pcap, errors = tmp_path / "underlay.pcap", tmp_path / "tcpdump.err"
     with open(errors, "w") as err:
@@ -213,3 +215,19 @@ def test_a_killed_worker_is_replaced_while_the_other_keeps_running(lab, tmp_path
                                           out)]
     assert rates and all(rate > 0 for rate in rates[3:-2]), out
     assert all(n > 0 for n in _per_worker(status)), status
+
+
+def test_renegotiation_with_two_workers_costs_no_drops(lab, tmp_path):
+    net, _spec, server, client, _pcap = _setup(lab, tmp_path, extra=["reneg-sec 3"],
+                                                client_extra=["reneg-sec 3"])
+    with started(server), started(client):
+        _workers(server)
+        sender = _iperf3(net, server, 8)
+        _wander(client.proc.pid, 8)
+        out, _ = sender.communicate(timeout=30)
+        status = _status(server)
+        key_ids = set(re.findall(r"Data Channel: cipher .* key-id (\d+)", server.log()))
+    assert {"0", "1", "2"} <= key_ids, key_ids
+    assert re.search(r"SUM.*receiver", out), out
+    assert all(n > 0 for n in _per_worker(status)), status
+    assert _drops(status) == {}, status

@@ -117,3 +117,12 @@ def test_a_packet_one_engine_took_is_a_replay_for_the_other(shared: bool) -> Non
         assert not taken and drops.get("ReplayError") == 1
     else:
         assert taken and not drops.get("ReplayError")
+
+
+def test_the_last_packet_any_engine_took_counts_for_keepalive() -> None:
+    with _two_workers(shared=True) as (a, b, peer):
+        crypto = remote_crypto(PEER, 0, CIPHER)
+        peer.sendto(crypto.encrypt(INNER, 1.0), b.sock.getsockname())
+        b.engine.rx_socket(8, 42.0)
+        [(peer_id, last_rx, _last_tx)] = a.engine.activity()
+    assert peer_id == PEER and last_rx == 42.0  # a (the primary) expires and pings
