@@ -870,8 +870,11 @@ class XdpDataPlane(WorkerHandle):
         the one that did refuses or repeats it harmlessly."""
         if len(self._workers) == 1:
             return
-        with contextlib.suppress(DataPlaneError):
-            self._call_all(verb, *args, **kw)
+        message = pickle.dumps((verb, args, kw))
+        for slot in self._workers:  # each on its own: one refusing stops no other
+            if slot.pid:
+                with contextlib.suppress(DataPlaneError):
+                    self._call_one(slot, message, ())
 
     # -- lifetime -----------------------------------------------------------------------
 
