@@ -43,8 +43,8 @@ pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.openvpn]
 
 # Moving a flow to another queue reorders it by up to the old worker's backlog (its batches
 # of 64, more while it is busy with verbs), which can exceed openvpn's default window of 64
-# packets (seen: 124 ReplayError drops in 8 s of moves under renegotiation). RSS never moves a flow
-# in normal traffic; these tests move one 4 times a second, so they widen the window.
+# packets (seen: 124 ReplayError drops in 8 s of moves under renegotiation). RSS never
+# moves a flow in normal traffic; these tests move one 4 times a second: a wider window.
 WINDOW = "replay-window 4096"
 SNAPLEN = 256  # the DATA_V2 header of every packet, a ping's packet whole
 
