@@ -2,7 +2,10 @@
 
 Per key slot it holds the highest packet-id reserved. A sender reserves ids in blocks
 there before it uses them, so a worker that replaces a dead one starts above every id
-its predecessor may have sent: no nonce is ever used twice.
+its predecessor may have sent: no nonce is ever used twice (the python engine).
+
+The native engine instead keeps, per key slot, a block the workers share: the live
+packet-id counter and the replay window (`Ledger.slot`; native/pktid.c key_shared).
 """
 
 from __future__ import annotations
