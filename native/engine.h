@@ -239,6 +239,13 @@ struct xsk {
                      ? MAX_IP + DATA_V2_HEADER_LEN : GSO_MAX_BYTES)
 #define OUT_SIZE (MAX_RUN_LEN + DATA_V2_HEADER_LEN + MAX_IP + AEAD_TAG_LEN)
 
+#define SEND_QUEUE 4 /* sealed runs a sendmmsg takes (across peers) */
+struct queued_run {
+    uint8_t *data;
+    uint32_t len, seg;
+    struct peer *peer;
+};
+
 struct engine {
     /* configuration */
     int check_source, gso_cfg, mss, mapped_v4, sock_fd, sock_family;
@@ -254,8 +261,11 @@ struct engine {
     struct xsk xsks[MAX_XSK];
     int nxsk;
     struct coalescer co;
-    /* egress: the GSO buffer and the pending run */
-    uint8_t *out;
+    /* egress: the pending run is built in `out`, one of SEND_QUEUE buffers; sealed runs
+     * wait in `queue` (in the others) to go out with one sendmmsg */
+    uint8_t *out, *pool;
+    int out_index, queued;
+    struct queued_run queue[SEND_QUEUE];
     struct peer *run_peer;
     struct key *run_key;
     uint32_t run_seg, run_len, run_count;
@@ -270,6 +280,7 @@ struct engine {
     const uint8_t *stub_packet;
     uint32_t stub_len;
     uint32_t stub_seg, stub_run_len;  /* the last run "sent" */
+    const uint8_t *stub_run;
 };
 
 int engine_init(struct engine *e);

@@ -3,7 +3,8 @@
  *              the UMEM -> pings, OCC exit, floats, MSS, source check -> TUN (coalesced)
  *              -> frames back to the fill ring;
  *   rx_socket  UDP socket (recvmmsg) -> DATA_V2 decrypted -> TUN; the rest handed up;
- *   tx_tun     TUN -> peer by destination -> sealed in place -> UDP_SEGMENT runs (gso) or a
+ *   tx_tun     TUN (TSO super-packets cut in offload.c) -> peer by destination -> sealed
+ *              in place -> UDP_SEGMENT runs, several peers' runs a sendmmsg (gso), or a
  *              datagram a packet.
  * Every length from the wire is checked before use; nothing is allocated per packet. */
 #define _GNU_SOURCE
@@ -24,17 +25,18 @@ int engine_init(struct engine *e)
     e->gso_max_seg = MAX_IP;
     /* A run is at most GSO_MAX_BYTES, or one packet as big as IP allows; the next read
      * lands after it with room for a whole packet (or TSO super-packet) and its tag. */
-    e->out = malloc(OUT_SIZE);
-    return e->out ? 0 : -1;
+    e->pool = malloc((size_t)SEND_QUEUE * OUT_SIZE);
+    e->out = e->pool;
+    return e->pool ? 0 : -1;
 }
 
 void engine_free(struct engine *e)
 {
     table_free(&e->peers, e->release);
-    free(e->out);
+    free(e->pool);
     free(e->sock_bufs);
     free(e->tso_buf);
-    e->out = e->sock_bufs = e->tso_buf = NULL;
+    e->pool = e->out = e->sock_bufs = e->tso_buf = NULL;
 }
 
 static void count(struct engine *e, enum drop reason) { e->drops[reason]++; }
@@ -540,6 +542,13 @@ static ssize_t send_one_datagram(struct engine *e, const uint8_t *data, size_t l
     return sendto(e->sock_fd, data, len, 0, (const struct sockaddr *)to, tolen);
 }
 
+static void run_sent(struct engine *e, struct peer *p, uint32_t length, uint32_t seg)
+{
+    e->sends++;
+    p->st.link_tx_packets += (length + seg - 1) / seg;
+    p->st.link_tx_bytes += length;
+}
+
 /* A sealed run: one datagram, one UDP_SEGMENT sendmsg, or a datagram a segment. */
 static void send_run(struct engine *e, struct peer *p, uint8_t *data, uint32_t length,
                      uint32_t seg, int retries)
@@ -550,6 +559,7 @@ static void send_run(struct engine *e, struct peer *p, uint8_t *data, uint32_t l
     if (e->stub_packet) { /* bench: the run is the socket's, as far as the engine knows */
         e->stub_seg = seg;
         e->stub_run_len = length;
+        e->stub_run = data;
     } else if (length == seg) {
         res = send_one_datagram(e, data, length, &to, tolen);
     } else if (e->gso_ok && seg <= e->gso_max_seg) {
@@ -584,9 +594,67 @@ static void send_run(struct engine *e, struct peer *p, uint8_t *data, uint32_t l
         peer_send_error(p, err);
         return;
     }
-    e->sends++;
-    p->st.link_tx_packets += (length + seg - 1) / seg;
-    p->st.link_tx_bytes += length;
+    run_sent(e, p, length, seg);
+}
+
+/* One message for each of the queued runs from `first` that sendmmsg can take as they are
+ * (a datagram, or a UDP_SEGMENT run while GSO works for its size); how many. */
+static int queue_messages(struct engine *e, int first, struct mmsghdr *msgs,
+                          struct iovec *iov, struct sockaddr_storage *to, char (*ctl)[CMSG_SPACE(2)])
+{
+    int n = 0;
+    for (int i = first; i < e->queued; i++, n++) {
+        const struct queued_run *q = &e->queue[i];
+        int gso = q->len != q->seg;
+        if (gso && !(e->gso_ok && q->seg <= e->gso_max_seg))
+            break;
+        memset(&msgs[n], 0, sizeof(msgs[n]));
+        iov[n] = (struct iovec){q->data, q->len};
+        msgs[n].msg_hdr.msg_iov = &iov[n];
+        msgs[n].msg_hdr.msg_iovlen = 1;
+        msgs[n].msg_hdr.msg_name = &to[n];
+        msgs[n].msg_hdr.msg_namelen = sockaddr_of(e, &q->peer->remote, &to[n]);
+        if (gso) {
+            struct cmsghdr *cm;
+            uint16_t size = (uint16_t)q->seg;
+            memset(ctl[n], 0, CMSG_SPACE(2));
+            msgs[n].msg_hdr.msg_control = ctl[n];
+            msgs[n].msg_hdr.msg_controllen = CMSG_SPACE(2);
+            cm = CMSG_FIRSTHDR(&msgs[n].msg_hdr);
+            cm->cmsg_level = SOL_UDP_LEVEL;
+            cm->cmsg_type = UDP_SEGMENT_OPT;
+            cm->cmsg_len = CMSG_LEN(sizeof(size));
+            memcpy(CMSG_DATA(cm), &size, sizeof(size));
+        }
+    }
+    return n;
+}
+
+/* The sealed runs, in order: as many as possible per sendmmsg; one that fails (or that
+ * needs the datagram-a-segment fallback) goes alone through send_run, which decides. */
+static void send_queue(struct engine *e)
+{
+    struct mmsghdr msgs[SEND_QUEUE];
+    struct iovec iov[SEND_QUEUE];
+    struct sockaddr_storage to[SEND_QUEUE];
+    char ctl[SEND_QUEUE][CMSG_SPACE(2)];
+    int i = 0;
+    while (i < e->queued) {
+        int n = e->stub_packet ? 0 : queue_messages(e, i, msgs, iov, to, ctl), sent = 0;
+        if (n > 0) {
+            sent = sendmmsg(e->sock_fd, msgs, n, 0);
+            if (sent < 0)
+                sent = 0;
+            for (int j = 0; j < sent; j++)
+                run_sent(e, e->queue[i + j].peer, e->queue[i + j].len, e->queue[i + j].seg);
+            i += sent;
+        }
+        if (i < e->queued && sent < n + (n == 0)) {
+            const struct queued_run *q = &e->queue[i++];
+            send_run(e, q->peer, q->data, q->len, q->seg, 2);
+        }
+    }
+    e->queued = 0;
 }
 
 static void flush_run(struct engine *e, double now)
@@ -606,7 +674,11 @@ static void flush_run(struct engine *e, double now)
     p->st.tx_packets += cnt;
     p->st.tx_bytes += length - (uint64_t)cnt * DATA_V2_HEADER_LEN;
     p->last_tx = now;
-    send_run(e, p, e->out, length, seg, 2);
+    e->queue[e->queued++] = (struct queued_run){e->out, length, seg, p};
+    if (e->queued == SEND_QUEUE) /* no buffer left to build the next run in */
+        send_queue(e);
+    e->out_index = (e->out_index + 1) % SEND_QUEUE;
+    e->out = e->pool + (size_t)e->out_index * OUT_SIZE;
 }
 
 /* The packet read at out[pos:pos+n] joins the run, or the run goes first and it moves to
@@ -621,8 +693,9 @@ static void run_add(struct engine *e, struct peer *p, uint32_t pos, uint32_t n, 
     }
     if (run_len && (k != e->run_key || wire > e->run_seg || run_len + wire > GSO_MAX_BYTES
                     || e->run_count >= GSO_MAX_SEGMENTS)) {
-        flush_run(e, now);
-        memmove(e->out + DATA_V2_HEADER_LEN, e->out + pos, n);
+        uint8_t *read_into = e->out;
+        flush_run(e, now); /* the run is queued and the next one starts in another buffer */
+        memmove(e->out + DATA_V2_HEADER_LEN, read_into + pos, n);
         run_len = 0;
     }
     if (!run_len) {
@@ -735,7 +808,7 @@ static void tx_super_packet(struct engine *e, struct peer *only, uint32_t pos, i
 
 static int tx_gso(struct engine *e, int budget, double now)
 {
-    uint8_t *out = e->out;
+    uint8_t *out;
     int skip = e->vnet_hdr ? VNET_HDR_LEN : 0, n_read = 0;
     /* client and p2p: the one peer takes everything (verbs run between calls only) */
     struct peer *only = e->peers.single ? e->peers.head : NULL;
@@ -744,6 +817,7 @@ static int tx_gso(struct engine *e, int budget, double now)
         ssize_t r;
         struct tso t;
         int n;
+        out = e->out; /* flushing a run moves on to another buffer */
         if (e->stub_packet) {
             memcpy(out + pos - skip, e->stub_packet, e->stub_len);
             r = e->stub_len;
@@ -772,6 +846,7 @@ static int tx_gso(struct engine *e, int budget, double now)
         tx_packet(e, only, pos, n, now);
     }
     flush_run(e, now);
+    send_queue(e);
     return n_read;
 }
 

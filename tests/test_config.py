@@ -414,6 +414,9 @@ TAP = "layer 2 (tap) is not supported: the DCO-style data path is tun only"
             "reneg-sec: the second argument (a random lower bound) is not supported yet; "
             "give one value",
         ),
+        ("mssfix 100", "mssfix: must be 0 (no clamping) or at least 576, not 100"),
+        ("mssfix 1400 auto", "mssfix: the second argument must be mtu or fixed, not 'auto'"),
+        ("reneg-pkts -1", "reneg-pkts: -1 is out of range (0..2147483647)"),
         (
             "auth-user-pass",
             "auth-user-pass: needs a file or an inline block (xdp-ovpn does not prompt)",
@@ -424,6 +427,16 @@ TAP = "layer 2 (tap) is not supported: the DCO-style data path is tun only"
 def test_refused_option_names_file_line_and_reason(conf_dir, line, message):
     got = error_of(conf_dir, CLIENT + line + "\n")
     assert got == f"{conf_dir}/test.conf:7: " + message.format(dir=conf_dir)
+
+
+@pytest.mark.parametrize(
+    ("lines", "mssfix", "mode"),
+    [("", None, ""), ("mssfix 1400 mtu\nmssfix\n", None, ""), ("mssfix 0\n", 0, ""),
+     ("mssfix 1400\n", 1400, ""), ("mssfix 1300 fixed\n", 1300, "fixed")],
+)
+def test_mssfix_forms(conf_dir, lines, mssfix, mode):
+    cfg = load(write(conf_dir, CLIENT + lines))
+    assert (cfg.mssfix, cfg.mssfix_mode) == (mssfix, mode)
 
 
 def test_non_aead_cipher_in_p2p_is_refused(conf_dir):

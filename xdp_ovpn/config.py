@@ -152,6 +152,10 @@ class Config:
     dev: str = "tun"  # "tun" = dynamic name (tun0, tun1, ...); "tun3"/"vpn0" = fixed
     dev_type: str = "tun"
     tun_mtu: int = 1500
+    # mssfix: None = openvpn's default (1492 mtu, or tun-mtu fixed when tun-mtu is not
+    # 1500); 0 = no clamping. The mode: "" (a UDP payload size), "mtu" or "fixed".
+    mssfix: int | None = None
+    mssfix_mode: str = ""
     txqueuelen: int | None = None  # the TUN's; None keeps the kernel's default
     # transport
     proto: str = "udp"
@@ -165,6 +169,8 @@ class Config:
     connect_retry_max: int = 0  # attempts per remote before giving up; 0 = for ever
     bind: bool = True
     float: bool = False
+    sndbuf: int = 0  # the UDP socket's SO_SNDBUF; 0 keeps the kernel's default
+    rcvbuf: int = 0  # the UDP socket's SO_RCVBUF; 0 keeps the kernel's default
     # addressing
     topology: str = "net30"  # openvpn 2.6's default; a server is always subnet here
     ifconfig: tuple[str, str] | None = None  # local, remote-or-netmask
@@ -196,6 +202,8 @@ class Config:
     ping_restart: int = 0
     ping_exit: int = 0
     reneg_sec: int = 3600
+    reneg_bytes: int = 0  # data-channel bytes on a key before renegotiating; 0 = never
+    reneg_pkts: int = 0  # data-channel packets on a key before renegotiating; 0 = never
     hand_window: int = 60
     tran_window: int = 3600
     replay_window: int = DEFAULT_REPLAY_WINDOW
@@ -485,11 +493,6 @@ _REFUSED: dict[str, str] = {
     "http-proxy": "needs TCP, which is not supported yet",
     "pkcs12": "not supported; give ca, cert and key in PEM",
     "plugin": "plugins are not supported",
-    "mssfix": f"{_NOT_YET} (the data path does its own TCP MSS clamping); remove it",
-    "sndbuf": f"{_NOT_YET}; remove it (the kernel's default socket buffers are used)",
-    "rcvbuf": f"{_NOT_YET}; remove it (the kernel's default socket buffers are used)",
-    "reneg-bytes": f"{_NOT_YET}; renegotiate by time with reneg-sec",
-    "reneg-pkts": f"{_NOT_YET}; renegotiate by time with reneg-sec",
     "tls-exit": _NOT_YET,
     "remap-usr1": _NOT_YET,
     "management-client": f"{_NOT_YET}; management listens for connections",
@@ -578,6 +581,7 @@ _LIMITS = {
     "data-ciphers": "AEAD ciphers only (AES-128/192/256-GCM, CHACHA20-POLY1305)",
     "data-ciphers-fallback": "AEAD ciphers only",
     "ncp-ciphers": "AEAD ciphers only",
+    "mssfix": "0, or at least 576; computed for openvpn 2.6's DATA_V2 overhead (24 bytes)",
     "dev": "tun devices only",
     "dev-type": "tun only",
     "down": "needs script-security 2",
@@ -593,6 +597,10 @@ _LIMITS = {
     "pull-filter": "client only",
     "redirect-gateway": "client and p2p (a server pushes it)",
     "remote": "UDP only",
+    "rcvbuf": "the UDP socket's (0: the kernel's default); a client applies a pushed one too",
+    "sndbuf": "the UDP socket's (0: the kernel's default); a client applies a pushed one too",
+    "reneg-bytes": "counted from the data plane's link counters, read every second",
+    "reneg-pkts": "counted from the data plane's link counters, read every second",
     "reneg-sec": "one argument (the server's random lower bound is not supported)",
     "route-nopull": "client only",
     "route-up": "needs script-security 2",
@@ -791,6 +799,10 @@ def _register_simple() -> None:
         ("connect-retry-max", "connect_retry_max", 0, 2**31 - 1),
         ("nice", "nice", -20, 19),
         ("txqueuelen", "txqueuelen", 0, 2**31 - 1),
+        ("sndbuf", "sndbuf", 0, 2**31 - 1),
+        ("rcvbuf", "rcvbuf", 0, 2**31 - 1),
+        ("reneg-bytes", "reneg_bytes", 0, 2**63 - 1),
+        ("reneg-pkts", "reneg_pkts", 0, 2**31 - 1),
         ("script-security", "script_security", 0, 3),
         ("status-version", "status_version", 1, 3),
         ("tls-mtu", "tls_mtu", 512, 1500),
@@ -877,6 +889,26 @@ def _dev(p: _Parser, d: Directive) -> None:
 def _dev_type(p: _Parser, d: Directive) -> None:
     if d.args[0] != "tun":
         raise ConfigError(_TAP_REASON, f"dev-type {d.args[0]}", d.where)
+
+
+# Below this an MSS would be useless (576: the datagram every IPv4 host must accept).
+_MSSFIX_MIN = 576
+
+
+@_option("mssfix", max_args=2, fields=("mssfix", "mssfix_mode"))
+def _mssfix(p: _Parser, d: Directive) -> None:
+    if not d.args:  # openvpn: the default, as if absent
+        p.cfg.mssfix, p.cfg.mssfix_mode = None, ""
+        return
+    value = _int(d, d.args[0], 0, 65535)
+    if 0 < value < _MSSFIX_MIN:
+        raise ConfigError(f"must be 0 (no clamping) or at least {_MSSFIX_MIN}, not {value}",
+                          d.name, d.where)
+    mode = d.args[1] if len(d.args) > 1 else ""
+    if mode not in ("", "mtu", "fixed"):
+        raise ConfigError(f"the second argument must be mtu or fixed, not {mode!r}",
+                          d.name, d.where)
+    p.cfg.mssfix, p.cfg.mssfix_mode = value, mode
 
 
 @_option("tun-mtu", min_args=1, max_args=2, fields=("tun_mtu",))

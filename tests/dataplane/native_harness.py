@@ -20,9 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from xdp_ovpn.dataplane.api import Address, KeyNeedsRenewal, KeySlot
+from xdp_ovpn.dataplane.api import Address, KeySlot
 from xdp_ovpn.dataplane.engine import EngineConfig
-from xdp_ovpn.dataplane.pyengine import PythonEngine
 from xdp_ovpn.dataplane.xsk import XskSocket, _Ring
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
 
@@ -30,6 +29,7 @@ FRAME_SIZE = 2048
 FRAMES = 256
 RING = 256
 HEADROOM = 256  # copy mode puts the packet this far into its frame
+SO_NO_CHECK = 11  # asm-generic/socket.h
 
 
 class _Umem:
@@ -82,28 +82,6 @@ class FakeXsk:
             ring.close()
         self.umem.view.release()
         self._fd.close()
-
-
-class PythonReference:
-    """pyengine.PythonEngine, the reference, with KeyNeedsRenewal once per (peer, key-id) as
-    the contract says (its GSO loop and its socket sends keep a set each)."""
-
-    def __init__(self, sock: socket.socket, config: EngineConfig) -> None:
-        self._engine = PythonEngine(sock, config)
-        self._renewed: set[tuple[int, int]] = set()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
-
-    def events(self) -> list:
-        events = []
-        for event in self._engine.events():
-            if isinstance(event, KeyNeedsRenewal):
-                if (event.peer_id, event.key_id) in self._renewed:
-                    continue
-                self._renewed.add((event.peer_id, event.key_id))
-            events.append(event)
-        return events
 
 
 # -- scenarios ---------------------------------------------------------------------------
@@ -165,11 +143,14 @@ class Rig:
 
     def __init__(self, factory: Callable[[socket.socket, EngineConfig], Any],
                  config: EngineConfig, peers: Sequence[PeerSpec], vnet_hdr: bool,
-                 ledger_start: int = 0, family: int = socket.AF_INET) -> None:
+                 ledger_start: int = 0, family: int = socket.AF_INET,
+                 no_gso: bool = False) -> None:
         # An IPv6 socket is dual-stack, as a server's on "::": IPv4 peers are IPv4-mapped.
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0) if family == socket.AF_INET else ("::", 0))
         self.sock.setblocking(False)
+        if no_gso:  # SO_NO_CHECK: the kernel refuses UDP_SEGMENT (EINVAL), as without csum
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)  # offload on a route
         self.address = ("127.0.0.1", self.sock.getsockname()[1])
         mapped = "::ffff:" if family == socket.AF_INET6 else ""
         self.tun, self.tun_far = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -8,7 +8,7 @@ import struct
 import pytest
 from packets import checksum
 
-from xdp_ovpn.dataplane.mss import clamp_mss, max_mss
+from xdp_ovpn.dataplane.mss import clamp_mss, max_mss, mssfix_mss
 
 
 def _syn(version: int, mss: int, flags: int = 0x02) -> bytearray:
@@ -75,6 +75,25 @@ def test_truncated_syn_is_not_read_past_its_end() -> None:
 def test_max_mss_fits_the_underlay() -> None:
     assert max_mss(1500, outer_ipv6=False) == 1500 - 20 - 8 - 24 - 20 - 20
     assert max_mss(1500, outer_ipv6=True) == max_mss(1500, outer_ipv6=False) - 20
+
+
+# (mssfix, mode, tun-mtu, outer IPv6) -> IPv4 MSS, as openvpn 2.6 computes it (mss.c) for
+# its settings (`openvpn --verb 4` shows mssfix, mssfix_encap, mssfix_fixed).
+MSSFIX_CASES = {
+    "absent: 1492 mtu": ((None, "", 1500, False), 1492 - 28 - 24 - 40),
+    "absent, IPv6 underlay": ((None, "", 1500, True), 1492 - 48 - 24 - 40),
+    "absent, tun-mtu 1400: 1400 fixed": ((None, "", 1400, False), 1400 - 40),
+    "1400: the UDP payload": ((1400, "", 1500, False), 1400 - 24 - 40),
+    "1400 mtu: the outer packet": ((1400, "mtu", 1500, False), 1400 - 28 - 24 - 40),
+    "1400 fixed: the inner packet": ((1400, "fixed", 1500, False), 1400 - 40),
+    "0: no clamping": ((0, "", 1400, False), 0),
+}
+
+
+@pytest.mark.parametrize("case", MSSFIX_CASES)
+def test_mssfix_gives_openvpns_mss(case: str) -> None:
+    args, mss = MSSFIX_CASES[case]
+    assert mssfix_mss(*args) == mss
 
 
 def test_packets_too_short_for_a_syn_are_left_alone_without_reading_past_them() -> None:

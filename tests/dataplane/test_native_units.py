@@ -12,14 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xdp_ovpn import _native
 from xdp_ovpn.dataplane.engine import EngineConfig
+from xdp_ovpn.dataplane.nativeengine import _CIPHERS, NativeEngine
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
 from xdp_ovpn.proto.constants import AEAD_CIPHERS
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
 from xdp_ovpn.proto.pktid import ReplayWindow
-
-_native = pytest.importorskip("xdp_ovpn._native")
-from xdp_ovpn.dataplane.nativeengine import _CIPHERS, NativeEngine  # noqa: E402
 
 
 def _keys(cipher: str, seed: int) -> tuple[DataKey, DataKey]:
@@ -151,3 +150,25 @@ def test_update_peer_reindexes_routes_and_addresses() -> None:
             assert native.peer_ids() == [1]
         finally:
             native.close()
+
+
+def test_a_packet_as_big_as_ip_allows_then_another_are_both_sealed_and_sent() -> None:
+    """A TUN with a 65,535-byte MTU: the run of one giant packet and the read after it both
+    fit the send buffer (the sanitizer run would see an overflow)."""
+    from native_harness import PeerSpec, Rig, remote_crypto, set_slot
+
+    spec = PeerSpec(1, "127.0.0.2", 40001, "10.8.0.2")
+    config = EngineConfig(single_peer=True, replay_window=64, replay_time=15, gso=True)
+    rig = Rig(NativeEngine, config, [spec], vnet_hdr=False)
+    try:
+        set_slot(rig.engine, 1, 0, 0, "AES-256-GCM", None, 0)
+        big = bytes([0x45]) + bytes(65_480 - 1)  # the largest that fits one UDP datagram
+        small = bytes([0x45]) + bytes(64_999)  # lands past the old buffer's end
+        rig.tun_far.send(big)
+        rig.tun_far.send(small)
+        assert rig.engine.tx(64, 1.0) == 2
+        out = rig.finish()
+        peer = remote_crypto(1, 0, "AES-256-GCM")
+        assert [peer.decrypt(d, 0.0) for _, _, d in out.sent] == [big, small]
+    finally:
+        rig.close()

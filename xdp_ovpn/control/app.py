@@ -29,6 +29,7 @@ from xdp_ovpn.control.endpoint import (
     UdpEndpoint,
     open_client_socket,
     open_server_socket,
+    set_socket_buffers,
 )
 from xdp_ovpn.control.log import get_logger, setup_logging
 from xdp_ovpn.control.netconfig import (
@@ -44,6 +45,7 @@ from xdp_ovpn.control.status import render
 from xdp_ovpn.control.updown import TunnelScriptFailed, TunnelScripts
 from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
 from xdp_ovpn.dataplane.factory import open_dataplane
+from xdp_ovpn.dataplane.mss import mssfix_mss
 from xdp_ovpn.dataplane.tun import Tun
 
 Reload = Callable[[], Config]
@@ -58,6 +60,12 @@ class _Restart:
 
 
 def _open_socket(cfg: Config) -> socket.socket:
+    sock = _bound_socket(cfg)
+    set_socket_buffers(sock, cfg.sndbuf, cfg.rcvbuf)
+    return sock
+
+
+def _bound_socket(cfg: Config) -> socket.socket:
     if cfg.role is Role.SERVER:
         return open_server_socket(cfg.local, cfg.lport, cfg.proto)
     port = cfg.lport if cfg.bind else 0
@@ -110,6 +118,7 @@ def _run_instance(cfg: Config, data_path: str, allow_ekm: bool,
             engine=engine, workers=workers,
             interfaces=cfg.xdp_interfaces, xdp_mode=cfg.xdp_mode,
             control_limits=cfg.xdp_control_limit,
+            mss=mssfix_mss(cfg.mssfix, cfg.mssfix_mode, cfg.tun_mtu, ipv6_underlay),
         )
         if cfg.writepid:
             cfg.writepid.write_text(f"{os.getpid()}\n")

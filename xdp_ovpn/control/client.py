@@ -19,7 +19,12 @@ import time
 from xdp_ovpn.config import Config
 from xdp_ovpn.control.clientstatus import Counters
 from xdp_ovpn.control.driver import SessionDriver
-from xdp_ovpn.control.endpoint import UdpEndpoint, resolve, same_family_address
+from xdp_ovpn.control.endpoint import (
+    UdpEndpoint,
+    resolve,
+    same_family_address,
+    set_socket_buffers,
+)
 from xdp_ovpn.control.log import get_logger, peer_label
 from xdp_ovpn.control.netconfig import (
     AppliedNetwork,
@@ -33,7 +38,7 @@ from xdp_ovpn.control.netconfig import (
     set_txqueuelen,
     settings_from_config,
 )
-from xdp_ovpn.control.peerkeys import PeerKeys
+from xdp_ovpn.control.peerkeys import RENEG_POLL_SECONDS, PeerKeys
 from xdp_ovpn.control.pulled import filter_pushed
 from xdp_ovpn.control.scripts import ScriptRunner
 from xdp_ovpn.control.updown import TunnelScriptFailed, TunnelScripts, foreign_options
@@ -129,12 +134,14 @@ class SinglePeer:
             self._outcome = self.loop.create_future()
             self._last_rx = time.monotonic()
             watchdog = self.loop.create_task(self._silence_watchdog())
+            reneg = self.loop.create_task(self._feed_key_traffic())
             try:
                 self._begin()
             except _Outcome as early:
                 self._outcome.set_result(early)
             outcome = await self._outcome
             watchdog.cancel()
+            reneg.cancel()
             self._end_attempt()
             if outcome.exit or self._stopping:
                 return outcome.reason
@@ -171,6 +178,15 @@ class SinglePeer:
             if self.driver is not None and time.monotonic() - self._last_rx > timeout:
                 self._inactive(exits)
                 return
+
+    async def _feed_key_traffic(self) -> None:
+        """reneg-bytes/-pkts: hand the session what its key carried since the last read."""
+        if not (self.cfg.reneg_bytes or self.cfg.reneg_pkts):
+            return
+        while True:
+            await asyncio.sleep(RENEG_POLL_SECONDS)
+            if self.driver is not None and self.keys is not None:
+                self.driver.add_data_traffic(*self.keys.take_traffic())
 
     def _silence_limit(self, ping_restart: float) -> tuple[float, bool]:
         """The silence that ends the connection, and whether it ends the process
@@ -448,6 +464,8 @@ class Client(SinglePeer):
             self.log.info("ERROR: cannot apply pushed options: %s", exc)
             self._finish("pushed-options-error")
             return
+        if settings.sndbuf or settings.rcvbuf:  # openvpn applies pushed ones too
+            set_socket_buffers(self.endpoint.sock, settings.sndbuf, settings.rcvbuf)
         if self.tun is None:
             self._open_tun(settings, self.remote[0] if self.remote else None,
                            foreign_options(pulled.accepted))

@@ -54,6 +54,13 @@ class SessionDriver:
             get_logger().debug("%s dropped control packet: %s", self.label, exc)
         self.pump()
 
+    def add_data_traffic(self, n_bytes: int, n_packets: int) -> None:
+        """Data-channel traffic the data plane carried: may start a renegotiation."""
+        if self.closed or not (n_bytes or n_packets):
+            return
+        self.session.add_data_traffic(n_bytes, n_packets, time.monotonic())
+        self.pump()
+
     def pump(self) -> None:
         """Flush datagrams and events until the session is quiet, then re-arm the timer."""
         for _ in range(100):  # events may queue datagrams and the other way round

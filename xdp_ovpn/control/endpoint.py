@@ -61,6 +61,23 @@ def _bind(family: int, host: str, port: int, v6only: bool) -> socket.socket:
     return sock
 
 
+def set_socket_buffers(sock: socket.socket, sndbuf: int, rcvbuf: int) -> None:
+    """`sndbuf` / `rcvbuf` as openvpn sets them: a nonzero size asks the kernel for that
+    buffer (which it doubles, capped by net.core.wmem_max/rmem_max); 0 keeps its default."""
+    before = _buffers(sock)
+    for option, size in ((socket.SO_SNDBUF, sndbuf), (socket.SO_RCVBUF, rcvbuf)):
+        if size:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+    if sndbuf or rcvbuf:
+        (snd_old, rcv_old), (snd, rcv) = before, _buffers(sock)
+        get_logger().info("Socket Buffers: R=[%d->%d] S=[%d->%d]", rcv_old, rcv, snd_old, snd)
+
+
+def _buffers(sock: socket.socket) -> tuple[int, int]:
+    return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
 def same_family_address(sock: socket.socket, addr: Address) -> Address:
     """An IPv4 address as IPv4-mapped when the socket is IPv6 (so peers are keyed one way)."""
     if sock.family == socket.AF_INET6 and ":" not in addr[0]:

@@ -68,6 +68,8 @@ class TunnelSettings:
     tun_mtu: int | None = None
     ping: int | None = None
     ping_restart: int | None = None
+    sndbuf: int = 0  # pushed socket buffer sizes; 0 = not pushed
+    rcvbuf: int = 0
 
     @property
     def ipv4_prefixlen(self) -> int:
@@ -128,6 +130,8 @@ def parse_settings(options: Iterable[str], base: TunnelSettings | None = None) -
                 s.ping = int(args[0])
             elif name == "ping-restart":
                 s.ping_restart = int(args[0])
+            elif name in ("sndbuf", "rcvbuf"):
+                setattr(s, name, max(int(args[0]), 0))
         except (IndexError, ValueError):
             raise NetConfigError(f"bad option: {line}") from None
     return s

@@ -3,6 +3,10 @@
 As openvpn does with DCO: the first key makes the peer (new_peer + keepalive) and goes to
 the primary slot; a renegotiated key goes to the secondary slot and is swapped in at once,
 so the old key stays for decryption as the lame duck until KeyRetired deletes it.
+
+reneg-bytes / reneg-pkts count what a key carried; the data plane counts per peer, not
+per key, so `take_traffic` hands out the growth of the peer's link counters since the
+last call, and a key swap starts the new key from the counters of that moment.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from collections.abc import Sequence
 
 from xdp_ovpn.dataplane.api import Address, DataPlane, DataPlaneError, KeySlot
 from xdp_ovpn.proto.events import KeyRetired, KeysReady
+
+# How often reneg-bytes/-pkts read the data plane's counters (openvpn checks per packet).
+RENEG_POLL_SECONDS = 1.0
 
 
 class PeerKeys:
@@ -26,6 +33,7 @@ class PeerKeys:
         self.iroutes: Sequence[str] = ()
         self.keepalive: tuple[float, float] | None = None
         self._slots: dict[KeySlot, int] = {}
+        self._counted = (0, 0)  # link (bytes, packets), both ways, already handed out
         self.gone = False  # the data plane removed the peer itself (expiry, OCC exit)
 
     @property
@@ -42,7 +50,9 @@ class PeerKeys:
             self._apply_keepalive()
             dp.new_key(event.peer_id, KeySlot.PRIMARY, event.key_id, *args)
             self._slots = {KeySlot.PRIMARY: event.key_id}
+            self._counted = (0, 0)  # a new peer's counters start at zero
             return
+        self._counted = self._link_totals() or self._counted  # the old key's, not the new
         dp.new_key(self.peer_id, KeySlot.SECONDARY, event.key_id, *args)
         dp.swap_keys(self.peer_id)
         old = self._slots.get(KeySlot.PRIMARY)
@@ -57,6 +67,24 @@ class PeerKeys:
             if key_id == event.key_id:
                 del self._slots[slot]
                 self.dataplane.del_key(self.peer_id, slot)
+
+    def take_traffic(self) -> tuple[int, int]:
+        """Data-channel (bytes, packets), received and sent, since the last call or the
+        last key swap: what openvpn counts on its primary key for reneg-bytes/-pkts."""
+        totals = self._link_totals() if self.installed else None
+        if totals is None:
+            return 0, 0
+        (n_bytes, n_packets), (old_bytes, old_packets) = totals, self._counted
+        self._counted = totals
+        return n_bytes - old_bytes, n_packets - old_packets
+
+    def _link_totals(self) -> tuple[int, int] | None:
+        try:
+            stats = self.dataplane.get_peer(self.peer_id)
+        except DataPlaneError:
+            return None
+        return (stats.link_rx_bytes + stats.link_tx_bytes,
+                stats.link_rx_packets + stats.link_tx_packets)
 
     def set_keepalive(self, interval: float, timeout: float) -> None:
         self.keepalive = (interval, timeout)

@@ -400,6 +400,11 @@ class Server:
         for client in self.clients():
             self.stats(client)
 
+    def feed_key_traffic(self) -> None:
+        """reneg-bytes/-pkts: hand each session what its key carried since the last read."""
+        for client in self.clients():
+            client.driver.add_data_traffic(*client.keys.take_traffic())
+
     def _log_bad_sources(self, client: ClientInstance, stats: PeerStats, now: float,
                          final: bool = False) -> None:
         line = client.bad_sources.due(stats, now, final)

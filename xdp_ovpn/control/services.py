@@ -27,6 +27,7 @@ from xdp_ovpn.control.management import (
 )
 from xdp_ovpn.control.metrics import MetricsServer, MetricsSources, WorkerHealth
 from xdp_ovpn.control.netconfig import in_netlink_thread, run_in_netlink_thread
+from xdp_ovpn.control.peerkeys import RENEG_POLL_SECONDS
 from xdp_ovpn.control.privdrop import PrivilegeError, drop_privileges
 from xdp_ovpn.control.server import Server
 from xdp_ovpn.control.status import StatusFile
@@ -93,6 +94,7 @@ class ServerServices:
         self.pool_file: poolpersist.PersistFile | None = None
         self._pool_task: asyncio.Task | None = None
         self._counters_task: asyncio.Task | None = None
+        self._reneg_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         cfg, server = self.cfg, self.server
@@ -120,6 +122,9 @@ class ServerServices:
         # this often, so that a client sending from addresses not its own is logged.
         self._counters_task = asyncio.get_running_loop().create_task(
             self._every(BAD_SOURCE_LOG_SECONDS, server.read_counters))
+        if cfg.reneg_bytes or cfg.reneg_pkts:
+            self._reneg_task = asyncio.get_running_loop().create_task(
+                self._every(RENEG_POLL_SECONDS, server.feed_key_traffic))
         if self.metrics_listen is not None:
             sources = MetricsSources(server.snapshot, counters=lambda: server.counts,
                                      verdicts=xdp_verdicts(self.dataplane),
@@ -190,7 +195,7 @@ class ServerServices:
             await self.management.close()
         if self.metrics is not None:
             await self.metrics.close()
-        for task in (self._pool_task, self._counters_task):
+        for task in (self._pool_task, self._counters_task, self._reneg_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -138,6 +138,8 @@ def session_config(
         username=username,
         password=password,
         reneg_seconds=float(cfg.reneg_sec) if cfg.reneg_sec else None,
+        reneg_bytes=cfg.reneg_bytes or None,
+        reneg_packets=cfg.reneg_pkts or None,
         hand_window=float(cfg.hand_window),
         tran_window=float(cfg.tran_window),
         tls_mtu=cfg.tls_mtu,

@@ -352,7 +352,7 @@ class Egress:
         self._run_seg = 0  # wire size of every segment but the last
         self._run_len = 0  # bytes in _out
         self._run_count = 0
-        self._renewing: set[tuple[int, int]] = set()
+        self.renewing: set[tuple[int, int]] = set()  # (peer-id, key-id) reported exhausted
         self.drops: dict[str, int] = {}  # drops not attributable to a peer
         self.sends = 0  # sendmsg calls, to see the batching work
 
@@ -434,8 +434,8 @@ class Egress:
             self.flush(now)  # a short segment can only be the last one of a run
 
     def _check_renewal(self, peer: Peer, crypto: DataChannelCrypto) -> None:
-        if crypto.needs_renegotiation and (peer.peer_id, crypto.key_id) not in self._renewing:
-            self._renewing.add((peer.peer_id, crypto.key_id))
+        if crypto.needs_renegotiation and (peer.peer_id, crypto.key_id) not in self.renewing:
+            self.renewing.add((peer.peer_id, crypto.key_id))
             self.notify(KeyNeedsRenewal(peer.peer_id, crypto.key_id))
 
     def flush(self, now: float) -> None:

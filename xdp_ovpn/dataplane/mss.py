@@ -23,10 +23,33 @@ _OPT_END, _OPT_NOP, _OPT_MSS = 0, 1, 2
 _IPV4_HLEN, _IPV6_HLEN, _TCP_HLEN, _UDP_HLEN = 20, 40, 20, 8
 
 
+MSSFIX_DEFAULT = 1492  # openvpn 2.6's, in "mtu" mode, when tun-mtu is the default
+TUN_MTU_DEFAULT = 1500
+
+
 def max_mss(link_mtu: int, outer_ipv6: bool) -> int:
     """The MSS of an IPv4 TCP connection whose tunnelled segments fit link_mtu exactly."""
-    outer = (_IPV6_HLEN if outer_ipv6 else _IPV4_HLEN) + _UDP_HLEN + DATA_V2_HEADER_LEN
-    return link_mtu - outer - _IPV4_HLEN - _TCP_HLEN
+    return mssfix_mss(link_mtu, "mtu", TUN_MTU_DEFAULT, outer_ipv6)
+
+
+def mssfix_mss(mssfix: int | None, mode: str, tun_mtu: int, outer_ipv6: bool) -> int:
+    """The IPv4 MSS that openvpn 2.6's `mssfix` clamps SYNs to; 0: no clamping.
+
+    `mssfix N` bounds the UDP payload (the DATA_V2 packet), `mssfix N mtu` the outer IP
+    packet, `mssfix N fixed` the inner IP packet. Absent (None): `1492 mtu`, or
+    `tun-mtu fixed` when tun-mtu is not 1500 (openvpn's defaults).
+    """
+    if mssfix is None:
+        mssfix, mode = ((MSSFIX_DEFAULT, "mtu") if tun_mtu == TUN_MTU_DEFAULT
+                        else (tun_mtu, "fixed"))
+    if mssfix == 0:
+        return 0
+    overhead = _IPV4_HLEN + _TCP_HLEN  # of the inner packet, as openvpn counts it
+    if mode != "fixed":
+        overhead += DATA_V2_HEADER_LEN
+    if mode == "mtu":
+        overhead += (_IPV6_HLEN if outer_ipv6 else _IPV4_HLEN) + _UDP_HLEN
+    return mssfix - overhead
 
 
 def clamp_mss(buf: bytearray | memoryview, start: int, length: int, mss_v4: int) -> bool:

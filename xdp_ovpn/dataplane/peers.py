@@ -102,8 +102,11 @@ class _Prefixes:
 class PeerTable:
     """All peers of one endpoint, indexed the three ways the data path needs."""
 
-    def __init__(self, single: bool = False) -> None:
+    def __init__(self, single: bool = False, check_source: bool | None = None) -> None:
         self.single = single
+        # Whether owns_source checks at all: a server's rule (openvpn and the kernel drivers
+        # let a client's or p2p peer's single peer send from anywhere).
+        self.check_source = not single if check_source is None else check_source
         self._by_id: dict[int, Peer] = {}
         self._by_remote: dict[Address, Peer] = {}
         self._by_vpn: dict[bytes, Peer] = {}
@@ -156,9 +159,9 @@ class PeerTable:
         IPv4/IPv6 source is one `by_destination` gives to `peer`. When not (also for a
         payload that is not IP or is shorter than its IP header) it is counted on the peer
         as BAD_SOURCE and its source kept in the peer's stats (an IPv6 link-local source:
-        LINK_LOCAL_SOURCE). A single peer sends anything.
+        LINK_LOCAL_SOURCE). Without `check_source` (a single peer) anything goes.
         """
-        if self.single:
+        if not self.check_source:
             return True
         source = b""
         if n >= 20:  # one unpack for the usual IPv4 packet, a second one for IPv6

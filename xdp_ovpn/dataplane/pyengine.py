@@ -9,6 +9,7 @@ without `config.gso`, send a datagram per TUN packet.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import socket
 from collections.abc import Sequence
@@ -53,7 +54,7 @@ class PythonEngine:
         self.sock = sock
         sock.setblocking(False)
         self.config = config
-        self.peers = PeerTable(single=config.single_peer)
+        self.peers = PeerTable(single=config.single_peer, check_source=config.check_source)
         self._events: list[EngineEvent] = []
         self._drops: dict[str, int] = {}
         self._ingress: list[Ingress] = []
@@ -62,7 +63,9 @@ class PythonEngine:
         self._vnet_hdr = False
         self._inbuf = bytearray(BUF_SIZE)
         self._outbuf = bytearray(BUF_SIZE)
-        self._renewing: dict[int, set[int]] = {}  # peer-id -> key-ids reported exhausted
+        # (peer-id, key-id) already reported as KeyNeedsRenewal: once each, whichever loop
+        # sends (the GSO loop shares this set).
+        self._renewing: set[tuple[int, int]] = set()
         self._mapped_v4 = sock.family == socket.AF_INET6
 
     # -- peers and keys -----------------------------------------------------------------
@@ -81,7 +84,7 @@ class PythonEngine:
 
     def remove_peer(self, peer_id: int) -> None:
         self.peers.remove(peer_id)
-        self._renewing.pop(peer_id, None)
+        self._renewing -= {ids for ids in self._renewing if ids[0] == peer_id}
         self._forget(peer_id)
 
     def peer_ids(self) -> list[int]:
@@ -145,6 +148,7 @@ class PythonEngine:
         if self.config.gso:
             self._egress = Egress(fd, self.sock, self.peers, self._events.append,
                                   mss=self.config.mss, vnet_hdr=vnet_hdr)
+            self._egress.renewing = self._renewing
 
     def rx_xsk(self, index: int, budget: int, now: float) -> int:
         ingress = self._ingress[index]
@@ -287,15 +291,14 @@ class PythonEngine:
             return False
         try:
             self.sock.sendto(memoryview(self._outbuf)[:n], peer.remote)
-        except OSError:
-            peer.drop("send")
+        except OSError as exc:
+            peer.drop(f"send {errno.errorcode.get(exc.errno, exc.errno)}")
             return False
         peer.last_tx = now
         peer.stats.link_tx_packets += 1
         peer.stats.link_tx_bytes += n
-        renewing = self._renewing.setdefault(peer.peer_id, set())
-        if crypto.needs_renegotiation and crypto.key_id not in renewing:
-            renewing.add(crypto.key_id)
+        if crypto.needs_renegotiation and (peer.peer_id, crypto.key_id) not in self._renewing:
+            self._renewing.add((peer.peer_id, crypto.key_id))
             self._events.append(KeyNeedsRenewal(peer.peer_id, crypto.key_id))
         return True
 

@@ -43,10 +43,11 @@ class SocketDataPlane(WorkerHandle):
         replay_window: int = DEFAULT_REPLAY_WINDOW,
         replay_time: float = DEFAULT_REPLAY_TIME,
         engine: str = "auto",
+        mss: int = 0,
     ) -> None:
         super().__init__()
         self.engine = resolve(engine)  # the engine's name, for the log and reports
-        config = EngineConfig(single_peer, replay_window, replay_time,
+        config = EngineConfig(single_peer, replay_window, replay_time, mss=mss,
                               check_source=not single_peer)
         cmd, worker_cmd = seqpacket_pair()
         pid = os.fork()

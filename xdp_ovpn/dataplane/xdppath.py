@@ -450,6 +450,7 @@ class XdpDataPlane(WorkerHandle):
         control_limits: ControlLimits | None = DEFAULT_CONTROL_LIMITS,
         log: logging.Logger | None = None,
         engine: str = "auto",
+        mss: int | None = None,
         workers: int | None = None,
     ) -> None:
         """`control_limits`: token buckets for control packets from addresses that are not
@@ -475,9 +476,9 @@ class XdpDataPlane(WorkerHandle):
         try:
             self._attach(interfaces, xdp_mode)
             self._limit_control(True)
-            # mssfix: TCP through the tunnel never needs fragments on the smallest underlay.
-            mss = max_mss(min(u.mtu for u in self._underlays),
-                          outer_ipv6=sock.family == socket.AF_INET6)
+            if mss is None:  # no mssfix given: TCP never needs fragments on any underlay
+                mss = max_mss(min(u.mtu for u in self._underlays),
+                              outer_ipv6=sock.family == socket.AF_INET6)
             self._config = EngineConfig(single_peer, replay_window, replay_time, mss=mss,
                                         gso=True, check_source=not single_peer)
             self._workers = self._plan_workers(workers)
