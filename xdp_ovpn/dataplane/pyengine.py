@@ -17,6 +17,7 @@ from typing import Any
 
 from xdp_ovpn.dataplane.api import (
     Address,
+    DataPlaneError,
     KeyNeedsRenewal,
     PeerExpired,
     PeerFloated,
@@ -92,7 +93,9 @@ class PythonEngine:
     def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes, decrypt_key: bytes,
                 decrypt_nonce_tail: bytes, ledger: memoryview | None = None,
-                ledger_index: int = 0) -> None:
+                ledger_index: int = 0, shared: memoryview | None = None) -> None:
+        if shared is not None:  # its windows are in-process: it runs as one worker only
+            raise DataPlaneError("the python engine keeps no key state shared by workers")
         peer = self.peers.get(peer_id)
         crypto = DataChannelCrypto(
             key_id, peer_id, DataKey(cipher, encrypt_key, encrypt_nonce_tail),
