@@ -29,26 +29,41 @@ extern const char *const DROP_NAMES[D_COUNT];
 /* -- pktid.c ---------------------------------------------------------------------------- */
 struct mark { double t; uint64_t high; };
 
+/* What the window changes per packet: in the key, or in memory the workers share. */
+struct replay_state {
+    uint64_t highest;
+    double cur_start, cur_time;
+    uint64_t cur_high;
+    uint32_t m_head, m_len;  /* the ring of time marks, oldest first */
+    uint64_t invalid, replayed, too_old, expired;
+};
+
 struct replay {
     uint32_t size;       /* ids below highest - size are too old */
     double time_window;  /* seconds; 0: no time limit */
-    uint64_t highest;
-    uint64_t *bits;      /* circular: bit (id % cap) says whether id was seen */
     uint32_t cap_mask;   /* cap - 1, cap a power of two >= size */
-    struct mark *marks;  /* ring of time marks, oldest first */
-    uint32_t m_head, m_len, m_cap;
-    double cur_start, cur_time;
-    uint64_t cur_high;
-    uint64_t invalid, replayed, too_old, expired;
+    struct replay_state *st;  /* &own, or the shared slot's */
+    struct replay_state own;
+    uint64_t *bits;      /* circular: bit (id % cap) says whether id was seen */
+    struct mark *marks;
+    uint32_t m_cap;
+    /* shared (several workers): the slot's robust process-shared lock, its last_rx */
+    void *lock;
+    double *last_rx;
 };
 int replay_init(struct replay *r, uint32_t size, double time_window);
 void replay_free(struct replay *r);
 int replay_check(struct replay *r, uint64_t pid, double now);
 int replay_update(struct replay *r, uint64_t pid, double now); /* -1: out of memory */
+/* The receive path: admit before decrypting (0: replayed, counted); commit after (1: taken,
+ * 0: another worker took the same id meanwhile, counted; -1: out of memory). */
+int replay_admit(struct replay *r, uint64_t pid, double now);
+int replay_commit(struct replay *r, uint64_t pid, double now);
 
 struct sender {
     uint64_t last, reserved;
     uint32_t *ledger; /* the shared ledger slot, or NULL */
+    uint64_t *live;   /* the shared live counter (several workers), or NULL */
 };
 void sender_init(struct sender *s, uint32_t *ledger);
 int sender_take(struct sender *s, uint32_t count, uint64_t *first); /* -1: exhausted */
@@ -56,6 +71,14 @@ static inline int sender_needs_renewal(const struct sender *s)
 {
     return s->last >= PACKET_ID_RENEG_THRESHOLD;
 }
+
+/* A key's state shared by the workers of one data plane, in a slot of shared memory the
+ * control plane zeroes before the first worker installs the key: the sender's live
+ * packet-id counter (one atomic add per run: no id is handed out twice whichever worker
+ * sends, a restarted worker goes on from it) and the replay window under a robust lock. */
+size_t key_shared_size(uint32_t size, double time_window);
+int key_shared_attach(struct replay *r, struct sender *s, void *slot, uint32_t size,
+                      double time_window); /* -1: the lock refused */
 
 /* -- crypto_aead.c ---------------------------------------------------------------------- */
 enum cipher { C_AES_128_GCM, C_AES_192_GCM, C_AES_256_GCM, C_CHACHA20_POLY1305, C_COUNT };

@@ -75,15 +75,19 @@ static int key_open(struct key *k, uint8_t *pkt, uint32_t len, uint64_t room, do
     pid = be32(pkt + 4);
     if (op != k->op)
         return op >> OPCODE_SHIFT != OP_DATA_V2 ? D_PARSE : D_KEYERR;
-    if (pid <= k->replay.highest && !replay_check(&k->replay, pid, now))
+    if (!replay_admit(&k->replay, pid, now))
         return D_REPLAY;
     if (room < (uint64_t)len + AEAD_TAG_LEN)
         return D_PARSE; /* no room to move the tag */
     if (aead_open(&k->dec, (uint32_t)pid, pkt, pkt + DATA_V2_HEADER_LEN,
                   (int)(len - DATA_V2_HEADER_LEN), pkt + DATA_V2_AAD_LEN) < 0)
         return D_AUTH;
-    if (replay_update(&k->replay, pid, now) < 0)
+    switch (replay_commit(&k->replay, pid, now)) {
+    case 0:
+        return D_REPLAY; /* another worker took the same id while this one decrypted */
+    case -1:
         return D_PARSE; /* out of memory for a time mark: refuse rather than guess */
+    }
     return D_PEER_COUNT;
 }
 

@@ -309,14 +309,14 @@ static PyObject *Engine_new_key(EngineObject *self, PyObject *args)
     unsigned int id, slot, key_id;
     int cipher;
     Py_buffer ek, en, dk, dn;
-    PyObject *ledger;
+    PyObject *ledger, *shared = Py_None;
     Py_ssize_t index;
     struct peer *p;
     struct key *k = NULL;
     Py_buffer *view = NULL;
     PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "IIIiy*y*y*y*On", &id, &slot, &key_id, &cipher, &ek, &en, &dk,
-                          &dn, &ledger, &index))
+    if (!PyArg_ParseTuple(args, "IIIiy*y*y*y*On|O", &id, &slot, &key_id, &cipher, &ek, &en,
+                          &dk, &dn, &ledger, &index, &shared))
         return NULL;
     if (!(p = find_peer(self, id)))
         goto out;
@@ -331,20 +331,32 @@ static PyObject *Engine_new_key(EngineObject *self, PyObject *args)
         PyErr_NoMemory();
         goto out;
     }
-    if (ledger != Py_None) {
+    if (ledger != Py_None && shared != Py_None) {
+        PyErr_SetString(PyExc_ValueError, "a ledger or a shared slot, not both");
+        goto fail;
+    }
+    if (ledger != Py_None || shared != Py_None) {
+        /* the ledger, or the key's slot in memory the workers share */
         view = calloc(1, sizeof(*view));
-        if (!view || PyObject_GetBuffer(ledger, view, PyBUF_WRITABLE) < 0) {
+        if (!view || PyObject_GetBuffer(shared != Py_None ? shared : ledger, view,
+                                        PyBUF_WRITABLE) < 0) {
             free(view);
             view = NULL;
             if (!PyErr_Occurred())
                 PyErr_NoMemory();
             goto fail;
         }
-        if (index < 0 || (index + 1) * 4 > view->len) {
+        k->ledger_ref = view;
+        if (shared != Py_None
+            && ((size_t)view->len < key_shared_size(self->e.replay_window, self->e.replay_time)
+                || (uintptr_t)view->buf % 64)) {
+            PyErr_SetString(PyExc_ValueError, "shared key slot too small or misaligned");
+            goto fail;
+        }
+        if (shared == Py_None && (index < 0 || (index + 1) * 4 > view->len)) {
             PyErr_SetString(PyExc_IndexError, "ledger index out of range");
             goto fail;
         }
-        k->ledger_ref = view;
     }
     k->key_id = key_id;
     k->op = OP_DATA_V2 << OPCODE_SHIFT | key_id;
@@ -354,11 +366,19 @@ static PyObject *Engine_new_key(EngineObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "cipher refused by OpenSSL");
         goto fail;
     }
-    if (replay_init(&k->replay, self->e.replay_window, self->e.replay_time) < 0) {
-        PyErr_NoMemory();
-        goto fail;
+    if (shared != Py_None) {
+        if (key_shared_attach(&k->replay, &k->sender, view->buf, self->e.replay_window,
+                              self->e.replay_time) < 0) {
+            PyErr_SetString(PyExc_OSError, "the shared key slot's lock refused");
+            goto fail;
+        }
+    } else {
+        if (replay_init(&k->replay, self->e.replay_window, self->e.replay_time) < 0) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        sender_init(&k->sender, view ? (uint32_t *)view->buf + index : NULL);
     }
-    sender_init(&k->sender, view ? (uint32_t *)view->buf + index : NULL);
     if (self->e.run_key == p->keys[slot])
         self->e.run_key = NULL;
     key_free(p->keys[slot], release_ledger);
@@ -567,6 +587,21 @@ static PyObject *drops_dict(const uint64_t *counts, int from, int to)
 /* (rx, rx bytes, tx, tx bytes, link rx, link rx bytes, link tx, link tx bytes, drops,
  *  {errno: count} of send errors, last rx, last tx, primary key-id, secondary key-id,
  *  the last bad source or None) */
+/* The last packet this worker took from the peer, or another worker with a shared key. */
+static double peer_last_rx(const struct peer *p)
+{
+    double last = p->last_rx;
+    for (int slot = 0; slot < 2; slot++) {
+        const struct key *k = p->keys[slot];
+        if (k && k->replay.last_rx) {
+            double shared = *(volatile double *)k->replay.last_rx; /* another may write */
+            if (shared > last)
+                last = shared;
+        }
+    }
+    return last;
+}
+
 static PyObject *Engine_stats(EngineObject *self, PyObject *args)
 {
     unsigned int id;
@@ -600,7 +635,7 @@ static PyObject *Engine_stats(EngineObject *self, PyObject *args)
     return Py_BuildValue("(KKKKKKKKNNddNNN)", s->rx_packets, s->rx_bytes, s->tx_packets,
                          s->tx_bytes, s->link_rx_packets, s->link_rx_bytes,
                          s->link_tx_packets, s->link_tx_bytes,
-                         drops_dict(s->drops, 0, D_PEER_COUNT), errs, p->last_rx, p->last_tx,
+                         drops_dict(s->drops, 0, D_PEER_COUNT), errs, peer_last_rx(p), p->last_tx,
                          key_id_or_none(p->keys[0]), key_id_or_none(p->keys[1]), bad);
 }
 
@@ -610,7 +645,7 @@ static PyObject *Engine_activity(EngineObject *self, PyObject *noargs)
     if (check_open(self) < 0 || !(list = PyList_New(0)))
         return NULL;
     for (struct peer *p = self->e.peers.head; p; p = p->next) {
-        PyObject *item = Py_BuildValue("(Idd)", p->id, p->last_rx, p->last_tx);
+        PyObject *item = Py_BuildValue("(Idd)", p->id, peer_last_rx(p), p->last_tx);
         if (!item || PyList_Append(list, item) < 0) {
             Py_XDECREF(item);
             Py_DECREF(list);
@@ -789,8 +824,9 @@ static PyObject *Replay_update(ReplayObject *self, PyObject *args)
 /* (highest, invalid, replayed, too_old, expired) */
 static PyObject *Replay_state(ReplayObject *self, PyObject *noargs)
 {
-    return Py_BuildValue("(KKKKK)", self->r.highest, self->r.invalid, self->r.replayed,
-                         self->r.too_old, self->r.expired);
+    const struct replay_state *st = self->r.st;
+    return Py_BuildValue("(KKKKK)", st->highest, st->invalid, st->replayed, st->too_old,
+                         st->expired);
 }
 
 static PyMethodDef Replay_methods[] = {
@@ -882,6 +918,21 @@ done:
     return out;
 }
 
+/* Bytes of one key's shared slot (pktid.c key_shared) for this replay window, a multiple
+ * of 64: the control plane lays the slots out. */
+static PyObject *mod_key_shared_size(PyObject *mod, PyObject *args)
+{
+    unsigned int size;
+    double t;
+    if (!PyArg_ParseTuple(args, "Id", &size, &t))
+        return NULL;
+    if (size < 1 || size > 65536 || t < 0 || t > 600) {
+        PyErr_SetString(PyExc_ValueError, "replay window 1..65536, time 0..600 s");
+        return NULL;
+    }
+    return PyLong_FromSize_t(key_shared_size(size, t));
+}
+
 /* seal_many(cipher, size, count): `count` AEAD seals of `size` bytes in place with one
  * context, nonce and AAD per call as the loops do (bench: the native AEAD floor). */
 static PyObject *mod_seal_many(PyObject *mod, PyObject *args)
@@ -914,6 +965,8 @@ static PyObject *mod_seal_many(PyObject *mod, PyObject *args)
 }
 
 static PyMethodDef module_methods[] = {
+    {"key_shared_size", mod_key_shared_size, METH_VARARGS,
+     "Bytes of one key's slot shared by the workers (packet-id counter, replay window)."},
     {"seal_many", mod_seal_many, METH_VARARGS, "Time AEAD seals in C (bench)."},
     {"seal", mod_seal, METH_VARARGS, "AEAD-seal one DATA_V2 packet (tests)."},
     {"open", mod_open, METH_VARARGS, "AEAD-open one DATA_V2 packet (tests)."},

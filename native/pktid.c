@@ -1,32 +1,52 @@
 /* Packet-ids (proto/pktid.py, openvpn's packet_id.c): the receiver's replay window with its
- * one-second time marks, and the sender with the shared ledger (xdppath.LedgerSender). */
+ * one-second time marks, and the sender with the shared ledger (xdppath.LedgerSender) or,
+ * for several workers, the key's shared slot (a live counter, the window under a lock). */
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 
 #include "engine.h"
 
 #define MARK_INTERVAL 1.0
+#define SLOT_ALIGN 64 /* a cache line: two keys' slots never share one */
+
+static uint32_t window_cap(uint32_t size)
+{
+    uint32_t cap = 64;
+    while (cap < size)
+        cap <<= 1;
+    return cap;
+}
+
+static void state_init(struct replay_state *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->cur_start = st->cur_time = -INFINITY;
+}
 
 int replay_init(struct replay *r, uint32_t size, double time_window)
 {
-    uint32_t cap = 64;
+    uint32_t cap = window_cap(size);
     memset(r, 0, sizeof(*r));
-    while (cap < size)
-        cap <<= 1;
     r->bits = calloc(cap / 64, sizeof(uint64_t));
     if (!r->bits)
         return -1;
     r->size = size;
     r->time_window = time_window;
     r->cap_mask = cap - 1;
-    r->cur_start = r->cur_time = -INFINITY;
+    r->st = &r->own;
+    state_init(r->st);
     return 0;
 }
 
 void replay_free(struct replay *r)
 {
-    free(r->bits);
-    free(r->marks);
+    if (!r->lock) { /* a shared slot's memory is the control plane's */
+        free(r->bits);
+        free(r->marks);
+    }
     r->bits = NULL;
     r->marks = NULL;
 }
@@ -51,17 +71,18 @@ static inline void bit_clear(struct replay *r, uint64_t pid)
 
 static inline struct mark *mark_at(const struct replay *r, uint32_t i)
 {
-    return &r->marks[(r->m_head + i) % r->m_cap];
+    return &r->marks[(r->st->m_head + i) % r->m_cap];
 }
 
 /* Highest id that arrived before now - time_window: it and all below are stale. */
 static uint64_t expired_below(const struct replay *r, double now)
 {
+    const struct replay_state *st = r->st;
     double cutoff = now - r->time_window;
     uint64_t stale = 0;
-    if (r->cur_high && r->cur_time < cutoff)
-        return r->cur_high;
-    for (uint32_t i = 0; i < r->m_len; i++) {
+    if (st->cur_high && st->cur_time < cutoff)
+        return st->cur_high;
+    for (uint32_t i = 0; i < st->m_len; i++) {
         const struct mark *m = mark_at(r, i);
         if (m->t >= cutoff)
             break;
@@ -72,24 +93,25 @@ static uint64_t expired_below(const struct replay *r, double now)
 
 int replay_check(struct replay *r, uint64_t pid, double now)
 {
+    struct replay_state *st = r->st;
     uint64_t diff;
-    if (pid > r->highest)
+    if (pid > st->highest)
         return 1;
     if (pid == 0) {
-        r->invalid++;
+        st->invalid++;
         return 0;
     }
-    diff = r->highest - pid;
+    diff = st->highest - pid;
     if (diff >= r->size) {
-        r->too_old++;
+        st->too_old++;
         return 0;
     }
     if (bit_get(r, pid)) {
-        r->replayed++;
+        st->replayed++;
         return 0;
     }
     if (r->time_window != 0.0 && pid <= expired_below(r, now)) {
-        r->expired++;
+        st->expired++;
         return 0;
     }
     return 1;
@@ -97,58 +119,168 @@ int replay_check(struct replay *r, uint64_t pid, double now)
 
 static int roll_mark(struct replay *r, double now)
 {
+    struct replay_state *st = r->st;
     double cutoff;
-    if (r->cur_high) {
-        if (r->m_len == r->m_cap) { /* grows at most once a second, never per packet */
+    if (st->cur_high) {
+        if (st->m_len == r->m_cap && r->lock) {
+            /* A shared ring has room for every mark the time window keeps (a mark a
+             * second): only a clock going backwards gets here. Forget the oldest. */
+            st->m_head = (st->m_head + 1) % r->m_cap;
+            st->m_len--;
+        } else if (st->m_len == r->m_cap) { /* grows at most once a second */
             uint32_t cap = r->m_cap ? r->m_cap * 2 : 4;
             struct mark *m = malloc(cap * sizeof(*m));
             if (!m)
                 return -1;
-            for (uint32_t i = 0; i < r->m_len; i++)
+            for (uint32_t i = 0; i < st->m_len; i++)
                 m[i] = *mark_at(r, i);
             free(r->marks);
             r->marks = m;
-            r->m_head = 0;
+            st->m_head = 0;
             r->m_cap = cap;
         }
-        *mark_at(r, r->m_len) = (struct mark){r->cur_time, r->cur_high};
-        r->m_len++;
+        *mark_at(r, st->m_len) = (struct mark){st->cur_time, st->cur_high};
+        st->m_len++;
     }
-    r->cur_start = now;
+    st->cur_start = now;
     cutoff = now - r->time_window;
     /* Only the newest mark older than the cutoff matters: drop the ones before it. */
-    while (r->m_len > 1 && mark_at(r, 1)->t < cutoff) {
-        r->m_head = (r->m_head + 1) % r->m_cap;
-        r->m_len--;
+    while (st->m_len > 1 && mark_at(r, 1)->t < cutoff) {
+        st->m_head = (st->m_head + 1) % r->m_cap;
+        st->m_len--;
     }
     return 0;
 }
 
 int replay_update(struct replay *r, uint64_t pid, double now)
 {
-    if (pid > r->highest) {
-        uint64_t shift = pid - r->highest;
+    struct replay_state *st = r->st;
+    if (pid > st->highest) {
+        uint64_t shift = pid - st->highest;
         if (shift > r->cap_mask) {
             memset(r->bits, 0, (r->cap_mask + 1) / 8);
         } else {
-            for (uint64_t id = r->highest + 1; id < pid; id++)
+            for (uint64_t id = st->highest + 1; id < pid; id++)
                 bit_clear(r, id);
         }
         bit_set(r, pid);
-        r->highest = pid;
-        if (now - r->cur_start >= MARK_INTERVAL && roll_mark(r, now) < 0)
+        st->highest = pid;
+        if (now - st->cur_start >= MARK_INTERVAL && roll_mark(r, now) < 0)
             return -1;
-        r->cur_time = now;
-        r->cur_high = pid;
-    } else if (r->highest - pid < r->size) {
+        st->cur_time = now;
+        st->cur_high = pid;
+    } else if (st->highest - pid < r->size) {
         bit_set(r, pid);
     }
     return 0;
 }
 
+/* -- several workers: the window under the slot's lock ---------------------------------- */
+
+static void lock(struct replay *r)
+{
+    /* Robust: a worker killed while holding it leaves it to the next one, which takes the
+     * window as it stands (at worst one id's bit or mark half written). */
+    if (pthread_mutex_lock(r->lock) == EOWNERDEAD)
+        pthread_mutex_consistent(r->lock);
+}
+
+int replay_admit(struct replay *r, uint64_t pid, double now)
+{
+    int ok;
+    if (!r->lock)
+        return pid > r->st->highest || replay_check(r, pid, now);
+    lock(r);
+    ok = replay_check(r, pid, now);
+    pthread_mutex_unlock(r->lock);
+    return ok;
+}
+
+int replay_commit(struct replay *r, uint64_t pid, double now)
+{
+    int ok;
+    if (!r->lock) /* nobody else changed the window since replay_admit */
+        return replay_update(r, pid, now) < 0 ? -1 : 1;
+    lock(r);
+    ok = replay_check(r, pid, now); /* another worker may have taken the id meanwhile */
+    if (ok && replay_update(r, pid, now) < 0)
+        ok = -1;
+    if (ok > 0 && now > *r->last_rx)
+        *r->last_rx = now;
+    pthread_mutex_unlock(r->lock);
+    return ok;
+}
+
+struct key_shared {
+    uint32_t ready;      /* 0: fresh (zeroed), 1: being set up, 2: ready */
+    uint32_t m_cap;
+    uint64_t live;       /* the last packet-id handed out */
+    double last_rx;      /* the last packet any worker took with this key */
+    pthread_mutex_t lock;
+    struct replay_state st;
+    /* then struct mark marks[m_cap], uint64_t bits[cap / 64] */
+};
+
+static uint32_t shared_marks(double time_window)
+{
+    /* a mark a second at most, those younger than the window plus the newest older one */
+    return (uint32_t)ceil(time_window / MARK_INTERVAL) + 4;
+}
+
+size_t key_shared_size(uint32_t size, double time_window)
+{
+    size_t n = sizeof(struct key_shared) + shared_marks(time_window) * sizeof(struct mark)
+               + window_cap(size) / 8;
+    return (n + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN;
+}
+
+int key_shared_attach(struct replay *r, struct sender *s, void *slot, uint32_t size,
+                      double time_window)
+{
+    struct key_shared *ks = slot;
+    uint32_t fresh = 0, cap = window_cap(size);
+    if (__atomic_compare_exchange_n(&ks->ready, &fresh, 1, 0, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_RELAXED)) {
+        pthread_mutexattr_t attr;
+        int err = pthread_mutexattr_init(&attr)
+                  || pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)
+                  || pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)
+                  || pthread_mutex_init(&ks->lock, &attr);
+        pthread_mutexattr_destroy(&attr);
+        if (err) {
+            __atomic_store_n(&ks->ready, 0, __ATOMIC_RELEASE);
+            return -1;
+        }
+        state_init(&ks->st);
+        ks->m_cap = shared_marks(time_window);
+        __atomic_store_n(&ks->ready, 2, __ATOMIC_RELEASE);
+    } else {
+        while (__atomic_load_n(&ks->ready, __ATOMIC_ACQUIRE) != 2) /* set up by another */
+            sched_yield();
+    }
+    memset(r, 0, sizeof(*r));
+    r->size = size;
+    r->time_window = time_window;
+    r->cap_mask = cap - 1;
+    r->st = &ks->st;
+    r->m_cap = ks->m_cap;
+    r->marks = (struct mark *)(ks + 1);
+    r->bits = (uint64_t *)(r->marks + ks->m_cap);
+    r->lock = &ks->lock;
+    r->last_rx = &ks->last_rx;
+    s->ledger = NULL;
+    s->live = &ks->live;
+    s->last = __atomic_load_n(&ks->live, __ATOMIC_RELAXED);
+    s->reserved = PACKET_ID_MAX;
+    return 0;
+}
+
+/* -- sending ------------------------------------------------------------------------------ */
+
 void sender_init(struct sender *s, uint32_t *ledger)
 {
     s->ledger = ledger;
+    s->live = NULL;
     if (ledger) {
         s->last = s->reserved = __atomic_load_n(ledger, __ATOMIC_RELAXED);
     } else {
@@ -159,7 +291,16 @@ void sender_init(struct sender *s, uint32_t *ledger)
 
 int sender_take(struct sender *s, uint32_t count, uint64_t *first)
 {
-    uint64_t last = s->last + count;
+    uint64_t last;
+    if (s->live) { /* one add a run, whichever worker sends: no id twice */
+        uint64_t before = __atomic_fetch_add(s->live, count, __ATOMIC_RELAXED);
+        if (before + count > PACKET_ID_MAX)
+            return -1;
+        *first = before + 1;
+        s->last = before + count;
+        return 0;
+    }
+    last = s->last + count;
     if (last > s->reserved) {
         if (last > PACKET_ID_MAX)
             return -1;

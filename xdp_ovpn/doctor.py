@@ -7,7 +7,6 @@ the host's interfaces are never touched.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -42,11 +41,12 @@ class Check:
 
 def _bpf_syscall() -> Check:
     # BPF_MAP_CREATE of a one-entry array: the cheapest call that proves bpf() works.
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = (ctypes.c_uint32 * 30)(2, 4, 4, 1)  # type=ARRAY, key 4 B, value 4 B, 1 entry
-    fd = libc.syscall(321, 0, ctypes.byref(attr), ctypes.sizeof(attr))  # __NR_bpf, BPF_MAP_CREATE
-    if fd < 0:
-        return Check("BPF syscall", FAIL, f"bpf() failed: {os.strerror(ctypes.get_errno())}")
+    from xdp_ovpn.loader.syscall import MAP_CREATE, attr, bpf
+
+    try:  # type=ARRAY, key 4 B, value 4 B, 1 entry
+        fd = bpf(MAP_CREATE, attr("IIII", 2, 4, 4, 1))
+    except OSError as exc:
+        return Check("BPF syscall", FAIL, f"bpf() failed: {exc.strerror}")
     os.close(fd)
     return Check("BPF syscall", OK, "bpf(BPF_MAP_CREATE) works")
 

@@ -36,7 +36,12 @@ def _check(config_path: str, options: tuple[str, ...]) -> None:
 @click.option("--data-path", type=click.Choice(DATA_PATHS), default="auto", show_default=True,
               help="auto: XDP when available, else the socket path.")
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
-              help="The data plane's per-packet loops: native (C) where built, else python.")
+              help="The data plane's per-packet loops: native (C) where built, else python "
+              "(auto: $XDP_OVPN_ENGINE when set, so a whole test suite can run on either).")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="XDP data-plane worker processes, each holding some RX queues and pinned "
+              "to its own CPU (default: the RX queues in use, at most the CPUs; 1 with the "
+              "python engine).")
 @click.option("--key-derivation", type=click.Choice(["auto", "prf"]), default="auto",
               show_default=True,
               help="prf: never negotiate TLS-EKM; use the legacy TLS 1.0 PRF.")
@@ -50,7 +55,7 @@ def _check(config_path: str, options: tuple[str, ...]) -> None:
 @click.option("--check", is_flag=True,
               help="Parse and check the config, print the effective settings, start nothing.")
 @click.argument("options", nargs=-1, type=click.UNPROCESSED)
-def run(config_path: str, data_path: str, engine: str, key_derivation: str,
+def run(config_path: str, data_path: str, engine: str, workers: int | None, key_derivation: str,
         metrics_listen: str | None, xdp_interfaces: tuple[str, ...], xdp_mode: str | None,
         check: bool, options: tuple[str, ...]) -> None:
     """Run as OpenVPN server, client or TLS p2p peer; extra --options override the file."""
@@ -78,7 +83,8 @@ def run(config_path: str, data_path: str, engine: str, key_derivation: str,
         _fail(str(exc))
     try:
         code = run_app(cfg, data_path, allow_ekm=key_derivation == "auto", metrics=metrics,
-                       reload=lambda: load(config_path, options), engine=engine)
+                       reload=lambda: load(config_path, options), engine=engine,
+                       workers=workers)
     except (ConfigError, EndpointError, NetConfigError, DataPlaneError, TunError, ScriptError,
             StatusError, ManagementError, MetricsError, PrivilegeError) as exc:
         _fail(str(exc))

@@ -8,19 +8,16 @@ import time
 
 import click
 
+from xdp_ovpn import config
+
 ANY = {4: "0.0.0.0", 6: "::"}
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """ADDR:PORT, [V6ADDR]:PORT, or :PORT / PORT for any address (both families)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "", text
-    host = host.strip("[]")
+    """ADDR:PORT, [V6ADDR]:PORT, or :PORT / PORT for any address (both families); ADDR is
+    an IP address, as the classifier keys its listeners."""
     try:
-        port = int(port_text)
-        if not 0 < port < 65536:
-            raise ValueError
+        host, port = config.parse_listen(text, any_address=True)
         if host:
             ipaddress.ip_address(host)
     except ValueError:

@@ -279,3 +279,17 @@ def test_flood_figures_and_the_xdp_verdicts_table():
     text = report.markdown(doc)
     assert "## TCP throughput while a hostile mix floods" in text
     assert "| openvpn | 20,000 | 2,000 | 900 | 0 | 0 | 800 | 0 | 0 | 50 |" in text
+
+
+def test_workers_reach_the_xdp_endpoints_on_a_veth_with_two_queues_at_least():
+    class _Endpoint:
+        program = "xdp-ovpn"
+
+        def command(self):
+            return ["xdp-ovpn", "run"]
+
+    on_xdp = scenarios.with_data_path(_Endpoint(), "xdp", "native", workers=2).command()
+    on_socket = scenarios.with_data_path(_Endpoint(), "socket", "native", workers=2).command()
+    assert on_xdp[-2:] == ["--workers", "2"] and "--workers" not in on_socket
+    assert [scenarios.workers_queues(n) for n in (None, 1, 2, 4)] == [None, 2, 2, 4]
+    assert "1 data-plane worker(s) on XDP (veth with 2 queues)" in report._workers({"workers": 1})

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from interop import kill, pids, ping, routes, underlay
 
+from tests.support.interop import kill, pids, ping, routes, underlay
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 

@@ -8,10 +8,10 @@ import re
 import sys
 
 import pytest
-from interop import ping, underlay
 
-from tests.ops.mgmtclient import CRLF
-from tests.ops.mgmtclient import Client as MgmtClient
+from tests.support.interop import ping, underlay
+from tests.support.mgmtclient import CRLF
+from tests.support.mgmtclient import Client as MgmtClient
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNPeer, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 

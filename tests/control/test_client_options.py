@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from interop import IPV4_UNDERLAY, kill, ping, routes, underlay
 
+from tests.support.interop import IPV4_UNDERLAY, kill, ping, routes, underlay
 from xdp_ovpn.lab.openvpn import (
     Endpoint,
     OpenVPNClient,

@@ -16,7 +16,7 @@ import time
 import pytest
 from test_interop_xdp import use_xdp
 
-from tests.loader.netns import inside
+from tests.support.netns import inside
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 

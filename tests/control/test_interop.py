@@ -9,8 +9,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from interop import iperf3, p2p_with_openvpn, ping, underlay, use_prf
 
+from tests.support.interop import iperf3, p2p_with_openvpn, ping, underlay, use_prf
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 

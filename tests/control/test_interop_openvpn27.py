@@ -13,10 +13,10 @@ import contextlib
 import itertools
 
 import pytest
-from interop import iperf3, ping, redirected, underlay
 from test_interop import CIPHERS, WRAPPINGS
 from test_interop_xdp import use_xdp
 
+from tests.support.interop import iperf3, ping, redirected, underlay
 from xdp_ovpn.lab.openvpn import (
     Endpoint,
     OpenVPNClient,

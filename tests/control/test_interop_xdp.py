@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from interop import iperf3, p2p_with_openvpn, ping, redirected, underlay
 from test_interop import MATRIX, _tunnel
 
+from tests.support.interop import iperf3, p2p_with_openvpn, ping, redirected, underlay
 from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from interop import underlay
 
+from tests.support.interop import underlay
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 

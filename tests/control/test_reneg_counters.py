@@ -5,9 +5,9 @@ in, and the tunnel carries traffic on it."""
 from __future__ import annotations
 
 import pytest
-from interop import iperf3, ping, redirected, underlay
 from test_interop_xdp import use_xdp
 
+from tests.support.interop import iperf3, ping, redirected, underlay
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 

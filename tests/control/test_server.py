@@ -6,8 +6,8 @@ import re
 import sys
 
 import pytest
-from interop import kill, links, pids, ping, star, underlay
 
+from tests.support.interop import kill, links, pids, ping, star, underlay
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from interop import ping, star, underlay
 from test_client_options import recorder
 
+from tests.support.interop import ping, star, underlay
 from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 

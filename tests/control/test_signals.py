@@ -8,10 +8,10 @@ from __future__ import annotations
 import signal
 
 import pytest
-from interop import ping, routes, underlay
 from test_client_options import txqueuelen
 
-from tests.ops.mgmtclient import Client as MgmtClient
+from tests.support.interop import ping, routes, underlay
+from tests.support.mgmtclient import Client as MgmtClient
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 
 import pytest
-from interop import ping, underlay
 
+from tests.support.interop import ping, underlay
 from xdp_ovpn.config import parse_text
 from xdp_ovpn.control.app import _open_socket
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started

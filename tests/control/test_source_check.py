@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from interop import ping, redirected, underlay
 
-from tests.ops.mgmtclient import CRLF, Client
+from tests.support.interop import ping, redirected, underlay
+from tests.support.mgmtclient import CRLF, Client
 from xdp_ovpn.control.badsource import BAD_SOURCE_LOG_SECONDS
 from xdp_ovpn.control.status import BAD_SOURCE_STAT
 from xdp_ovpn.dataplane.api import BAD_SOURCE

@@ -6,8 +6,8 @@ refused at its next connection."""
 from __future__ import annotations
 
 import pytest
-from interop import ping, underlay
 
+from tests.support.interop import ping, underlay
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 

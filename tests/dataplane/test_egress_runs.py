@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import socket
 
-from packets import udp4
-
+from tests.support.packets import udp4
 from xdp_ovpn.dataplane.io import Egress
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey

@@ -23,11 +23,17 @@ TAIL = bytes(range(8))
 PEER_KEY = DataKey("AES-256-GCM", KEY, TAIL)
 
 
-def test_engine_names_resolve_or_fail_with_one_line() -> None:
+def test_engine_names_resolve_or_fail_with_one_line(monkeypatch) -> None:
+    monkeypatch.delenv("XDP_OVPN_ENGINE", raising=False)
     assert resolve("python") == "python"
     assert resolve("auto") == ("native" if native_available() else "python")
     with pytest.raises(DataPlaneError, match="unknown engine"):
         resolve("turbo")
+    monkeypatch.setenv("XDP_OVPN_ENGINE", "python")  # a whole suite on the reference engine
+    assert resolve("auto") == "python" and resolve("native") == "native"
+    monkeypatch.setenv("XDP_OVPN_ENGINE", "turbo")
+    with pytest.raises(DataPlaneError, match="unknown engine"):
+        resolve("auto")
 
 
 class _Rig:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from packets import ethernet, udp4
-
+from tests.support.packets import ether, udp4
 from xdp_ovpn.dataplane.api import BAD_SOURCE, PeerFloated
 from xdp_ovpn.dataplane.io import Ingress
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
@@ -53,7 +52,7 @@ def _peer(peer_id: int, remote: tuple[str, int], vpn_ipv4: str) -> tuple[Peer, D
 
 
 def _frame(src: str, sport: int, packet: bytes) -> bytes:
-    return ethernet(*MACS, udp4(src, "10.1.0.1", sport, 1194, packet))
+    return ether(udp4(src, "10.1.0.1", sport, 1194, packet), MACS[0], src_mac=MACS[1])
 
 
 def _inner(src: str, text: bytes) -> bytes:

@@ -11,9 +11,9 @@ import select
 import socket
 
 import pytest
-from nsfork import Sender, in_netns, popen_in
-from packets import RECEIVER, udp4
 
+from tests.support.nsfork import Sender, in_netns, popen_in
+from tests.support.packets import RECEIVER, udp4
 from xdp_ovpn.dataplane.api import PeerExpired, PeerFloated
 from xdp_ovpn.dataplane.io import Egress, Ingress
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
@@ -49,7 +49,7 @@ def _one_peer() -> tuple[DataChannelCrypto, PeerTable, Peer]:
 
 
 def _ingress_cases(b) -> dict:
-    from xsk_redirect import redirect_udp
+    from tests.support.xsk_redirect import redirect_udp
 
     client, peers, peer = _one_peer()
     notes: list = []

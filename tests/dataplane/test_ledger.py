@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xdp_ovpn.dataplane.ledger import PID_BLOCK, Ledger, LedgerSender
-from xdp_ovpn.proto.errors import KeyError_
+from xdp_ovpn.proto.errors import PacketIdExhausted
 from xdp_ovpn.proto.pktid import PACKET_ID_MAX
 
 
@@ -27,7 +27,7 @@ def test_a_run_past_the_id_space_takes_nothing() -> None:
     ledger = Ledger(slots=1)
     sender = LedgerSender(ledger.ids, ledger.allocate())
     sender.last = PACKET_ID_MAX - 2
-    with pytest.raises(KeyError_):
+    with pytest.raises(PacketIdExhausted):
         sender.take(3)
     assert sender.take(2) == PACKET_ID_MAX - 1 and sender.last == PACKET_ID_MAX
     ledger.close()

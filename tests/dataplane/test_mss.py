@@ -6,8 +6,8 @@ import socket
 import struct
 
 import pytest
-from packets import checksum
 
+from tests.support.packets import checksum
 from xdp_ovpn.dataplane.mss import clamp_mss, max_mss, mssfix_mss
 
 

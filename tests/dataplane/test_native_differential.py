@@ -17,7 +17,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from native_harness import (
+
+from tests.support.native_harness import (
     FakeXsk,
     PeerSpec,
     Rig,
@@ -27,8 +28,7 @@ from native_harness import (
     remote_crypto,
     set_slot,
 )
-from packets import checksum
-
+from tests.support.packets import checksum
 from xdp_ovpn.dataplane.engine import EngineConfig
 from xdp_ovpn.dataplane.nativeengine import NativeEngine
 from xdp_ovpn.dataplane.pyengine import PythonEngine

@@ -155,7 +155,7 @@ def test_update_peer_reindexes_routes_and_addresses() -> None:
 def test_a_packet_as_big_as_ip_allows_then_another_are_both_sealed_and_sent() -> None:
     """A TUN with a 65,535-byte MTU: the run of one giant packet and the read after it both
     fit the send buffer (the sanitizer run would see an overflow)."""
-    from native_harness import PeerSpec, Rig, remote_crypto, set_slot
+    from tests.support.native_harness import PeerSpec, Rig, remote_crypto, set_slot
 
     spec = PeerSpec(1, "127.0.0.2", 40001, "10.8.0.2")
     config = EngineConfig(single_peer=True, replay_window=64, replay_time=15, gso=True)

@@ -9,8 +9,8 @@ import socket
 import struct
 
 import pytest
-from packets import checksum, udp4
 
+from tests.support.packets import checksum, udp4
 from xdp_ovpn.dataplane.offload import (
     GSO_TCPV4,
     GSO_TCPV6,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from nsfork import in_netns
 
+from tests.support.nsfork import in_netns
 from xdp_ovpn.dataplane.rxqueues import RxQueues, rx_queues
 from xdp_ovpn.dataplane.xsk import XskError, probe_afxdp
 

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.root
 
-PEER = str(Path(__file__).with_name("socketpath_peer.py"))
+PEER = str(Path(__file__).parents[1] / "support" / "socketpath_peer.py")
 
 
 def _start(ns, local: str, remote: str, cidr: str, side: int, timeout: float = 0):

@@ -8,10 +8,10 @@ import socket
 import subprocess
 
 import pytest
-from nsfork import in_netns
-from packets import udp4, udp6
 from pyroute2 import IPRoute
 
+from tests.support.nsfork import in_netns
+from tests.support.packets import udp4, udp6
 from xdp_ovpn.dataplane.tun import Tun, TunError
 
 pytestmark = pytest.mark.root

@@ -24,9 +24,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "control"))
-from interop import channels, iperf3, ping, redirected, squat, underlay
-from nsfork import in_netns
-
+from tests.support.interop import channels, iperf3, ping, redirected, squat, underlay
+from tests.support.nsfork import in_netns
 from xdp_ovpn.capabilities import CAP_BPF
 from xdp_ovpn.dataplane.api import LINK_LOCAL_SOURCE
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
@@ -35,7 +34,7 @@ from xdp_ovpn.lab.pki import PKI
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.openvpn]
 
 
-VNET_RUN = str(Path(__file__).with_name("vnet_run.py"))
+VNET_RUN = str(Path(__file__).parents[1] / "support" / "vnet_run.py")
 
 
 def _xdp_server(lab, extra=(), client_extra=(), vnet_hdr: bool = False, family: int = 4,
@@ -242,9 +241,8 @@ def test_an_idle_peer_costs_the_worker_at_most_16_kib(lab) -> None:
 def _fallback_case(b_name: str) -> dict:
     import select
 
-    from nsfork import Sender
-    from packets import udp4
-
+    from tests.support.nsfork import Sender
+    from tests.support.packets import udp4
     from xdp_ovpn.dataplane.api import KeySlot
     from xdp_ovpn.dataplane.tun import Tun
     from xdp_ovpn.dataplane.xdppath import XdpDataPlane

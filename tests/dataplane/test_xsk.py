@@ -6,10 +6,10 @@ import select
 import socket
 
 import pytest
-from nsfork import Sender, in_netns, popen_in
-from packets import RECEIVER, ethernet, udp4, udp_payload
 from pyroute2 import IPRoute
 
+from tests.support.nsfork import Sender, in_netns, popen_in
+from tests.support.packets import RECEIVER, ether, udp4, udp_payload
 from xdp_ovpn.dataplane.umem import XDP_PACKET_HEADROOM
 from xdp_ovpn.dataplane.xsk import XskError, XskSocket, probe_afxdp
 
@@ -40,7 +40,7 @@ def _wait_rx(xsk: XskSocket, timeout: float = 5.0) -> tuple[list[int], list[int]
 
 
 def _rx_exact_bytes(b) -> tuple:
-    from xsk_redirect import redirect_udp
+    from tests.support.xsk_redirect import redirect_udp
 
     payloads = [bytes(range(256)) * 4, b"x", b"\x00" * 1400]
     with redirect_udp("veth0", PORT) as prog, XskSocket("veth0") as xsk:
@@ -93,7 +93,8 @@ def _tx_rounds(b, rounds: int, per_round: int, tx_size: int) -> tuple:
                 addrs, lens = [], []
                 for i in range(per_round):
                     payload = f"round {r} packet {i}".encode()
-                    pkt = ethernet(dst_mac, _mac("veth0"), udp4(A_IP, B_IP, 5000, 7777, payload))
+                    pkt = ether(udp4(A_IP, B_IP, 5000, 7777, payload), dst_mac,
+                                src_mac=_mac("veth0"))
                     addr = free.pop()
                     xsk.frame(addr, len(pkt))[:] = pkt
                     addrs.append(addr)
@@ -125,7 +126,7 @@ def test_tx_frames_reach_a_udp_socket_in_the_peer_namespace(pair):
 
 
 def _rx_wraps_small_rings(b, count: int) -> list[bytes]:
-    from xsk_redirect import redirect_udp
+    from tests.support.xsk_redirect import redirect_udp
 
     with (
         redirect_udp("veth0", PORT, mode="generic") as prog,

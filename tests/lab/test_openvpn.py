@@ -76,7 +76,7 @@ def test_p2p_tls_peers(lab, pki, wrapping):
 
 
 def test_our_push_list_is_the_head_of_openvpns_push_reply(lab, pki):
-    """Oracle for config.py's server/keepalive expansion: openvpn pushes the same options,
+    """Oracle for the config's server/keepalive expansion: openvpn pushes the same options,
     in the same order, before the per-client ones (ifconfig, peer-id, cipher, ...)."""
     a, b = two_hosts(lab)
     extra = ['push "route 10.50.0.0 255.255.0.0"']

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tests.loader.frames import IP_MF, data_v2, frame, openvpn
+from tests.support.packets import IP_MF, data_v2, frame, openvpn
 from xdp_ovpn.loader.maps import ControlLimits, Verdict
 from xdp_ovpn.proto.constants import CONTROL_OPCODES, Opcode
 

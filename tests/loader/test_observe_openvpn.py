@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.loader.netns import inside
+from tests.support.netns import inside
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec
 from xdp_ovpn.lab.pki import PKI
 from xdp_ovpn.loader.classifier import open_attached

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.loader.netns import inside
+from tests.support.netns import inside
 from xdp_ovpn.loader.classifier import Classifier, pin_dir
 from xdp_ovpn.loader.maps import ClassifierMaps
 

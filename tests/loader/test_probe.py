@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.loader.netns import inside
+from tests.support.netns import inside
 from xdp_ovpn.loader.attach import attached_prog_id
 from xdp_ovpn.loader.probe import bpffs_mounted, btf_available, probe_xdp_attach
 

@@ -15,8 +15,8 @@ import textwrap
 
 import pytest
 
-from tests.loader.frames import IP_MF, data_v2, frame, openvpn
-from tests.loader.netns import inside, packet_socket, rx_socket
+from tests.support.netns import inside, packet_socket, rx_socket
+from tests.support.packets import IP_MF, data_v2, frame, openvpn
 from xdp_ovpn.loader.attach import attached_prog_id
 from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, Verdict
 from xdp_ovpn.proto.constants import CONTROL_OPCODES, Opcode
@@ -226,7 +226,7 @@ def _judged(g: Gateway, base: dict) -> int:
 _OWNER = textwrap.dedent("""
     import sys, time
     from xdp_ovpn.loader.classifier import Classifier
-    from tests.loader.netns import rx_socket
+    from tests.support.netns import rx_socket
     c = Classifier()
     c.attach("veth0", sys.argv[1])
     c.maps.add_listener("0.0.0.0", 1194)

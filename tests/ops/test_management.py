@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.ops.mgmtclient import CRLF, Client
+from tests.support.mgmtclient import CRLF, Client
 from xdp_ovpn.control.management import (
     GREETING,
     ManagementError,
@@ -243,7 +243,7 @@ def test_bad_listen_arguments_are_one_line_errors():
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # its semver call
 @pytest.mark.parametrize("transport", ["tcp", "unix"])
 def test_openvpn_monitor_lists_the_connected_clients(tmp_path, transport):
-    collector = pytest.importorskip("opsmonitor").collector()
+    collector = pytest.importorskip("tests.support.opsmonitor").collector()
     path = str(tmp_path / "m.sock")
     where = (path, "unix") if transport == "unix" else ("127.0.0.1", "0")
     with serving(two_clients(), *where) as run:

@@ -122,7 +122,7 @@ def test_listen_address_forms():
 @pytest.mark.bpf
 def test_verdicts_come_from_the_classifiers_maps():
     """The real classifier (run with BPF_PROG_TEST_RUN): its verdict counters are scraped."""
-    from tests.loader.frames import data_v2, frame, openvpn
+    from tests.support.packets import data_v2, frame, openvpn
     from xdp_ovpn.control.metrics import xdp_verdicts
     from xdp_ovpn.loader.classifier import Classifier
     from xdp_ovpn.loader.maps import ControlLimits

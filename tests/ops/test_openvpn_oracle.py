@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.mgmtclient import CRLF, Client
+from tests.support.mgmtclient import CRLF, Client
 from xdp_ovpn.config import parse_text
 from xdp_ovpn.control.management import GREETING, ManagementHooks, ManagementInterface
-from xdp_ovpn.control.scripts import Peer, ScriptRunner
+from xdp_ovpn.control.scripts import ScriptPeer, ScriptRunner
 from xdp_ovpn.control.status import ClientSnapshot, StatusSnapshot, render
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec
 from xdp_ovpn.lab.pki import PKI
@@ -212,8 +212,8 @@ def test_management_replies_have_openvpns_shape(oracle):
         assert shape(ours) == shape(theirs), cmd
 
 
-def _peer_from(env: dict, pki: PKI) -> Peer:
-    return Peer(
+def _peer_from(env: dict, pki: PKI) -> ScriptPeer:
+    return ScriptPeer(
         remote=(env["untrusted_ip"], int(env["untrusted_port"])),
         common_name=env.get("common_name"), username=env.get("username"),
         chain=[pki.issued["client"].cert, pki.ca.cert],
@@ -246,11 +246,11 @@ def test_script_environments_match_openvpns(oracle, tmp_path):
     runner = ScriptRunner(cfg, "tun0", tmp_dir=tmp_path)
     connect_env = theirs["client-connect"][0]["env"]
     peer = _peer_from(connect_env, pki)
-    unauth = Peer(remote=peer.remote, chain=peer.chain, peer_info=peer.peer_info,
+    unauth = ScriptPeer(remote=peer.remote, chain=peer.chain, peer_info=peer.peer_info,
                   common_name=peer.common_name, username="good")
 
     async def run_all() -> None:
-        assert await runner.tls_verify(Peer(remote=peer.remote, chain=peer.chain))
+        assert await runner.tls_verify(ScriptPeer(remote=peer.remote, chain=peer.chain))
         assert (await runner.auth_user_pass_verify(unauth, "good", "secret")).accepted
         assert (await runner.client_connect(peer)).accepted
         for call in theirs["learn-address"]:

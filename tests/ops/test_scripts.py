@@ -16,8 +16,8 @@ import pytest
 
 from xdp_ovpn.config import parse_text
 from xdp_ovpn.control.scripts import (
-    Peer,
     ScriptError,
+    ScriptPeer,
     ScriptRunner,
     cert_env,
     parse_command,
@@ -58,14 +58,14 @@ def runner(pki: PKI, tmp_path: Path, *options: str, security: int = 2,
     return ScriptRunner(cfg, "tun0", timeout=timeout, tmp_dir=tmp_path)
 
 
-def alice(pki: PKI, **kw) -> Peer:
+def alice(pki: PKI, **kw) -> ScriptPeer:
     cred = pki.issued.get("alice") or pki.client("alice")
     base = dict(remote=("10.1.0.2", 50429), common_name="alice", chain=[cred.cert, pki.ca.cert],
                 peer_info={"IV_VER": "2.6.14", "IV_PLAT": "linux", "X_OTHER": "no"},
                 vpn_ipv4="10.8.0.2", netmask4="255.255.255.0", vpn_ipv6="fd00:8::1000",
                 netbits6=64, connected_since=1795268940.0)
     base.update(kw)
-    return Peer(**base)
+    return ScriptPeer(**base)
 
 
 def strip_shell(env: dict) -> dict:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.control.interop import ping, star
-from tests.ops.mgmtclient import CRLF, Client
+from tests.support.interop import ping, star
+from tests.support.mgmtclient import CRLF, Client
 from xdp_ovpn.lab import Lab
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec
 from xdp_ovpn.lab.pki import PKI
@@ -128,7 +128,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world():
-    collector = pytest.importorskip("tests.ops.opsmonitor").collector()
+    collector = pytest.importorskip("tests.support.opsmonitor").collector()
     with Lab() as lab:
         hub, spokes = star(lab, 3)
         hub.run(["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])
@@ -359,7 +359,7 @@ def test_no_client_cert_username_as_common_name_via_env_and_max_clients(lab) -> 
             extra_client.stop()
         # openvpn-monitor over TCP, from inside the server's namespace.
         monitor = ("import sys; sys.path.insert(0, sys.argv[1]);"
-                   "from tests.ops.opsmonitor import collector;"
+                   "from tests.support.opsmonitor import collector;"
                    "vpn = collector().collect('127.0.0.1', 7505);"
                    "print(sorted(s['username'] for s in vpn['sessions'].values()))")
         out = hub.run([sys.executable, "-c", monitor, str(Path(__file__).parents[2])]).stdout

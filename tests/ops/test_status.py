@@ -148,7 +148,7 @@ def test_empty_server_and_bad_version():
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_openvpn_monitor_parses_version_3():
-    collector = pytest.importorskip("opsmonitor").collector()
+    collector = pytest.importorskip("tests.support.opsmonitor").collector()
     snap = same_client()
     snap.clients.append(ClientSnapshot("second", ("10.1.0.3", 40000), 1, 1795268950,
                                        vpn_ipv4="10.8.0.3", cipher="AES-256-GCM"))
@@ -171,7 +171,7 @@ def test_bad_source_drops_are_one_global_stat_once_there_are_any():
     assert v3[-2] == f"GLOBAL_STATS\t{BAD_SOURCE_STAT}\t7"
     snap.bad_source_drops = 0
     assert not any(BAD_SOURCE_STAT in line for v in (1, 2, 3) for line in render(snap, v))
-    collector = pytest.importorskip("opsmonitor").collector()
+    collector = pytest.importorskip("tests.support.opsmonitor").collector()
     sessions = collector.parse_status("\r\n".join(v3) + "\r\n",
                                       collector.version_info("2.6.14"), None)
     assert sessions["fd00:8::1000"]["bytes_recv"] == 2103  # the line does not bother it

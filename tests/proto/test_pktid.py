@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xdp_ovpn.proto.constants import PACKET_ID_MAX, PACKET_ID_RENEG_THRESHOLD
-from xdp_ovpn.proto.errors import KeyError_
+from xdp_ovpn.proto.errors import PacketIdExhausted
 from xdp_ovpn.proto.pktid import PacketIdSender, ReplayWindow
 
 
@@ -34,7 +34,7 @@ def test_sender_signals_renegotiation_then_exhausts() -> None:
     s.last = PACKET_ID_MAX - 1
     assert s.next() == PACKET_ID_MAX
     assert s.exhausted
-    with pytest.raises(KeyError_, match="exhausted"):
+    with pytest.raises(PacketIdExhausted, match="exhausted"):
         s.next()
     assert s.last == PACKET_ID_MAX  # never wraps to 0
 

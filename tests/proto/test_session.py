@@ -33,9 +33,9 @@ from xdp_ovpn.proto.events import (
     SessionEstablished,
 )
 from xdp_ovpn.proto.session import (
-    Role,
     Session,
     SessionConfig,
+    SessionRole,
     State,
 )
 from xdp_ovpn.proto.statickey import StaticKey, TLSCryptV2ServerKey
@@ -102,14 +102,14 @@ def configs(
     cfac, sfac = wrapper_factories(mode, seed)
     common = dict(allow_ekm=ekm, **kw)
     client = SessionConfig(
-        role=Role.P2P_CLIENT if p2p else Role.CLIENT,
+        role=SessionRole.P2P_CLIENT if p2p else SessionRole.CLIENT,
         tls=tls_config(creds, server=False),
         wrapper_factory=cfac,
         data_ciphers=tuple(CIPHERS),
         **common,
     )
     server = SessionConfig(
-        role=Role.P2P_SERVER if p2p else Role.SERVER,
+        role=SessionRole.P2P_SERVER if p2p else SessionRole.SERVER,
         tls=tls_config(creds, server=True),
         wrapper_factory=sfac,
         data_ciphers=(cipher,),

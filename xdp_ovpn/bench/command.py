@@ -10,7 +10,7 @@ import click
 
 from xdp_ovpn.bench.scenarios import BY_NAME, select
 from xdp_ovpn.dataplane.api import DataPlaneError
-from xdp_ovpn.dataplane.engine import ENGINES, resolve
+from xdp_ovpn.dataplane.engine import ENGINES, check_workers, resolve
 from xdp_ovpn.lab import interrupt_on_sigterm, sweep_own_namespaces
 
 
@@ -59,6 +59,9 @@ def write_outputs(doc: dict, out: Path, charts: bool) -> list[Path]:
 @click.option("--udp-pps", type=click.IntRange(1), help="Offered UDP load, packets/s.")
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
               help="The xdp-ovpn endpoints' per-packet engine (the report names it).")
+@click.option("--workers", type=click.IntRange(1), metavar="N",
+              help="The xdp-ovpn endpoints' data-plane workers on XDP; the veth then has "
+              "max(N, 2) queues in use, so 1 and 2 workers run on the same topology.")
 @click.option("--flood", "flood_pps", type=click.IntRange(1), metavar="PPS",
               help="Also TCP up once more while a hostile mix floods the server's port.")
 @click.option("--no-charts", is_flag=True, help="Skip the PNG charts (no matplotlib needed).")
@@ -67,7 +70,8 @@ def write_outputs(doc: dict, out: Path, charts: bool) -> list[Path]:
 def bench(quick: bool, out_dir: Path | None, compare: tuple[Path, Path] | None,
           scenarios: str | None, repetitions: int | None, seconds: int | None,
           peer_counts: str | None, handshake_clients: int | None, udp_pps: int | None,
-          engine: str, flood_pps: int | None, no_charts: bool, per_packet: bool) -> None:
+          engine: str, workers: int | None, flood_pps: int | None, no_charts: bool,
+          per_packet: bool) -> None:
     """Compare the data paths on one namespace topology, within one run."""
     from xdp_ovpn.bench import report
 
@@ -117,6 +121,12 @@ def bench(quick: bool, out_dir: Path | None, compare: tuple[Path, Path] | None,
         _fail(str(exc))
     if flood_pps:
         overrides["flood_pps"] = flood_pps
+    if workers:
+        try:
+            check_workers(workers, overrides["engine"])  # type: ignore[arg-type]
+        except DataPlaneError as exc:
+            _fail(str(exc))
+        overrides["workers"] = workers
     config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)  # type: ignore[arg-type]
     out = out_dir or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
     interrupt_on_sigterm()

@@ -26,7 +26,7 @@ from xdp_ovpn.lab.netns import Namespace
 from xdp_ovpn.lab.openvpn import TunnelSpec
 from xdp_ovpn.proto.errors import ProtocolError
 from xdp_ovpn.proto.events import HandshakeFailed, KeysReady, SessionClosed
-from xdp_ovpn.proto.session import Role, Session, SessionConfig
+from xdp_ovpn.proto.session import Session, SessionConfig, SessionRole
 from xdp_ovpn.proto.tls import TLSConfig
 
 # Both servers must accept one certificate many times over and answer every reset.
@@ -56,7 +56,7 @@ def _client_config(material: dict) -> SessionConfig:
         key_pem=material["key"].encode(),
         remote_cert_tls="server",
     )
-    return SessionConfig(role=Role.CLIENT, tls=tls, data_ciphers=tuple(material["ciphers"]))
+    return SessionConfig(role=SessionRole.CLIENT, tls=tls, data_ciphers=tuple(material["ciphers"]))
 
 
 class _Client:

@@ -13,6 +13,13 @@ class ReportError(ValueError):
     """A file is not a benchmark result this version can read."""
 
 
+def _workers(cfg: dict) -> str:
+    """", N data-plane workers (veth with Q queues)" when the run set them."""
+    workers = cfg.get("workers")
+    if not workers:
+        return ""
+    return f", {workers} data-plane worker(s) on XDP (veth with {max(workers, 2)} queues)"
+
 def number(value: float | None) -> str:
     """Three significant digits, thousands separated; '–' for nothing."""
     if value is None:
@@ -72,7 +79,7 @@ def _environment(doc: dict) -> list[str]:
         f"- configuration: {cfg.get('repetitions')} repetitions in alternating order; TCP "
         f"{cfg.get('tcp_seconds')} s, UDP {cfg.get('udp_seconds')} s at "
         f"{number(cfg.get('udp_pps'))} packets/s offered; {cfg.get('cipher')}, xdp-ovpn engine "
-        f"{cfg.get('engine', 'python')}, wrapping "
+        f"{cfg.get('engine', 'python')}{_workers(cfg)}, wrapping "
         f"{cfg.get('wrapping')}, underlay MTU {cfg.get('underlay_mtu')}; run took "
         f"{doc.get('seconds')} s{partial}",
     ]

@@ -47,6 +47,7 @@ from xdp_ovpn.bench.scenarios import (
     bring_up,
     server_endpoint,
     two_hosts,
+    workers_queues,
 )
 from xdp_ovpn.bench.stats import median_of, ratio, summarize
 from xdp_ovpn.lab.netns import Lab, LabError
@@ -75,6 +76,7 @@ class BenchConfig:
     scale_repetitions: int = 3
     cipher: str = "AES-256-GCM"
     engine: str = "auto"  # the xdp-ovpn endpoints' --engine (resolved before the run)
+    workers: int | None = None  # their --workers on XDP (the veth then has >= 2 queues)
     wrapping: str = "none"
     underlay_mtu: int = 1500
     scenarios: tuple[str, ...] = tuple(s.name for s in SCENARIOS)
@@ -199,7 +201,8 @@ class Runner:
         record: dict = {"scenario": s.name, "rep": rep, "tests": {}, "errors": {}}
         try:
             with Lab() as lab, bring_up(s, lab, spec, self.config.underlay_mtu,
-                                        self.config.timeout, self.config.engine) as topo:
+                                        self.config.timeout, self.config.engine,
+                                        self.config.workers) as topo:
                 if s.tunnel:
                     record["setup_s"] = topo.setup_seconds
                 self._tests(topo, record)
@@ -308,9 +311,9 @@ class Runner:
         """A fresh server, `peers` simulated clients; memory and CPU before and after."""
         cfg = self.config
         with Lab() as lab:
-            ns_s, ns_c = two_hosts(lab, cfg.underlay_mtu)
+            ns_s, ns_c = two_hosts(lab, cfg.underlay_mtu, workers_queues(cfg.workers))
             server = server_endpoint(ns_s, spec, target.program, target.data_path,
-                                     SERVER_EXTRA[target.program], cfg.engine)
+                                     SERVER_EXTRA[target.program], cfg.engine, cfg.workers)
             with server:
                 assert server.proc is not None
                 pid = server.proc.pid

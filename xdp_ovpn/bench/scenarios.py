@@ -94,46 +94,59 @@ class Topology:
     endpoints: tuple[Endpoint, ...] = ()
 
 
-def two_hosts(lab: Lab, mtu: int | None = None) -> tuple[Namespace, Namespace]:
-    """The benchmark's topology: server and client namespaces on one veth pair."""
+def two_hosts(lab: Lab, mtu: int | None = None,
+              rx_queues: int | None = None) -> tuple[Namespace, Namespace]:
+    """The benchmark's topology: server and client namespaces on one veth pair (with
+    `rx_queues` RX and TX queues in use on both ends; default: the kernel's choice)."""
     server, client = lab.add_namespace("bs"), lab.add_namespace("bc")
     addrs = tuple(f"{a}/{UNDERLAY_PREFIX}" for a in UNDERLAY)
-    lab.link(server, client, addrs=addrs, names=(UNDERLAY_IF, UNDERLAY_IF), mtu=mtu)  # type: ignore[arg-type]
+    lab.link(server, client, addrs=addrs, names=(UNDERLAY_IF, UNDERLAY_IF), mtu=mtu,  # type: ignore[arg-type]
+             rx_queues=rx_queues)
     return server, client
 
 
-def with_data_path(endpoint: Endpoint, data_path: str | None, engine: str = "auto") -> Endpoint:
-    """Run an xdp-ovpn endpoint on the given data path with the given engine (openvpn
-    endpoints are left alone)."""
+def workers_queues(workers: int | None) -> int | None:
+    """The veth's queues for a run with `--workers`: at least two, so that one and two
+    workers are measured on the same topology; None: the kernel's choice."""
+    return max(workers, 2) if workers else None
+
+
+def with_data_path(endpoint: Endpoint, data_path: str | None, engine: str = "auto",
+                   workers: int | None = None) -> Endpoint:
+    """Run an xdp-ovpn endpoint on the given data path with the given engine and, on XDP,
+    data-plane workers (openvpn endpoints are left alone)."""
     if endpoint.program == "xdp-ovpn" and data_path:
         base = endpoint.command()
         flags = ["--data-path", data_path, "--engine", engine]
+        if workers and data_path != "socket":
+            flags += ["--workers", str(workers)]
         endpoint.command = lambda: [*base, *flags]  # type: ignore[method-assign]
     return endpoint
 
 
 def server_endpoint(ns: Namespace, spec: TunnelSpec, program: str, data_path: str | None,
-                    extra: tuple[str, ...] = (), engine: str = "auto") -> OpenVPNServer:
+                    extra: tuple[str, ...] = (), engine: str = "auto",
+                    workers: int | None = None) -> OpenVPNServer:
     server = OpenVPNServer(ns, spec, program=program, extra=extra)
-    with_data_path(server, data_path, engine)
+    with_data_path(server, data_path, engine, workers)
     return server
 
 
 @contextlib.contextmanager
 def bring_up(
     scenario: Scenario, lab: Lab, spec: TunnelSpec, mtu: int | None = None, timeout: float = 30,
-    engine: str = "auto",
+    engine: str = "auto", workers: int | None = None,
 ) -> Iterator[Topology]:
     """Build the topology, start the scenario's endpoints, stop them on exit."""
-    server_ns, client_ns = two_hosts(lab, mtu)
+    server_ns, client_ns = two_hosts(lab, mtu, workers_queues(workers))
     if not scenario.tunnel:
         yield Topology(scenario, server_ns, client_ns, UNDERLAY[0])
         return
     assert scenario.server and scenario.client
     server = server_endpoint(server_ns, spec, scenario.server, scenario.data_path,
-                             engine=engine)
+                             engine=engine, workers=workers)
     client = OpenVPNClient(client_ns, server, remote=UNDERLAY[0], program=scenario.client)
-    with_data_path(client, scenario.data_path, engine)
+    with_data_path(client, scenario.data_path, engine, workers)
     began = time.monotonic()
     with started(server, client, timeout=timeout):
         setup = time.monotonic() - began

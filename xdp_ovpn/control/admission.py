@@ -22,7 +22,7 @@ from xdp_ovpn.config import Config
 from xdp_ovpn.control import ccd
 from xdp_ovpn.control.instance import ClientInstance
 from xdp_ovpn.control.pool import AddressPool, PoolExhausted
-from xdp_ovpn.control.scripts import Peer, ScriptRunner
+from xdp_ovpn.control.scripts import ScriptPeer, ScriptRunner
 from xdp_ovpn.proto.events import AuthRequest
 
 UNDEF = "UNDEF"  # openvpn's common name for a client without certificate or username
@@ -50,12 +50,12 @@ class Refused(Exception):
         self.reason = reason
 
 
-def script_peer(server: AdmissionContext, client: ClientInstance) -> Peer:
+def script_peer(server: AdmissionContext, client: ClientInstance) -> ScriptPeer:
     """What the script hooks are told about a client."""
     netmask = None
     if client.prefix4 is not None:
         netmask = str(ipaddress.IPv4Network(f"0.0.0.0/{client.prefix4}").netmask)
-    return Peer(
+    return ScriptPeer(
         remote=(client.driver.remote[0], client.driver.remote[1]),
         common_name=client.common_name,
         username=client.username,

@@ -80,7 +80,7 @@ def _bound_socket(cfg: Config) -> socket.socket:
 
 def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True,
         metrics: tuple[str, int] | None = None, reload: Reload | None = None,
-        engine: str = "auto") -> int:
+        engine: str = "auto", workers: int | None = None) -> int:
     """Run as what the config says until a signal (0) or a fatal outcome (1); a server
     also serves Prometheus metrics on `metrics` (host, port) when given. `reload` reads
     the config again (SIGHUP); without it SIGHUP restarts with the same config.
@@ -89,7 +89,8 @@ def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True,
         os.nice(cfg.nice)
     append = cfg.log_append
     while True:
-        outcome = _run_instance(cfg, data_path, allow_ekm, metrics, reload, append, engine)
+        outcome = _run_instance(cfg, data_path, allow_ekm, metrics, reload, append, engine,
+                                workers)
         if not isinstance(outcome, _Restart):
             return outcome
         cfg = outcome.cfg
@@ -99,7 +100,7 @@ def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True,
 
 def _run_instance(cfg: Config, data_path: str, allow_ekm: bool,
                   metrics: tuple[str, int] | None, reload: Reload | None,
-                  log_append: bool, engine: str) -> int | _Restart:
+                  log_append: bool, engine: str, workers: int | None) -> int | _Restart:
     log = setup_logging(cfg.verb, cfg.log, log_append)
     log.info("xdp-ovpn %s starting as %s", __version__, cfg.role.value)
     for warning in cfg.warnings:
@@ -116,7 +117,7 @@ def _run_instance(cfg: Config, data_path: str, allow_ekm: bool,
         dataplane = open_dataplane(
             data_path, sock, single_peer=cfg.role is not Role.SERVER,
             replay_window=cfg.replay_window, replay_time=cfg.replay_time, log=log,
-            engine=engine,
+            engine=engine, workers=workers,
             interfaces=cfg.xdp_interfaces, xdp_mode=cfg.xdp_mode,
             control_limits=cfg.xdp_control_limit,
             mss=mssfix_mss(cfg.mssfix, cfg.mssfix_mode, cfg.tun_mtu, ipv6_underlay),

@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from xdp_ovpn import config
 from xdp_ovpn.control.log import get_logger
 from xdp_ovpn.control.status import StatusSnapshot, real_address
 
@@ -136,11 +137,11 @@ def render(sources: MetricsSources) -> str:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """`ADDR:PORT` or `[V6ADDR]:PORT` as (host, port); a one-line error otherwise."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
-        raise MetricsError(f"--metrics: expected ADDR:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+    """`--metrics ADDR:PORT` or `[V6ADDR]:PORT` as (host, port); a one-line error otherwise."""
+    try:
+        return config.parse_listen(text)
+    except ValueError as exc:
+        raise MetricsError(f"--metrics: {exc}") from None
 
 
 class MetricsServer:

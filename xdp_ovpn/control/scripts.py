@@ -66,7 +66,7 @@ class ScriptError(Exception):
 
 
 @dataclass
-class Peer:
+class ScriptPeer:
     """What the server knows about one client when it runs a hook."""
 
     remote: tuple[str, int]
@@ -230,7 +230,7 @@ class ScriptRunner:
 
     # -- the environment --------------------------------------------------------------
 
-    def client_env(self, peer: Peer, trusted: bool = True) -> dict[str, str]:
+    def client_env(self, peer: ScriptPeer, trusted: bool = True) -> dict[str, str]:
         """Everything known about an authenticated client (what client-connect sees)."""
         env = dict(self.base)
         for depth, cert in enumerate(peer.chain):
@@ -297,7 +297,7 @@ class ScriptRunner:
 
     # -- the hooks ----------------------------------------------------------------------
 
-    async def tls_verify(self, peer: Peer) -> bool:
+    async def tls_verify(self, peer: ScriptPeer) -> bool:
         """Run tls-verify for each certificate, the CA end first, as OpenSSL verifies;
         the first non-zero exit refuses the client. True when not configured."""
         if not self.configured("tls-verify"):
@@ -318,7 +318,7 @@ class ScriptRunner:
             self.log.info("%s VERIFY SCRIPT OK: depth=%d, %s", _label(peer), depth, subject)
         return True
 
-    async def auth_user_pass_verify(self, peer: Peer, username: str, password: str,
+    async def auth_user_pass_verify(self, peer: ScriptPeer, username: str, password: str,
                                     deferred_timeout: float | None = None) -> AuthResult:
         """Exit 0 accepts, 1 (any other) refuses, 2 defers to auth_control_file
         (1 or 0 written there later). Accepted when not configured."""
@@ -366,7 +366,7 @@ class ScriptRunner:
             await asyncio.sleep(0.1)
         return False
 
-    async def client_connect(self, peer: Peer) -> ConnectResult:
+    async def client_connect(self, peer: ScriptPeer) -> ConnectResult:
         """Non-zero exit refuses the client; what the script wrote to its config file (the
         last argument) applies like a CCD entry. Accepted when not configured."""
         if not self.configured("client-connect"):
@@ -389,7 +389,7 @@ class ScriptRunner:
                 with contextlib.suppress(OSError):
                     path.unlink()
 
-    async def client_disconnect(self, peer: Peer, bytes_received: int, bytes_sent: int,
+    async def client_disconnect(self, peer: ScriptPeer, bytes_received: int, bytes_sent: int,
                                 now: float | None = None) -> None:
         """Run client-disconnect with the byte counts and the session's duration; openvpn
         ignores its exit status."""
@@ -403,7 +403,7 @@ class ScriptRunner:
         await self.run("client-disconnect", [], env)
 
     async def learn_address(self, operation: str, address: str,
-                            peer: Peer | None = None) -> bool:
+                            peer: ScriptPeer | None = None) -> bool:
         """`add`/`update` ADDRESS CN with the client's environment, `delete` ADDRESS with
         none (as openvpn); False when an add/update is refused. True when not configured."""
         if not self.configured("learn-address"):
@@ -417,7 +417,7 @@ class ScriptRunner:
         return status == 0
 
 
-def _label(peer: Peer) -> str:
+def _label(peer: ScriptPeer) -> str:
     return f"{display_host(peer.remote[0])}:{peer.remote[1]}"
 
 

@@ -11,8 +11,7 @@ from cryptography import x509
 from xdp_ovpn.config import Config, ConfigError, Role, Wrapping
 from xdp_ovpn.control.log import get_logger
 from xdp_ovpn.proto.errors import ProtocolError
-from xdp_ovpn.proto.session import Role as SessionRole
-from xdp_ovpn.proto.session import SessionConfig, Wrapper
+from xdp_ovpn.proto.session import SessionConfig, SessionRole, Wrapper
 from xdp_ovpn.proto.statickey import (
     parse_static_key,
     parse_tls_crypt_v2_client_key,

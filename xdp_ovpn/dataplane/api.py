@@ -68,6 +68,8 @@ class PeerStats:
     last_tx: float | None = None
     primary_key_id: int | None = None
     secondary_key_id: int | None = None
+    # Several data-plane workers (one per RX queue): link_rx_packets of each, in order.
+    worker_link_rx_packets: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

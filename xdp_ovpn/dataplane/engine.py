@@ -29,6 +29,7 @@ solicitations from fe80::), "send <errno name>"; engine-wide: "unknown peer-id",
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,9 +90,11 @@ class Engine(Protocol):
     def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes, decrypt_key: bytes,
                 decrypt_nonce_tail: bytes, ledger: memoryview | None = None,
-                ledger_index: int = 0) -> None:
+                ledger_index: int = 0, shared: memoryview | None = None) -> None:
         """Install a key in slot 0 (primary) or 1; with `ledger` (a shared "I" array) the
-        sender reserves packet-ids in ledger[ledger_index] before using them."""
+        sender reserves packet-ids in ledger[ledger_index] before using them. `shared`
+        (native engine only, instead of the ledger): the key's slot of ledger.Ledger that
+        several workers share, holding the live packet-id counter and the replay window."""
         ...
 
     def swap_keys(self, peer_id: int) -> None: ...
@@ -148,15 +151,31 @@ def native_available() -> bool:
     return importlib.util.find_spec("xdp_ovpn._native") is not None
 
 
+ENGINE_ENV = "XDP_OVPN_ENGINE"  # what "auto" means when set: runs a whole suite on one engine
+
+
 def resolve(name: str) -> str:
-    """The engine `name` ("auto", "native", "python") stands for here."""
+    """The engine `name` ("auto", "native", "python") stands for here: auto is
+    $XDP_OVPN_ENGINE when set, else native where it is built."""
     if name not in ENGINES:
         raise DataPlaneError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")
+    if name == "auto" and os.environ.get(ENGINE_ENV, "auto") != "auto":
+        return resolve(os.environ[ENGINE_ENV])
     if name == "auto":
         return "native" if native_available() else "python"
     if name == "native" and not native_available():
         raise DataPlaneError("the native engine is not built (xdp_ovpn._native missing)")
     return name
+
+
+def check_workers(count: int, engine: str) -> None:
+    """Refuse a data-plane worker count the engine cannot run: several workers share
+    each key's packet-ids and replay window through the native engine's shared slots."""
+    if count < 1:
+        raise DataPlaneError(f"--workers {count}: at least one")
+    if count > 1 and engine != "native":
+        raise DataPlaneError(f"--workers {count} needs the native engine (the python engine "
+                             "keeps its replay windows in one process: one worker)")
 
 
 def make_engine(name: str, sock: socket.socket, config: EngineConfig) -> Engine:

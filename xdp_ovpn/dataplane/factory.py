@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from xdp_ovpn.config import XDP_MODES
 from xdp_ovpn.dataplane.api import DataPlane, DataPlaneError
-from xdp_ovpn.dataplane.engine import resolve
+from xdp_ovpn.dataplane.engine import check_workers, resolve
 from xdp_ovpn.dataplane.socketpath import SocketDataPlane
 from xdp_ovpn.dataplane.xsk import AF_XDP
 from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
@@ -59,13 +59,15 @@ def open_dataplane(
     xdp_mode: str | None = None,
     control_limits: ControlLimits | None = DEFAULT_CONTROL_LIMITS,
     mss: int | None = None,
+    workers: int | None = None,
 ) -> DataPlane:
     """Start the chosen data path, with the chosen engine, on the bound UDP socket; XDP on
     `interfaces` (default: every interface the socket's traffic can use) in `xdp_mode`
     (auto|native|generic); `control_limits` are the XDP classifier's (the socket path has
     no classifier: it says so when they were set); `mss` is mssfix's IPv4 MSS (0: no
     clamping; None: the XDP path fits the smallest underlay, the socket path leaves SYNs
-    alone)."""
+    alone); `workers`: the XDP path's worker processes (default: one per RX queue in use,
+    at most the CPUs)."""
     if kind not in DATA_PATHS:
         raise DataPlaneError(f"unknown data path {kind!r} (auto, xdp or socket)")
     if xdp_mode not in (None, *XDP_MODES):
@@ -73,6 +75,10 @@ def open_dataplane(
     if kind == "socket" and (interfaces or xdp_mode):
         raise DataPlaneError("xdp-interface and xdp-mode need XDP, not --data-path socket")
     engine = resolve(engine)
+    if workers is not None:
+        check_workers(workers, engine)
+        if kind == "socket" and workers > 1:
+            raise DataPlaneError(f"--workers {workers} needs XDP, not --data-path socket")
     if kind in ("auto", "xdp"):
         reason = xdp_unavailable()
         if kind == "xdp" and reason:
@@ -87,15 +93,20 @@ def open_dataplane(
                                          interfaces=interfaces or None,
                                          xdp_mode=None if xdp_mode == "auto" else xdp_mode,
                                          control_limits=control_limits, engine=engine,
-                                         mss=mss)
+                                         mss=mss, workers=workers)
             except DataPlaneError as exc:
                 if kind == "xdp":
                     raise DataPlaneError(f"--data-path xdp: {exc}") from None
                 reason = str(exc)
             else:
-                log.info("Data path: xdp (AF_XDP ingress on %s, worker pid %d), engine %s",
-                         ", ".join(dataplane.interfaces), dataplane.pid, engine)
+                pids = dataplane.pids
+                more = f"; {len(pids)} workers, pids {' '.join(map(str, pids))}" if len(
+                    pids) > 1 else ""
+                log.info("Data path: xdp (AF_XDP ingress on %s, worker pid %d%s), engine %s",
+                         ", ".join(dataplane.interfaces), dataplane.pid, more, engine)
                 return dataplane
+        if workers is not None and workers > 1:
+            raise DataPlaneError(f"--workers {workers} needs XDP, unavailable here: {reason}")
         log.warning("WARNING: Data path: socket (XDP unavailable: %s), engine %s", reason,
                     engine)
     else:

@@ -53,7 +53,7 @@ from xdp_ovpn.proto.constants import (
     Opcode,
 )
 from xdp_ovpn.proto.datachannel import DataChannelCrypto
-from xdp_ovpn.proto.errors import ProtocolError
+from xdp_ovpn.proto.errors import ProtocolError, drop_reason
 
 ETH_HLEN = 14
 ETH_P_IP = 0x0800
@@ -166,7 +166,7 @@ class Ingress:
             try:
                 n = crypto.decrypt_frame(frame, plen, now)
             except ProtocolError as exc:
-                peer.drop(type(exc).__name__)
+                peer.drop(drop_reason(exc))
                 continue
             stats.link_rx_packets += 1
             stats.link_rx_bytes += plen
@@ -452,7 +452,7 @@ class Egress:
                             - DATA_V2_HEADER_LEN, now)
         except ProtocolError as exc:
             for _ in range(count):
-                peer.drop(type(exc).__name__)
+                peer.drop(drop_reason(exc))
             return
         stats = peer.stats
         stats.tx_packets += count

@@ -2,15 +2,19 @@
 
 Per key slot it holds the highest packet-id reserved. A sender reserves ids in blocks
 there before it uses them, so a worker that replaces a dead one starts above every id
-its predecessor may have sent: no nonce is ever used twice.
+its predecessor may have sent: no nonce is ever used twice (the python engine).
+
+The native engine instead keeps, per key slot, a block the workers share: the live
+packet-id counter and the replay window (`Ledger.slot`; native/pktid.c key_shared).
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 
 from xdp_ovpn.dataplane.api import DataPlaneError
-from xdp_ovpn.proto.errors import KeyError_
+from xdp_ovpn.proto.errors import PacketIdExhausted
 from xdp_ovpn.proto.pktid import PACKET_ID_MAX, PacketIdSender
 
 LEDGER_SLOTS = 8192  # key slots alive at once (two per peer): 32 KiB, fixed at startup
@@ -18,19 +22,40 @@ PID_BLOCK = 1 << 16  # packet-ids reserved per ledger write; a restart skips at 
 
 
 class Ledger:
-    """Shared memory (survives the worker): per key slot, the highest packet-id reserved."""
+    """Shared memory (survives the worker): per key slot, the highest packet-id reserved.
 
-    def __init__(self, slots: int = LEDGER_SLOTS) -> None:
+    With `key_slot_size` (the native engine's `key_shared_size`) each key slot also has a
+    block that several workers share: the native engine keeps the key's live packet-id
+    counter and its replay window there (`slot`), so whichever worker sends or receives
+    with the key, no id is sent twice nor taken twice. Only touched pages cost memory.
+    """
+
+    def __init__(self, slots: int = LEDGER_SLOTS, key_slot_size: int = 0) -> None:
         self._mem = mmap.mmap(-1, slots * 4, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
         self.ids = memoryview(self._mem).cast("I")
         self._free = list(range(slots - 1, -1, -1))
+        self._slot_size = key_slot_size
+        self._shared = (mmap.mmap(-1, slots * key_slot_size,
+                                  flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+                        if key_slot_size else None)
+        self._shared_view = memoryview(self._shared) if self._shared is not None else None
 
     def allocate(self) -> int:
         if not self._free:
             raise DataPlaneError("too many keys installed at once")
         index = self._free.pop()
         self.ids[index] = 0
+        if self._shared_view is not None:  # zero: the first worker to install it sets it up
+            start = index * self._slot_size
+            self._shared_view[start:start + self._slot_size] = bytes(self._slot_size)
         return index
+
+    def slot(self, index: int) -> memoryview | None:
+        """The key's block shared by the workers (None without `key_slot_size`)."""
+        if self._shared_view is None:
+            return None
+        start = index * self._slot_size
+        return self._shared_view[start:start + self._slot_size]
 
     def release(self, index: int) -> None:
         self._free.append(index)
@@ -38,6 +63,10 @@ class Ledger:
     def close(self) -> None:
         self.ids.release()
         self._mem.close()
+        if self._shared is not None and self._shared_view is not None:
+            self._shared_view.release()
+            with contextlib.suppress(BufferError):  # a slot view still held: the GC frees it
+                self._shared.close()
 
 
 class LedgerSender(PacketIdSender):
@@ -57,7 +86,7 @@ class LedgerSender(PacketIdSender):
         last = self.last + count
         if last > self.reserved:
             if last > PACKET_ID_MAX:
-                raise KeyError_("packet-id space exhausted: the key must be renegotiated")
+                raise PacketIdExhausted("packet-id space exhausted: the key must be renegotiated")
             self.reserved = min(last + PID_BLOCK, PACKET_ID_MAX)
             self.ids[self.index] = self.reserved
         first, self.last = self.last + 1, last

@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import struct
 
+from xdp_ovpn.dataplane.offload import fold
 from xdp_ovpn.proto.constants import DATA_V2_HEADER_LEN
 
 SYN_MAX_LEN = 128  # longer packets are never SYNs worth reading (IPv6 40 + TCP 60 < 128)
@@ -102,6 +103,4 @@ def clamp_mss(buf: bytearray | memoryview, start: int, length: int, mss_v4: int)
 def _fix_checksum(buf: bytearray | memoryview, at: int, old: int, new: int) -> None:
     """HC' = ~(~HC + ~m + m') for one 16-bit word m -> m' (RFC 1624, eqn. 3)."""
     total = (~_U16.unpack_from(buf, at)[0] & 0xFFFF) + (~old & 0xFFFF) + new
-    total = (total & 0xFFFF) + (total >> 16)
-    total = (total & 0xFFFF) + (total >> 16)
-    _U16.pack_into(buf, at, ~total & 0xFFFF)
+    _U16.pack_into(buf, at, ~fold(total) & 0xFFFF)

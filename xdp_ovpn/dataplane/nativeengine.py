@@ -201,15 +201,15 @@ class NativeEngine:
     def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes, decrypt_key: bytes,
                 decrypt_nonce_tail: bytes, ledger: memoryview | None = None,
-                ledger_index: int = 0) -> None:
+                ledger_index: int = 0, shared: memoryview | None = None) -> None:
         self._known(peer_id)
         code = _CIPHERS.get(cipher)
         if code is None:
             raise DataPlaneError(f"unsupported data cipher {cipher!r}")
         try:
             self._c.new_key(peer_id, int(slot), key_id, code, encrypt_key, encrypt_nonce_tail,
-                            decrypt_key, decrypt_nonce_tail, ledger, ledger_index)
-        except (ValueError, IndexError) as exc:
+                            decrypt_key, decrypt_nonce_tail, ledger, ledger_index, shared)
+        except (ValueError, IndexError, OSError) as exc:
             raise DataPlaneError(f"peer {peer_id}: {exc}") from None
 
     def swap_keys(self, peer_id: int) -> None:

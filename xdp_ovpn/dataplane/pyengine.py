@@ -17,6 +17,7 @@ from typing import Any
 
 from xdp_ovpn.dataplane.api import (
     Address,
+    DataPlaneError,
     KeyNeedsRenewal,
     PeerExpired,
     PeerFloated,
@@ -36,7 +37,7 @@ from xdp_ovpn.proto.constants import (
     Opcode,
 )
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
-from xdp_ovpn.proto.errors import ProtocolError
+from xdp_ovpn.proto.errors import ProtocolError, drop_reason
 
 BUF_SIZE = 65536 + 256
 _DATA_V2 = int(Opcode.DATA_V2)
@@ -92,7 +93,9 @@ class PythonEngine:
     def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes, decrypt_key: bytes,
                 decrypt_nonce_tail: bytes, ledger: memoryview | None = None,
-                ledger_index: int = 0) -> None:
+                ledger_index: int = 0, shared: memoryview | None = None) -> None:
+        if shared is not None:  # its windows are in-process: it runs as one worker only
+            raise DataPlaneError("the python engine keeps no key state shared by workers")
         peer = self.peers.get(peer_id)
         crypto = DataChannelCrypto(
             key_id, peer_id, DataKey(cipher, encrypt_key, encrypt_nonce_tail),
@@ -207,7 +210,7 @@ class PythonEngine:
         try:
             n = crypto.decrypt_into(self._outbuf, packet, now)
         except ProtocolError as exc:
-            peer.drop(type(exc).__name__)
+            peer.drop(drop_reason(exc))
             return
         stats = peer.stats
         stats.link_rx_packets += 1
@@ -284,7 +287,7 @@ class PythonEngine:
         try:
             n = crypto.encrypt_into(self._outbuf, plaintext, now)
         except ProtocolError as exc:
-            peer.drop(type(exc).__name__)
+            peer.drop(drop_reason(exc))
             return False
         try:
             self.sock.sendto(memoryview(self._outbuf)[:n], peer.remote)

@@ -83,6 +83,7 @@ class Worker:
         self.keepalive: dict[int, tuple[float | None, float | None, float]] = {}
         self.running = True
         self.keep_caps: tuple[int, ...] = ()  # capabilities kept after drop_privileges
+        self.reads_tun = True  # False: another worker reads the TUN, this one only writes
         self.sel = selectors.DefaultSelector()
         self.sel.register(sock, selectors.EVENT_READ, self._on_udp)
         self.sel.register(cmd, selectors.EVENT_READ, self._on_command)
@@ -166,11 +167,13 @@ class Worker:
 
     def attach_tun(self, fd: int, mtu: int) -> None:
         if self.tun_fd is not None:
-            self.sel.unregister(self.tun_fd)
+            if self.reads_tun:
+                self.sel.unregister(self.tun_fd)
             os.close(self.tun_fd)
         os.set_blocking(fd, False)
         self.tun_fd = fd
-        self.sel.register(fd, selectors.EVENT_READ, self._on_tun)
+        if self.reads_tun:
+            self.sel.register(fd, selectors.EVENT_READ, self._on_tun)
         self.engine.set_tun(fd, self.tun_vnet_hdr(fd))
 
     def tun_vnet_hdr(self, fd: int) -> bool:

@@ -8,12 +8,11 @@
                     UDP socket: control datagrams up to the control plane, DATA_V2 the
                     classifier passed (key not yet mirrored, fragments) decrypted here
                                                                      (rx_socket)
-                    and itself: verbs, keepalive and expiry          (worker.py)
+                    and itself: verbs, keepalive and expiry          (socketpath's worker)
 
-The worker *is* the socket path's worker (worker.py) with AF_XDP sockets added, so the
-socket is the fallback for every packet XDP does not steer, and nothing else is ever
-needed to avoid a black hole; the handle is the socket path's (handle.py) with the peer
-records and supervision added. What they own beyond that:
+The worker *is* the socket path's worker with AF_XDP sockets added, so the socket is the
+fallback for every packet XDP does not steer, and nothing else is ever needed to avoid a
+black hole. What it owns beyond that:
 
 - BPF `peers` map in step with the keys: a peer-id/key-id is mirrored only after the worker
   holds that key, and removed before the key or the peer goes. On a server the worker
@@ -23,20 +22,25 @@ records and supervision added. What they own beyond that:
   A client or p2p peer takes DATA_V2 of any peer-id on the socket, so it claims nothing.
 - BPF `remotes` map: every peer's current address (new_peer, set_peer, floats), so the
   classifier never rate-limits a connected peer's control packets.
-- One worker, holding one AF_XDP socket per (interface, RX queue in use), so one process
-  owns each key's packet-id sender (two encrypting processes would reuse nonces); several
-  queues share the worker's loop. The queues are those in use (rxqueues), not those
-  allocated; a queue that still cannot be bound is left to the socket and reported, and
-  only a worker that binds none fails.
+- Workers (`workers`, default one per RX queue in use, at most the CPUs), each holding one
+  AF_XDP socket per (interface, RX queue) of its share, pinned to its own CPU. The native
+  engine keeps each key's packet-id counter and replay window in the ledger's shared slots,
+  so whichever worker handles a packet, no nonce is used twice and no replay taken twice;
+  the python engine runs one worker. The primary (the first) also reads the UDP socket and
+  the TUN and keeps the BPF maps (`_XdpWorker`). The queues are those in use (rxqueues),
+  not those allocated; a queue that still cannot be bound is left to the socket and
+  reported, and only a data plane that binds none fails.
 - Supervision: a thread in the control-plane process waits on the worker's pidfd. If the
   worker dies, the thread posts a sentinel on the notification socket; on that (or on a
   failed verb) the handle clears the BPF peers map, the remotes and the authority flag (the
   dead AF_XDP socket already left the XSKMAP, so the classifier passes DATA_V2 up to the
   socket, where it waits), forks a new
   worker with every peer, key and the TUN re-installed, and the new worker mirrors the
-  peers again as it takes them. Packet-ids survive the restart through a shared ledger:
-  the sender reserves ids in blocks there before using them, the new worker starts above
-  the reservation, so no nonce is ever used twice.
+  peers again as it takes them. Packet-ids survive the restart through shared memory
+  (ledger.py): the native engine keeps each key's live packet-id counter and its replay
+  window in a slot there, so the new worker goes on from the last id sent and still knows
+  the ids taken; the python engine reserves ids in blocks in the ledger before using them
+  and the new worker starts above the reservation. Either way no nonce is used twice.
 """
 
 from __future__ import annotations
@@ -65,9 +69,16 @@ from xdp_ovpn.dataplane.api import (
     Notification,
     PeerExpired,
     PeerFloated,
+    PeerStats,
     Privileged,
 )
-from xdp_ovpn.dataplane.engine import Engine, EngineConfig, make_engine, resolve
+from xdp_ovpn.dataplane.engine import (
+    Engine,
+    EngineConfig,
+    check_workers,
+    make_engine,
+    resolve,
+)
 from xdp_ovpn.dataplane.handle import CALL_TIMEOUT, WorkerHandle
 from xdp_ovpn.dataplane.ledger import Ledger
 from xdp_ovpn.dataplane.mss import max_mss
@@ -177,6 +188,31 @@ class _WorkerDied:
     pid: int
 
 
+# Verbs that take something away: the primary (which unmirrors it) goes first.
+_PRIMARY_FIRST = frozenset({"del_peer", "del_key"})
+
+
+def summed(stats: Sequence[PeerStats]) -> PeerStats:
+    """One peer's counters over the workers: summed; the latest activity; the rest the
+    primary's (the first)."""
+    first = stats[0]
+    if len(stats) == 1:
+        return first
+    drops: dict[str, int] = {}
+    for one in stats:
+        for reason, count in one.drops.items():
+            drops[reason] = drops.get(reason, 0) + count
+    counts = {name: sum(getattr(one, name) for one in stats)
+              for name in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes",
+                           "link_rx_packets", "link_rx_bytes", "link_tx_packets",
+                           "link_tx_bytes")}
+    rx = [one.last_rx for one in stats if one.last_rx is not None]
+    bad = next((one.last_bad_source for one in stats if one.last_bad_source is not None), None)
+    return dataclasses.replace(
+        first, **counts, drops=drops, last_rx=max(rx) if rx else None, last_bad_source=bad,
+        worker_link_rx_packets=tuple(one.link_rx_packets for one in stats))
+
+
 @dataclass
 class _Underlay:
     """One interface with its classifier maps and RX queues."""
@@ -184,31 +220,58 @@ class _Underlay:
     ifname: str
     queues: int
     mtu: int
-    maps: Any  # xdp_ovpn.loader.maps.ClassifierMaps
+    maps: Any  # loader.maps.ClassifierMaps
+
+
+@dataclass
+class _WorkerSlot:
+    """One data-plane worker: the RX queues it holds, its CPU, its process."""
+
+    index: int  # 0: the primary
+    queues: tuple[tuple[_Underlay, int], ...]
+    cpu: int | None  # pinned to it, or None
+    cmd: socket.socket | None = None
+    pid: int = 0
+    bound: int = 0  # queues it holds an AF_XDP socket on
+    unbound: list[str] = field(default_factory=list)
 
 
 class _XdpWorker(Worker):
-    """The socket worker plus AF_XDP sockets, a vnet_hdr TUN and the BPF peers mirror."""
+    """The socket worker plus AF_XDP sockets, a vnet_hdr TUN and the BPF peers mirror.
+
+    With several workers, each holds the AF_XDP sockets of its RX `queues`; the *primary*
+    (the first) also reads the UDP socket and the TUN (egress), runs keepalive and expiry,
+    and alone keeps the BPF maps; the others decrypt their queues' packets to the TUN.
+    """
 
     def __init__(self, sock: socket.socket, cmd: socket.socket, ctl: socket.socket,
                  ntf: socket.socket, engine: Engine, underlays: Sequence[_Underlay],
-                 ledger: Ledger) -> None:
+                 queues: Sequence[tuple[_Underlay, int]], ledger: Ledger,
+                 primary: bool = True, must_bind: bool = True) -> None:
         super().__init__(sock, cmd, ctl, ntf, engine)
-        self.underlays = underlays
+        self.primary = primary
+        if not primary:
+            self.sel.unregister(sock)
+            self.reads_tun = False
+        self.underlays = underlays if primary else []  # the maps it keeps in step
         self.remotes: dict[int, Address] = {}  # what `remotes` holds, by peer-id
         # After `user`: the peers map mirror still needs bpf() (refused without CAP_BPF
         # where unprivileged bpf is off, before Linux 6.5).
-        self.keep_caps = (CAP_BPF,) if underlays else ()
-        self.ids = ledger.ids
+        self.keep_caps = (CAP_BPF,) if self.underlays else ()
+        self.ledger = ledger
         self.xsks: list[XskSocket] = []
         self.unbound: list[str] = []  # "IF queue N: why", for the parent to log
-        for under in underlays:
-            for queue in range(under.queues):
-                why = self._bind_queue(under, queue)
-                if why:
-                    self.unbound.append(f"{under.ifname} queue {queue}: {why}")
-        if underlays and not self.xsks:
+        for under, queue in queues:
+            why = self._bind_queue(under, queue)
+            if why:
+                self.unbound.append(f"{under.ifname} queue {queue}: {why}")
+        if must_bind and queues and not self.xsks:
             raise DataPlaneError("no RX queue takes an AF_XDP socket: " + "; ".join(self.unbound))
+
+    def _keepalive(self, now: float) -> None:
+        """Pings and expiry are the primary's (it sees every worker's last packet)."""
+        if self.primary:
+            super()._keepalive(now)
 
     def _bind_queue(self, under: _Underlay, queue: int) -> str | None:
         """An AF_XDP socket on the queue, entered in the classifier's XSKMAP; else why not
@@ -336,8 +399,12 @@ class _XdpWorker(Worker):
                     en: bytes, dk: bytes, dn: bytes, ledger_index: int) -> None:
         if self.engine.key_ids(peer_id)[slot] is not None:  # replaced: stop steering it first
             self._mirror(peer_id, self._key_ids(peer_id, without=slot))
-        self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn,
-                            self.ids, ledger_index)
+        shared = self.ledger.slot(ledger_index) if self.engine.name == "native" else None
+        if shared is not None:  # the live packet-id counter and window the workers share
+            self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn, shared=shared)
+        else:
+            self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn,
+                                self.ledger.ids, ledger_index)
         self._mirror(peer_id, self._key_ids(peer_id))
 
     def cmd_del_key(self, peer_id: int, slot: int) -> None:
@@ -346,6 +413,18 @@ class _XdpWorker(Worker):
 
 
 # -- the control-plane handle ------------------------------------------------------------
+
+
+def _key_slot_size(engine: str, replay_window: int, replay_time: float) -> int:
+    """Bytes of a key's slot the native engine's workers share; 0: the ledger alone."""
+    if engine != "native":
+        return 0
+    from xdp_ovpn import _native
+
+    try:
+        return _native.key_shared_size(replay_window, float(replay_time))
+    except ValueError as exc:
+        raise DataPlaneError(str(exc)) from None
 
 
 class XdpDataPlane(WorkerHandle):
@@ -372,9 +451,12 @@ class XdpDataPlane(WorkerHandle):
         log: logging.Logger | None = None,
         engine: str = "auto",
         mss: int | None = None,
+        workers: int | None = None,
     ) -> None:
         """`control_limits`: token buckets for control packets from addresses that are not
-        a connected peer's; None: no limit."""
+        a connected peer's; None: no limit. `workers`: data-plane worker processes, each
+        holding some of the RX queues (default: the RX queues in use, at most the CPUs;
+        one with the python engine)."""
         super().__init__()
         self.engine = resolve(engine)  # the engine's name, for the log and reports
         self._sock = sock
@@ -384,10 +466,12 @@ class XdpDataPlane(WorkerHandle):
         self._underlays: list[_Underlay] = []
         self._peers: dict[int, _PeerRecord] = {}
         self._tun: tuple[int, int] | None = None
+        self._workers: list[_WorkerSlot] = []
         self._identity: tuple[int, int] | None = None  # (uid, gid) after drop_privileges
         # Where workers are forked: here until `user`, then where capabilities were kept.
         self._privileged: Privileged = _inline
-        self._ledger = Ledger()
+        self._ledger = Ledger(key_slot_size=_key_slot_size(self.engine, replay_window,
+                                                          replay_time))
         self._wake_r, self._wake_w = os.pipe()
         try:
             self._attach(interfaces, xdp_mode)
@@ -397,7 +481,12 @@ class XdpDataPlane(WorkerHandle):
                               outer_ipv6=sock.family == socket.AF_INET6)
             self._config = EngineConfig(single_peer, replay_window, replay_time, mss=mss,
                                         gso=True, check_source=not single_peer)
-            self._spawn()
+            self._workers = self._plan_workers(workers)
+            for slot in self._workers:
+                self._spawn(slot)
+            if len(self._workers) > 1 and not self.af_xdp_queues:
+                raise DataPlaneError("no RX queue takes an AF_XDP socket: "
+                                     + "; ".join(self.unbound))
         except BaseException:
             self.close()
             raise
@@ -437,6 +526,35 @@ class XdpDataPlane(WorkerHandle):
         for under in self._underlays:
             under.maps.set_control_limits(self._control_limits if on else None)
 
+    def _plan_workers(self, count: int | None) -> list[_WorkerSlot]:
+        """The workers and the RX queues each holds (round robin), pinned to distinct CPUs
+        where there are as many."""
+        queues = [(under, queue) for under in self._underlays for queue in range(under.queues)]
+        cpus = sorted(os.sched_getaffinity(0))
+        if count is None:
+            count = min(len(queues), len(cpus)) if self.engine == "native" else 1
+        count = max(count, 1)
+        check_workers(count, self.engine)
+        if count > len(queues):
+            raise DataPlaneError(f"--workers {count}: only {len(queues)} RX queue(s) in use "
+                                 f"on {', '.join(self.interfaces)}")
+        pin = count > 1 and len(cpus) >= count
+        return [_WorkerSlot(i, tuple(queues[i::count]), cpus[i] if pin else None)
+                for i in range(count)]
+
+    @property
+    def pids(self) -> list[int]:
+        """Every worker's pid, the primary first (0: not running)."""
+        return [slot.pid for slot in self._workers]
+
+    def _recount(self) -> None:
+        """The handle's view of its workers (pid: the primary's, which reads the UDP
+        socket and the TUN; the AF_XDP queues bound and unbound over all)."""
+        self._pid = self._workers[0].pid if self._workers else 0
+        self._cmd = self._workers[0].cmd if self._workers else None
+        self.af_xdp_queues = sum(slot.bound for slot in self._workers)
+        self.unbound = [why for slot in self._workers for why in slot.unbound]
+
     @property
     def interfaces(self) -> list[str]:
         return [u.ifname for u in self._underlays]
@@ -450,11 +568,12 @@ class XdpDataPlane(WorkerHandle):
 
     # -- worker lifecycle ---------------------------------------------------------------
 
-    def _spawn(self, xdp: bool = True) -> None:
-        """Fork a worker holding every recorded peer; without `xdp` it only uses the socket
-        (no AF_XDP sockets, nothing mirrored: the classifier passes all up)."""
+    def _spawn(self, slot: _WorkerSlot, xdp: bool = True) -> None:
+        """Fork worker `slot` holding every recorded peer; without `xdp` it only uses the
+        socket (no AF_XDP sockets, nothing mirrored: the classifier passes all up)."""
         cmd, worker_cmd = seqpacket_pair()
-        underlays = self._underlays if xdp else []
+        primary = slot.index == 0
+        queues = [(under, q) for under, q in slot.queues] if xdp else []
         records = list(self._peers.values())
         pid = os.fork()
         if pid == 0:  # the worker: never returns
@@ -462,14 +581,20 @@ class XdpDataPlane(WorkerHandle):
             try:
                 for s in (cmd, self._ctl, self._ntf):
                     s.close()
-                if self._cmd is not None:
-                    self._cmd.close()
+                for other in self._workers:
+                    if other.cmd is not None:
+                        other.cmd.close()
+                if slot.cpu is not None:
+                    with contextlib.suppress(OSError):
+                        os.sched_setaffinity(0, {slot.cpu})
                 try:
                     engine = make_engine(self.engine, self._sock, self._config)
                     worker = _XdpWorker(self._sock, worker_cmd, self._worker_ctl,
-                                        self._worker_ntf, engine, underlays, self._ledger)
+                                        self._worker_ntf, engine,
+                                        self._underlays if xdp else [], queues, self._ledger,
+                                        primary=primary, must_bind=len(self._workers) == 1)
                     worker.restore(records, self._tun)
-                    if not self._config.single_peer:
+                    if primary and not self._config.single_peer:
                         worker.take_authority()
                     if self._identity is not None:
                         worker.cmd_drop_privileges(*self._identity)
@@ -486,25 +611,26 @@ class XdpDataPlane(WorkerHandle):
                 os._exit(status)
         worker_cmd.close()
         cmd.settimeout(CALL_TIMEOUT)
-        self._cmd, self._pid = cmd, pid
+        slot.cmd, slot.pid = cmd, pid
         try:
             reply = cmd.recv(BUF)
         except OSError as exc:
             reply = pickle.dumps((False, f"no answer: {exc}"))
         ok, value = pickle.loads(reply) if reply else (False, "exited during setup")
         if not ok:
-            self._reap()
+            self._reap(slot, kill=True)
             raise DataPlaneError(f"XDP data-plane worker: {value}")
-        self.unbound = value[1]
-        self.af_xdp_queues = sum(u.queues for u in underlays) - len(self.unbound)
-        for why in self.unbound:
+        slot.unbound = value[1]
+        slot.bound = len(queues) - len(slot.unbound)
+        self._recount()
+        for why in slot.unbound:
             self._log.warning("WARNING: no AF_XDP socket on %s; the UDP socket takes its "
                               "packets", why)
         threading.Thread(target=self._supervise, args=(pid,), daemon=True,
                          name=f"xdp-worker-{pid}").start()
 
     def _supervise(self, pid: int) -> None:
-        """Wait for the worker to exit; tell the control plane's loop through the ntf socket."""
+        """Wait for a worker to exit; tell the control plane's loop through the ntf socket."""
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
@@ -518,61 +644,119 @@ class XdpDataPlane(WorkerHandle):
         finally:
             os.close(pidfd)
 
-    def _reap(self) -> None:
-        """Kill the current worker at once (dead, stuck or failed) and reap it."""
-        pid, self._pid = self._pid, 0
-        if self._cmd is not None:
-            self._cmd.close()
-            self._cmd = None
-        self._kill(pid)
+    def _reap(self, slot: _WorkerSlot, kill: bool) -> None:
+        pid, slot.pid = slot.pid, 0
+        slot.bound, slot.unbound = 0, []
+        if slot.cmd is not None:
+            slot.cmd.close()
+            slot.cmd = None
+        self._recount()
+        if kill:
+            self._kill(pid)
+        elif pid:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
-    def _restart(self, why: str) -> None:
-        """Replace a dead or stuck worker; the socket carries DATA_V2 meanwhile."""
+    def _restart(self, slot: _WorkerSlot, why: str) -> None:
+        """Replace a dead or stuck worker. The primary's death clears the BPF maps (the
+        socket carries DATA_V2 meanwhile); another's only takes its AF_XDP sockets out of
+        the XSKMAP, so its queues fall back to the socket while the others go on."""
         from xdp_ovpn.loader.errors import MapError
 
-        self._reap()
-        for under in self._underlays:  # nothing steered or dropped until a new worker says
-            # Without CAP_BPF any more the entries stay; with the AF_XDP socket gone the
-            # classifier passes their packets up to the socket anyway.
+        self._reap(slot, kill=True)
+        primary = slot.index == 0
+        for under in self._underlays if primary else ():
+            # Nothing steered or dropped until a new worker says. Without CAP_BPF any more
+            # the entries stay; with the AF_XDP socket gone the classifier passes their
+            # packets up to the socket anyway.
             with contextlib.suppress(MapError, OSError):
                 under.maps.forget_data_plane()
         self.restarts += 1
         try:
-            self._privileged(self._spawn)
+            self._privileged(lambda: self._spawn(slot))
         except DataPlaneError as exc:
+            if not primary:  # its queues stay on the socket, the primary reads it
+                self._log.warning("WARNING: %s; its RX queues take the UDP socket", exc)
+                return
             # E.g. AF_XDP refused: keep the tunnel on the socket rather than lose it. Nobody
             # mirrors the peers' addresses now, so their control packets must not be limited.
             self._log.warning("WARNING: %s; the data plane goes on without AF_XDP", exc)
             with contextlib.suppress(MapError, OSError):
                 self._limit_control(False)
-            self._spawn(xdp=False)
+            self._spawn(slot, xdp=False)
         else:
-            with contextlib.suppress(MapError, OSError):
-                self._limit_control(True)
-        self._log.info("Data-plane worker %s: restarted as pid %d with %d peer(s)", why,
-                       self._pid, len(self._peers))
+            if primary:
+                with contextlib.suppress(MapError, OSError):
+                    self._limit_control(True)
+        which = f" (worker {slot.index + 1} of {len(self._workers)})" if len(
+            self._workers) > 1 else ""
+        self._log.info("Data-plane worker %s: restarted as pid %d with %d peer(s)%s", why,
+                       slot.pid, len(self._peers), which)
 
     # -- verbs --------------------------------------------------------------------------
 
-    def _request(self, message: bytes, fds: Sequence[int]) -> bytes:
-        """A worker that does not answer is replaced and asked again, once."""
+    def _call(self, verb: str, *args: Any, fds: Sequence[int] = (), **kw: Any) -> Any:
+        """The verb to every worker, the primary's answer. The primary mirrors keys and
+        peers into the BPF maps: it is called last when something is added (steered only
+        once every worker holds it) and first when something goes."""
+        replies = self._call_all(verb, *args, fds=fds, **kw)
+        return replies[0]
+
+    def _call_all(self, verb: str, *args: Any, fds: Sequence[int] = (),
+                  **kw: Any) -> list[Any]:
+        """The verb to every running worker; their answers, the primary's first."""
+        if self._closed:
+            raise DataPlaneError("data plane is closed")
+        order = list(self._workers)
+        if verb not in _PRIMARY_FIRST:
+            order = order[1:] + order[:1]
+        message = pickle.dumps((verb, args, kw))
+        replies = {}
+        for slot in order:
+            if slot.index and not slot.pid:
+                continue  # it could not be replaced: its queues are on the socket
+            replies[slot.index] = self._call_one(slot, message, fds)
+        return [replies[index] for index in sorted(replies)]
+
+    def _call_one(self, slot: _WorkerSlot, message: bytes, fds: Sequence[int]) -> Any:
+        for attempt in (1, 2):
+            reply = self._exchange_with(slot, message, fds)
+            if reply is not None:
+                break
+            if attempt == 2:
+                raise DataPlaneError("data-plane worker not answering")
+            self._restart(slot, "gone")
+        ok, value = pickle.loads(reply)
+        if not ok:
+            raise DataPlaneError(value)
+        return value
+
+    def _call_primary(self, verb: str, *args: Any) -> Any:
+        if self._closed:
+            raise DataPlaneError("data plane is closed")
+        return self._call_one(self._workers[0], pickle.dumps((verb, args, {})), ())
+
+    def _exchange_with(self, slot: _WorkerSlot, message: bytes,
+                       fds: Sequence[int]) -> bytes | None:
+        if slot.cmd is None:
+            return None
         try:
-            return self._exchange(message, fds)
-        except DataPlaneError:
-            self._restart("gone")
-        try:
-            return self._exchange(message, fds)
-        except DataPlaneError:
-            raise DataPlaneError("data-plane worker not answering") from None
+            if fds:
+                socket.send_fds(slot.cmd, [message], list(fds))
+            else:
+                slot.cmd.send(message)
+            return slot.cmd.recv(BUF) or None
+        except OSError:
+            return None
 
     def new_peer(self, peer_id: int, remote: Address, vpn_ipv4: str | None = None,
                  vpn_ipv6: str | None = None, iroutes: Sequence[str] = ()) -> None:
         remote = (remote[0], remote[1])
-        super().new_peer(peer_id, remote, vpn_ipv4, vpn_ipv6, iroutes)
+        self._call("new_peer", peer_id, remote, vpn_ipv4, vpn_ipv6, tuple(iroutes))
         self._peers[peer_id] = _PeerRecord(peer_id, remote, vpn_ipv4, vpn_ipv6, tuple(iroutes))
 
     def set_peer(self, peer_id: int, **kw: Any) -> None:
-        super().set_peer(peer_id, **kw)
+        self._call("set_peer", peer_id, **kw)
         rec = self._peers.get(peer_id)
         if rec is None:
             return
@@ -590,7 +774,7 @@ class XdpDataPlane(WorkerHandle):
 
     def del_peer(self, peer_id: int, reason: str = "userspace") -> None:
         try:
-            super().del_peer(peer_id, reason)
+            self._call("del_peer", peer_id, reason)
         finally:
             self._forget(peer_id)
 
@@ -619,27 +803,43 @@ class XdpDataPlane(WorkerHandle):
             rec.keys[int(slot)] = args
 
     def swap_keys(self, peer_id: int) -> None:
-        super().swap_keys(peer_id)
+        self._call("swap_keys", peer_id)
         rec = self._peers.get(peer_id)
         if rec is not None:
             keys = rec.keys
             rec.keys = {1 - slot: args for slot, args in keys.items()}
 
     def del_key(self, peer_id: int, slot: KeySlot) -> None:
-        super().del_key(peer_id, slot)
+        self._call("del_key", peer_id, int(slot))
         rec = self._peers.get(peer_id)
         if rec is not None and int(slot) in rec.keys:
             self._ledger.release(rec.keys.pop(int(slot))[-1])
 
+    def get_peer(self, peer_id: int) -> PeerStats:
+        return summed(self._call_all("get_peer", peer_id))
+
+    def peers(self) -> list[int]:
+        return self._call_primary("peers")
+
+    def drops(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for drops in self._call_all("drops"):
+            for reason, count in drops.items():
+                total[reason] = total.get(reason, 0) + count
+        return total
+
     def attach_tun(self, tun_fd: int, mtu: int) -> None:
-        super().attach_tun(tun_fd, mtu)
+        self._call("attach_tun", mtu, fds=[tun_fd])
         if self._tun is not None:
             os.close(self._tun[0])
         self._tun = (os.dup(tun_fd), mtu)  # for a restarted worker
 
     def drop_privileges(self, uid: int, gid: int, privileged: Privileged) -> None:
-        super().drop_privileges(uid, gid, privileged)
+        self._call("drop_privileges", uid, gid)
         self._identity, self._privileged = (uid, gid), privileged
+
+    def send_exit(self, peer_id: int) -> None:
+        self._call_primary("send_exit", peer_id)
 
     # -- notifications and control datagrams ----------------------------------------------
 
@@ -648,18 +848,34 @@ class XdpDataPlane(WorkerHandle):
         for frame in drain(self._ntf):
             note = pickle.loads(frame)
             if isinstance(note, _WorkerDied):
-                if note.pid == self._pid and not self._closed:
+                slot = next((w for w in self._workers if w.pid == note.pid), None)
+                if slot is not None and not self._closed:
                     try:
-                        self._restart("died")
+                        self._restart(slot, "died")
                     except DataPlaneError as exc:
                         self._log.info("Data-plane worker cannot restart: %s", exc)
                 continue
             if isinstance(note, PeerFloated) and note.peer_id in self._peers:
                 self._peers[note.peer_id].remote = note.new_remote
+                self._tell_others("set_peer", note.peer_id, remote=note.new_remote)
             elif isinstance(note, PeerExpired):
+                if note.peer_id not in self._peers:
+                    continue  # another worker reported it first
                 self._forget(note.peer_id)
+                self._tell_others("del_peer", note.peer_id, note.reason)
             out.append(note)
         return out
+
+    def _tell_others(self, verb: str, *args: Any, **kw: Any) -> None:
+        """What one worker saw (a float, a peer gone) to the workers that did not see it;
+        the one that did refuses or repeats it harmlessly."""
+        if len(self._workers) == 1:
+            return
+        message = pickle.dumps((verb, args, kw))
+        for slot in self._workers:  # each on its own: one refusing stops no other
+            if slot.pid:
+                with contextlib.suppress(DataPlaneError):
+                    self._call_one(slot, message, ())
 
     # -- lifetime -----------------------------------------------------------------------
 
@@ -670,7 +886,17 @@ class XdpDataPlane(WorkerHandle):
         self._closed = True
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
-        self._stop_worker()
+        for slot in self._workers:
+            if slot.cmd is not None:
+                slot.cmd.close()  # the worker exits on EOF
+                slot.cmd = None
+        for slot in self._workers:
+            for _ in range(100 if slot.pid else 0):
+                if os.waitpid(slot.pid, os.WNOHANG)[0]:
+                    slot.pid = 0
+                    break
+                time.sleep(0.01)
+            self._reap(slot, kill=True)
         for classifier in self._classifiers:
             with contextlib.suppress(Exception):
                 classifier.close()

@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from xdp_ovpn.dataplane.offload import fold
 from xdp_ovpn.proto.constants import OPCODE_SHIFT, SESSION_ID_LEN, Opcode
 
 MIN_PEER_ID = 1 << 12  # lab peer-ids are small: a random one never names a real peer
@@ -58,10 +59,7 @@ KINDS: dict[str, Callable[[random.Random], bytes]] = {
 
 
 def _ip_checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return ~fold(sum(struct.unpack(f"!{len(header) // 2}H", header))) & 0xFFFF
 
 
 def ipv4_frame(src: bytes, dst: bytes, sport: int, dport: int, payload: bytes,

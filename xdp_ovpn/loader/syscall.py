@@ -17,6 +17,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _ATTR_SIZE = 128  # larger than every layout used here; the kernel zero-checks the tail
 
 # enum bpf_cmd
+MAP_CREATE = 0
 OBJ_PIN = 6
 OBJ_GET = 7
 PROG_TEST_RUN = 10

@@ -49,7 +49,7 @@ from .constants import (
 )
 from .datachannel import is_occ_exit, is_ping
 from .epochkeys import EpochDataKey, EpochKey, initial_epoch_keys
-from .errors import AuthError, KeyError_, ParseError, ReplayError
+from .errors import AuthError, KeyError_, PacketIdExhausted, ParseError, ReplayError
 from .pktid import ReplayWindow
 
 _HEAD = struct.Struct("!IQ")  # op|kid|peer-id as one word, then epoch|counter
@@ -243,7 +243,7 @@ class EpochDataChannel:
     def rotate_send(self) -> None:
         """Move the send key to the next epoch (epoch_iterate_send_key)."""
         if self._send_secret.epoch >= EPOCH_MAX:
-            raise KeyError_("the send epoch chain is spent: the key must be renegotiated")
+            raise PacketIdExhausted("the send epoch chain is spent: the key must be renegotiated")
         self._send_secret = self._send_secret.next()
         self._tx = _SendKey(self._send_secret.data_key(self.cipher))
         self.tx_rotations += 1
@@ -298,7 +298,8 @@ class EpochDataChannel:
         self._check_send_rotation()
         tx = self._tx
         if tx.counter >= EPOCH_COUNTER_MAX:
-            raise KeyError_("packet counter of the last epoch spent: the key must be renegotiated")
+            raise PacketIdExhausted("packet counter of the last epoch spent: "
+                                    "the key must be renegotiated")
         tx.counter += 1
         packet_id = tx.epoch << 48 | tx.counter
         _HEAD.pack_into(view, 0, self._head_word, packet_id)

@@ -21,7 +21,7 @@ from .constants import (
     PACKET_ID_MAX,
     PACKET_ID_RENEG_THRESHOLD,
 )
-from .errors import KeyError_
+from .errors import PacketIdExhausted
 
 MAX_REPLAY_WINDOW = 65536  # packet_id.h: MAX_SEQ_BACKTRACK
 MAX_REPLAY_TIME = 600  # packet_id.h: MAX_TIME_BACKTRACK
@@ -37,18 +37,19 @@ class PacketIdSender:
         self.last = 0
 
     def next(self) -> int:
-        """The id for the next packet; KeyError_ once the 32-bit space is used up."""
+        """The id for the next packet; PacketIdExhausted once the 32-bit space is used up."""
         pid = self.last + 1
         if pid > PACKET_ID_MAX:
-            raise KeyError_("packet-id space exhausted: the key must be renegotiated")
+            raise PacketIdExhausted("packet-id space exhausted: the key must be renegotiated")
         self.last = pid
         return pid
 
     def take(self, count: int) -> int:
-        """The first of `count` consecutive ids (a batch); KeyError_ if they do not all fit."""
+        """The first of `count` consecutive ids (a batch); PacketIdExhausted if they do not
+        all fit."""
         first = self.last + 1
         if first + count - 1 > PACKET_ID_MAX:
-            raise KeyError_("packet-id space exhausted: the key must be renegotiated")
+            raise PacketIdExhausted("packet-id space exhausted: the key must be renegotiated")
         self.last = first + count - 1
         return first
 

@@ -215,15 +215,15 @@ class Rig:
 
 def frame_header(src: str, sport: int, dst: Address, payload: bytes) -> bytes:
     """Ethernet + IPv4 + UDP + payload, as XDP hands a datagram to AF_XDP."""
-    from packets import ethernet, udp4  # tests/dataplane/packets.py
+    from tests.support.packets import ether, udp4
 
-    return ethernet(b"\x02" * 6, b"\x04" * 6, udp4(src, dst[0], sport, dst[1], payload))
+    return ether(udp4(src, dst[0], sport, dst[1], payload), b"\x02" * 6, src_mac=b"\x04" * 6)
 
 
 def frame_header6(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
-    from packets import ethernet, udp6
+    from tests.support.packets import ether, udp6
 
-    return ethernet(b"\x02" * 6, b"\x04" * 6, udp6(src, dst, sport, dport, payload))
+    return ether(udp6(src, dst, sport, dport, payload), b"\x02" * 6, src_mac=b"\x04" * 6)
 
 
 

@@ -82,7 +82,7 @@ class Sender:
     """A SENDER process: `send(data)` puts one datagram on the wire from (ns, sport)."""
 
     def __init__(self, name: str, dst: str, dport: int, sport: int) -> None:
-        from packets import SENDER
+        from tests.support.packets import SENDER
 
         self.proc = popen_in(name, SENDER, dst, dport, sport, stdin=subprocess.PIPE,
                              stdout=subprocess.DEVNULL)  # fmt: skip
