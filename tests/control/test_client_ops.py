@@ -134,8 +134,12 @@ def test_p2p_management_and_metrics(lab, tmp_path) -> None:
             last = _state_lines(mgmt.ask("state", END))[-1]
             assert last[1:5] == ["CONNECTED", "SUCCESS", peer.tunnel_ipv4, net.server_addr]
             assert _statistics(mgmt)["TUN/TAP write bytes"] > 0
+            families = _scrape(net.client_ns)
+            assert families["xdp_ovpn_up"].samples[0].value == 1
+            assert families["xdp_ovpn_peer_received_bytes"].samples[0].value > 0
+            # Stopping: the session hears EXITING with the signal, then the close.
+            mgmt.ask("state on", "SUCCESS: real-time state notification set to ON" + CRLF)
+            assert peer.stop() == 0
+            assert ",EXITING,SIGTERM," in mgmt.read_until(CRLF)
         finally:
             mgmt.close()
-        families = _scrape(net.client_ns)
-        assert families["xdp_ovpn_up"].samples[0].value == 1
-        assert families["xdp_ovpn_peer_received_bytes"].samples[0].value > 0

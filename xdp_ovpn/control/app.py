@@ -146,6 +146,7 @@ class _Instance:
         self.restart: _Restart | None = None
         self.role: Server | SinglePeer
         self.privileges_dropped = False
+        self.exit_reason = "SIGTERM"  # a single peer's, for management's EXITING
 
     # -- signals ----------------------------------------------------------------------
 
@@ -287,7 +288,8 @@ class _Instance:
             await services.start()
             return await self._run_single_peer(role)
         finally:
-            await services.close(self.restart.signal if self.restart else "SIGTERM")
+            # EXITING says why, as openvpn's does: the signal, or the role's own end.
+            await services.close(self.restart.signal if self.restart else self.exit_reason)
 
     async def _run_single_peer(self, role: SinglePeer) -> int:
         if isinstance(role, PeerToPeer):
@@ -299,6 +301,8 @@ class _Instance:
         code = 0
         if task in done:
             reason = task.result()
+            if reason not in ("stopped", "shutdown"):
+                self.exit_reason = reason
             self.log.info("Exiting: %s", reason)
             code = 0 if reason in ("stopped", "shutdown") else 1
         await role.shutdown()
