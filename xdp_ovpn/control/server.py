@@ -97,6 +97,9 @@ class Server:
         timeout = cfg.keepalive[1] if cfg.keepalive else cfg.ping_restart
         self.keepalive = (float(cfg.ping), float(timeout)) if cfg.ping and timeout else None
         self.ignored_packets = 0
+        # Set by shutdown: a client that got EXIT and reconnects at once must wait for the
+        # restarted instance, not be admitted (with the old config) by the one going away.
+        self.closing = False
 
     def _pool4(self) -> AddressPool | None:
         if not self.cfg.ifconfig_pool:
@@ -158,7 +161,7 @@ class Server:
                 # The same address starts over (client restart): the old instance goes.
                 self._remove(client, "new session from the same address")
                 client = None
-            if client is None:
+            if client is None and not self.closing:
                 client = self._new_client(addr)
         if client is None:
             self.ignored_packets += 1
@@ -502,6 +505,7 @@ class Server:
 
     async def shutdown(self, grace: float = 1.0) -> None:
         """Send EXIT to every client, give the messages a moment, then drop everything."""
+        self.closing = True
         for client in self.clients():
             if client.task is not None:
                 client.task.cancel()
