@@ -91,6 +91,27 @@ static int key_open(struct key *k, uint8_t *pkt, uint32_t len, uint64_t room, do
     return D_PEER_COUNT;
 }
 
+/* The receive step both loops share: the key the packet names, opened (key_open), the
+ * link counters and the peer's last receive time; false when dropped (counted on p). */
+static int peer_open(struct peer *p, uint8_t *pkt, uint32_t len, uint64_t room, double now)
+{
+    struct key *k = key_for(p, pkt[0] & KEY_ID_MASK);
+    int res;
+    if (!k) {
+        peer_drop(p, D_NO_KEY);
+        return 0;
+    }
+    res = key_open(k, pkt, len, room, now);
+    if (res != D_PEER_COUNT) {
+        peer_drop(p, res);
+        return 0;
+    }
+    p->st.link_rx_packets++;
+    p->st.link_rx_bytes += len;
+    p->last_rx = now;
+    return 1;
+}
+
 /* The server's anti-spoofing rule (peers.py owns_source): the inner source must be one the
  * transmit path's lookup gives to this peer. A refused packet is counted, its source kept;
  * an IPv6 link-local source (clients' router solicitations) is counted apart. */
@@ -179,9 +200,8 @@ static void xsk_frame(struct engine *e, struct xsk *x, uint64_t addr, uint32_t l
     uint32_t payload = 0, plen, word, n;
     uint64_t chunk_end, room;
     uint16_t sport, ulen;
-    int fam = 4, res;
+    int fam = 4;
     struct peer *p;
-    struct key *k;
 
     if (addr > x->umem_size || length > x->umem_size - addr) {
         count(e, D_SHORT_FRAME); /* a descriptor outside the UMEM: never from a kernel */
@@ -260,23 +280,12 @@ static void xsk_frame(struct engine *e, struct xsk *x, uint64_t addr, uint32_t l
         count(e, D_UNKNOWN_PEER);
         return;
     }
-    k = key_for(p, (word >> 24) & KEY_ID_MASK);
-    if (!k) {
-        peer_drop(p, D_NO_KEY);
-        return;
-    }
     chunk_end = (addr & ~(uint64_t)(x->frame_size - 1)) + x->frame_size;
     if (chunk_end > x->umem_size)
         chunk_end = x->umem_size;
     room = chunk_end - (addr + payload);
-    res = key_open(k, pay, plen, room, now);
-    if (res != D_PEER_COUNT) {
-        peer_drop(p, res);
+    if (!peer_open(p, pay, plen, room, now))
         return;
-    }
-    p->st.link_rx_packets++;
-    p->st.link_rx_bytes += plen;
-    p->last_rx = now;
     if (!remote_is(&p->remote, fam, src, sport))
         xsk_float(e, p, fam, src, sport);
     n = plen - DATA_V2_HEADER_LEN;
@@ -386,7 +395,6 @@ static void on_data(struct engine *e, uint8_t *pkt, uint32_t len,
 {
     struct remote src;
     struct peer *p;
-    struct key *k;
     uint8_t *plain;
     uint32_t n;
     int res;
@@ -399,19 +407,8 @@ static void on_data(struct engine *e, uint8_t *pkt, uint32_t len,
         count(e, D_UNKNOWN_PEER);
         return;
     }
-    k = key_for(p, pkt[0] & KEY_ID_MASK);
-    if (!k) {
-        peer_drop(p, D_NO_KEY);
+    if (!peer_open(p, pkt, len, UINT64_MAX, now))
         return;
-    }
-    res = key_open(k, pkt, len, UINT64_MAX, now);
-    if (res != D_PEER_COUNT) {
-        peer_drop(p, res);
-        return;
-    }
-    p->st.link_rx_packets++;
-    p->st.link_rx_bytes += len;
-    p->last_rx = now;
     remote_from_sockaddr(&src, from);
     /* the socket worker compares the address strings: equal only as recvfrom spells it */
     if (!p->remote.canonical || p->remote.fam != src.fam || p->remote.port != src.port

@@ -168,13 +168,20 @@ struct peer *table_get(struct table *t, uint32_t id)
     return hmap_get(&t->ids, k);
 }
 
-static void update_lens(struct table *t, int f)
+/* The iroute prefix lengths in use, longest first, recounted from the routes map. */
+static void recount_lens(struct table *t)
 {
-    int bits = f ? 128 : 32;
-    t->nlens[f] = 0;
-    for (int len = bits; len >= 0; len--)
-        if (t->len_count[f][len])
-            t->lens[f][t->nlens[f]++] = len;
+    for (int f = 0; f < 2; f++)
+        memset(t->len_count[f], 0, sizeof(t->len_count[f]));
+    for (uint32_t i = 0; i < t->routes.cap; i++)
+        if (t->routes.e[i].used)
+            t->len_count[t->routes.e[i].k[0] == K_ROUTE6][t->routes.e[i].k[1]]++;
+    for (int f = 0; f < 2; f++) {
+        t->nlens[f] = 0;
+        for (int len = f ? 128 : 32; len >= 0; len--)
+            if (t->len_count[f][len])
+                t->lens[f][t->nlens[f]++] = len;
+    }
 }
 
 struct peer *table_by_destination(struct table *t, int fam, const uint8_t *addr)
@@ -221,14 +228,7 @@ int table_index(struct table *t, struct peer *p)
         if (hmap_put(&t->routes, k, p) < 0)
             return -1;
     }
-    for (int f = 0; f < 2; f++) { /* lengths in use: recount from the map */
-        memset(t->len_count[f], 0, sizeof(t->len_count[f]));
-    }
-    for (uint32_t i = 0; i < t->routes.cap; i++)
-        if (t->routes.e[i].used)
-            t->len_count[t->routes.e[i].k[0] == K_ROUTE6][t->routes.e[i].k[1]]++;
-    update_lens(t, 0);
-    update_lens(t, 1);
+    recount_lens(t);
     return 0;
 }
 
@@ -246,13 +246,7 @@ void table_unindex(struct table *t, struct peer *p)
 {
     del_by_value(&t->vpn, p);
     del_by_value(&t->routes, p);
-    for (int f = 0; f < 2; f++)
-        memset(t->len_count[f], 0, sizeof(t->len_count[f]));
-    for (uint32_t i = 0; i < t->routes.cap; i++)
-        if (t->routes.e[i].used)
-            t->len_count[t->routes.e[i].k[0] == K_ROUTE6][t->routes.e[i].k[1]]++;
-    update_lens(t, 0);
-    update_lens(t, 1);
+    recount_lens(t);
 }
 
 int table_add(struct table *t, struct peer *p)
