@@ -21,6 +21,7 @@
 int engine_init(struct engine *e)
 {
     e->tun_fd = -1;
+    e->epfd = -1;
     e->gso_ok = 1;
     e->gso_max_seg = MAX_IP;
     /* A run is at most GSO_MAX_BYTES, or one packet as big as IP allows; the next read
@@ -33,6 +34,7 @@ int engine_init(struct engine *e)
 void engine_free(struct engine *e)
 {
     table_free(&e->peers, e->release);
+    serve_close(e);
     free(e->pool);
     free(e->sock_bufs);
     free(e->tso_buf);
@@ -41,7 +43,11 @@ void engine_free(struct engine *e)
 
 static void count(struct engine *e, enum drop reason) { e->drops[reason]++; }
 
-static void emit(struct engine *e, const struct event *ev) { e->emit(e->emit_ctx, ev); }
+static void emit(struct engine *e, const struct event *ev)
+{
+    e->emitted++;
+    e->emit(e->emit_ctx, ev);
+}
 
 void remove_peer(struct engine *e, struct peer *p)
 {
