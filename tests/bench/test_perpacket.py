@@ -15,8 +15,9 @@ ROUNDS = 3
 SEGMENT = 52 + perpacket.TCP_PAYLOAD  # IPv4 + TCP with timestamps + payload
 
 
-def test_receive_loop_decrypts_and_delivers_every_packet_of_every_batch() -> None:
-    cost, peer = perpacket.receive_cost(ROUNDS)
+@pytest.mark.parametrize("cipher", perpacket.NATIVE_CIPHERS)
+def test_receive_loop_decrypts_and_delivers_every_packet_of_every_batch(cipher: str) -> None:
+    cost, peer = perpacket.receive_cost(ROUNDS, cipher)
     stats = peer.stats
     assert cost > 0
     assert stats.drops == {}
@@ -24,12 +25,13 @@ def test_receive_loop_decrypts_and_delivers_every_packet_of_every_batch() -> Non
     assert stats.rx_bytes == ROUNDS * perpacket.BATCH * SEGMENT
 
 
-def test_send_loop_output_decrypts_into_the_packets_it_read() -> None:
-    cost, sock, sender = perpacket.send_cost(ROUNDS)
+@pytest.mark.parametrize("cipher", perpacket.NATIVE_CIPHERS)
+def test_send_loop_output_decrypts_into_the_packets_it_read(cipher: str) -> None:
+    cost, sock, sender = perpacket.send_cost(ROUNDS, cipher)
     assert cost > 0
     # 64 packets of 1524 bytes on the wire do not fit one 65,000-byte GSO send: two a round.
     assert sock.calls == 2 * ROUNDS
-    key = perpacket._KEY
+    key = perpacket._key(cipher)
     receiver = DataChannelCrypto(0, sender.peer_id, key, key)
     run = sock.last
     datagrams = [run[at : at + sock.segment] for at in range(0, len(run), sock.segment)]

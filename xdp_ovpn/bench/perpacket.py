@@ -63,6 +63,8 @@ class PerPacket:
     # cipher -> (receive, send, AEAD encrypt call alone, the same seal in C alone) of the
     # native engine; empty when the extension is not built
     native: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    # cipher -> (receive, send) of the python engine for the ciphers besides AES-256-GCM
+    python_ciphers: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def _tcp_segment(seq: int) -> bytes:
@@ -143,11 +145,16 @@ def _median(samples: list[float]) -> float:
     return ordered[len(ordered) // 2] * 1e6 / BATCH
 
 
-def receive_cost(rounds: int) -> tuple[float, Peer]:
+def _key(cipher: str) -> DataKey:
+    return _KEY if cipher == _KEY.cipher else DataKey(cipher, bytes(range(32)), bytes(range(8)))
+
+
+def receive_cost(rounds: int, cipher: str = _KEY.cipher) -> tuple[float, Peer]:
     """Ingress.poll over rounds of BATCH sealed TCP segments; (µs a packet, the peer)."""
-    sender = DataChannelCrypto(0, _PEER_ID, _KEY, _KEY)
+    key = _key(cipher)
+    sender = DataChannelCrypto(0, _PEER_ID, key, key)
     peer = Peer(_PEER_ID, _REMOTE, vpn_ipv4="10.8.0.1")  # the segments' (checked) source
-    peer.keys[0] = DataChannelCrypto(0, _PEER_ID, _KEY, _KEY)
+    peer.keys[0] = DataChannelCrypto(0, _PEER_ID, key, key)
     peers = PeerTable()
     peers.add(peer)
     ring = _RxRing()
@@ -166,7 +173,8 @@ def receive_cost(rounds: int) -> tuple[float, Peer]:
     return _median(samples), peer
 
 
-def send_cost(rounds: int) -> tuple[float, _CountingSocket, DataChannelCrypto]:
+def send_cost(rounds: int, cipher: str = _KEY.cipher
+              ) -> tuple[float, _CountingSocket, DataChannelCrypto]:
     """Egress.poll draining BATCH packets a round; (µs a packet, the socket, the key)."""
     read_out = bytes(VNET_HDR_LEN) + _tcp_segment(1)  # what a vnet_hdr TUN read returns
     budget = [0]
@@ -178,7 +186,8 @@ def send_cost(rounds: int) -> tuple[float, _CountingSocket, DataChannelCrypto]:
         view[: len(read_out)] = read_out
         return len(read_out)
 
-    crypto = DataChannelCrypto(0, _PEER_ID, _KEY, _KEY)
+    key = _key(cipher)
+    crypto = DataChannelCrypto(0, _PEER_ID, key, key)
     peer = Peer(_PEER_ID, _REMOTE)
     peer.keys[0] = crypto
     peers = PeerTable(single=True)
@@ -389,6 +398,8 @@ def measure(rounds: int = 2000) -> PerPacket:
         python=sys.version.split()[0],
         cryptography=cryptography.__version__,
         native=native_costs(rounds),
+        python_ciphers={cipher: (receive_cost(rounds, cipher)[0], send_cost(rounds, cipher)[0])
+                        for cipher in NATIVE_CIPHERS if cipher != _KEY.cipher},
     )
 
 
@@ -403,6 +414,8 @@ def report(result: PerPacket) -> str:
         f"  AEAD call alone: encrypt_into {result.aead_encrypt:.2f} µs, "
         f"decrypt_into {result.aead_decrypt:.2f} µs",
     ]
+    for cipher, (receive, send) in result.python_ciphers.items():
+        lines.append(f"  python engine, {cipher}: receive {receive:.2f} µs, send {send:.2f} µs")
     if not result.native:
         lines.append("Native engine: not built (xdp_ovpn._native missing).")
     for cipher, (receive, send, aead, seal) in result.native.items():
