@@ -308,3 +308,28 @@ def test_one_and_two_workers_share_the_run_and_its_topology():
     run.doc = {"scenarios": []}
     assert two not in run._available([two])
     assert "needs the native engine" in run.doc["scenarios"][-1]["unavailable"]
+
+
+def test_the_userspace_baseline_disables_dco_and_a_log_that_says_otherwise_fails_it():
+    userspace, dco = scenarios.BY_NAME["openvpn"], scenarios.BY_NAME["openvpn-dco"]
+    assert userspace.openvpn_extra("openvpn") == ("disable-dco",)
+    assert userspace.openvpn_extra("xdp-ovpn") == () and dco.openvpn_extra("openvpn") == ()
+    assert "disable-dco" in runner.SERVER_EXTRA["openvpn"]
+
+    class _Logged:
+        program = "openvpn"
+
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def log(self) -> str:
+            return self.text
+
+    opened = _Logged("... DCO device tun0 opened\n")
+    scenarios.check_dco(opened, expected=True)
+    with pytest.raises(scenarios.LabError, match="used a kernel DCO"):
+        scenarios.check_dco(opened, expected=False)
+    with pytest.raises(scenarios.LabError, match="did not use a kernel DCO"):
+        scenarios.check_dco(_Logged("Initialization Sequence Completed\n"), expected=True)
+    if scenarios.kernel_dco() is None:
+        assert "neither the ovpn nor the ovpn-dco-v2" in dco.unavailable()

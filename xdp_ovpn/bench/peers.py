@@ -31,7 +31,8 @@ from xdp_ovpn.proto.tls import TLSConfig
 
 # Both servers must accept one certificate many times over and answer every reset.
 SERVER_EXTRA = {
-    "openvpn": ("duplicate-cn", "max-clients 4096", "connect-freq-initial 1000000 1"),
+    "openvpn": ("duplicate-cn", "max-clients 4096", "connect-freq-initial 1000000 1",
+                "disable-dco"),  # the userspace server, as in the throughput baseline
     "xdp-ovpn": ("duplicate-cn", "max-clients 4096"),
 }
 SCALE_NETWORK = "10.8.0.0/20"  # room for 4000 pool addresses

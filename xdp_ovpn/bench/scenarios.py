@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from xdp_ovpn.lab.netns import Lab, Namespace
+from xdp_ovpn.lab.netns import Lab, LabError, Namespace
 from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNClient, OpenVPNServer, TunnelSpec, started
 
 UNDERLAY = ("10.1.0.1", "10.1.0.2")
@@ -32,6 +34,7 @@ class Scenario:
     client: str | None = None
     data_path: str | None = None  # for the xdp-ovpn ends: "xdp" or "socket"
     workers: int | None = None  # the xdp-ovpn ends' data-plane workers; None: the run's
+    dco: bool = False  # openvpn ends with a kernel DCO; else they run with --disable-dco
 
     @property
     def tunnel(self) -> bool:
@@ -48,7 +51,50 @@ class Scenario:
             from xdp_ovpn.dataplane.factory import xdp_unavailable
 
             return xdp_unavailable()
+        if self.dco and kernel_dco() is None:
+            return "the kernel has neither the ovpn nor the ovpn-dco-v2 module"
+        if self.dco and kernel_dco() == "ovpn":
+            from xdp_ovpn.lab import sidroot
+
+            if not sidroot.is_built():
+                return "the in-kernel ovpn needs openvpn 2.7: the sid root is not built"
         return None
+
+    def openvpn_version(self) -> str:
+        """Which openvpn its openvpn ends run: 2.7 (the sid root) for the in-kernel ovpn."""
+        return "2.7" if self.dco and kernel_dco() == "ovpn" else "2.6"
+
+    def openvpn_extra(self, program: str) -> tuple[str, ...]:
+        """Config lines for an end running `program`: openvpn without DCO says so, so a
+        kernel with a DCO module never turns the userspace baseline into DCO unnoticed."""
+        return ("disable-dco",) if program == "openvpn" and not self.dco else ()
+
+
+DCO_MODULES = ("ovpn", "ovpn-dco-v2")  # Linux's own (6.16+, openvpn 2.7) and the out-of-tree
+
+
+def kernel_dco() -> str | None:
+    """The DCO module this kernel has (loaded, or loadable), or None."""
+    for name in DCO_MODULES:
+        if Path("/sys/module", name.replace("-", "_")).exists():
+            return name
+        if shutil.which("modprobe") and subprocess.run(
+                ["modprobe", "-q", name], capture_output=True).returncode == 0:
+            return name
+    return None
+
+
+DCO_OPENED = "DCO device"  # openvpn logs "DCO device tun0 opened" when it uses a DCO
+
+
+def check_dco(endpoint: Endpoint, expected: bool) -> None:
+    """Fail the scenario if an openvpn end's log says otherwise than it should about DCO."""
+    if endpoint.program != "openvpn":
+        return
+    used = DCO_OPENED in endpoint.log()
+    if used != expected:
+        raise LabError(f"openvpn {'did not use' if expected else 'used'} a kernel DCO "
+                       f"({'no' if expected else 'a'} '{DCO_OPENED}' line in its log)")
 
 
 BARE = "bare"
@@ -57,6 +103,8 @@ USERSPACE = "openvpn"
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(BARE, "bare veth"),
     Scenario(USERSPACE, "openvpn ↔ openvpn (userspace)", "openvpn", "openvpn"),
+    # Where the kernel has a DCO (the VM guests): openvpn with its kernel data path.
+    Scenario("openvpn-dco", "openvpn ↔ openvpn (kernel DCO)", "openvpn", "openvpn", dco=True),
     Scenario("ovpn-xdp", "openvpn client ↔ xdp-ovpn server (XDP)", "xdp-ovpn", "openvpn", "xdp"),
     Scenario("xdp-xdp", "xdp-ovpn ↔ xdp-ovpn (XDP)", "xdp-ovpn", "xdp-ovpn", "xdp"),
     # The same two with two data-plane workers each (native engine): beside the two above,
@@ -140,8 +188,8 @@ def with_data_path(endpoint: Endpoint, data_path: str | None, engine: str = "aut
 
 def server_endpoint(ns: Namespace, spec: TunnelSpec, program: str, data_path: str | None,
                     extra: tuple[str, ...] = (), engine: str = "auto",
-                    workers: int | None = None) -> OpenVPNServer:
-    server = OpenVPNServer(ns, spec, program=program, extra=extra)
+                    workers: int | None = None, openvpn: str = "2.6") -> OpenVPNServer:
+    server = OpenVPNServer(ns, spec, program=program, extra=extra, openvpn=openvpn)
     with_data_path(server, data_path, engine, workers)
     return server
 
@@ -160,13 +208,17 @@ def bring_up(
         yield Topology(scenario, server_ns, client_ns, UNDERLAY[0])
         return
     assert scenario.server and scenario.client
+    version = scenario.openvpn_version()
     server = server_endpoint(server_ns, spec, scenario.server, scenario.data_path,
-                             engine=engine, workers=workers)
-    client = OpenVPNClient(client_ns, server, remote=UNDERLAY[0], program=scenario.client)
+                             scenario.openvpn_extra(scenario.server), engine, workers, version)
+    client = OpenVPNClient(client_ns, server, remote=UNDERLAY[0], program=scenario.client,
+                           extra=scenario.openvpn_extra(scenario.client), openvpn=version)
     with_data_path(client, scenario.data_path, engine, workers)
     began = time.monotonic()
     with started(server, client, timeout=timeout):
         setup = time.monotonic() - began
+        for ep in (server, client):
+            check_dco(ep, scenario.dco)
         topo = Topology(scenario, server_ns, client_ns, server.tunnel_ipv4, {}, setup,
                         (server, client))
         for role, ep in (("server", server), ("client", client)):
