@@ -74,6 +74,9 @@ class Engine(Protocol):
     """The per-packet work of one worker (see the module docstring)."""
 
     name: str  # "python" or "native"
+    # Whether new_key takes epoch=True (2.7's epoch data format); the control plane offers
+    # the format only when the engine has it (epoch_format below).
+    epoch_format: bool
 
     # -- peers and keys: the data of the DCO verbs -------------------------------------
     def add_peer(self, peer_id: int, remote: Address, vpn_ipv4: str | None,
@@ -90,11 +93,14 @@ class Engine(Protocol):
     def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes, decrypt_key: bytes,
                 decrypt_nonce_tail: bytes, ledger: memoryview | None = None,
-                ledger_index: int = 0, shared: memoryview | None = None) -> None:
+                ledger_index: int = 0, shared: memoryview | None = None,
+                epoch: bool = False) -> None:
         """Install a key in slot 0 (primary) or 1; with `ledger` (a shared "I" array) the
         sender reserves packet-ids in ledger[ledger_index] before using them. `shared`
         (native engine only, instead of the ledger): the key's slot of ledger.Ledger that
-        several workers share, holding the live packet-id counter and the replay window."""
+        several workers share, holding the live packet-id counter and the replay window.
+        `epoch`: the key is in the epoch data format (encrypt_key and decrypt_key are the
+        E_1 secrets, events.KeysReady); an engine without `epoch_format` refuses it."""
         ...
 
     def swap_keys(self, peer_id: int) -> None: ...
@@ -176,6 +182,17 @@ def check_workers(count: int, engine: str) -> None:
     if count > 1 and engine != "native":
         raise DataPlaneError(f"--workers {count} needs the native engine (the python engine "
                              "keeps its replay windows in one process: one worker)")
+
+
+def epoch_format(name: str) -> bool:
+    """Whether the engine `name` (after `resolve`) does the epoch data format."""
+    if resolve(name) == "native":
+        from xdp_ovpn.dataplane.nativeengine import NativeEngine
+
+        return NativeEngine.epoch_format
+    from xdp_ovpn.dataplane.pyengine import PythonEngine
+
+    return PythonEngine.epoch_format
 
 
 def make_engine(name: str, sock: socket.socket, config: EngineConfig) -> Engine:

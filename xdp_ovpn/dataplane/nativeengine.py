@@ -97,6 +97,7 @@ class NativeEngine:
     """engine.Engine over the C extension (see the module docstring)."""
 
     name = "native"
+    epoch_format = False  # the C loops have the 2.6 data format only
 
     def __init__(self, sock: socket.socket, config: EngineConfig) -> None:
         self.config = config
@@ -201,8 +202,11 @@ class NativeEngine:
     def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes, decrypt_key: bytes,
                 decrypt_nonce_tail: bytes, ledger: memoryview | None = None,
-                ledger_index: int = 0, shared: memoryview | None = None) -> None:
+                ledger_index: int = 0, shared: memoryview | None = None,
+                epoch: bool = False) -> None:
         self._known(peer_id)
+        if epoch:
+            raise DataPlaneError("the native engine has no epoch data format")
         code = _CIPHERS.get(cipher)
         if code is None:
             raise DataPlaneError(f"unsupported data cipher {cipher!r}")

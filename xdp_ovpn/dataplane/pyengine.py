@@ -49,6 +49,7 @@ class PythonEngine:
     """The per-packet loops in Python (implements engine.Engine)."""
 
     name = "python"
+    epoch_format = False
 
     def __init__(self, sock: socket.socket, config: EngineConfig) -> None:
         self.sock = sock
@@ -93,7 +94,8 @@ class PythonEngine:
     def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes, decrypt_key: bytes,
                 decrypt_nonce_tail: bytes, ledger: memoryview | None = None,
-                ledger_index: int = 0, shared: memoryview | None = None) -> None:
+                ledger_index: int = 0, shared: memoryview | None = None,
+                epoch: bool = False) -> None:
         if shared is not None:  # its windows are in-process: it runs as one worker only
             raise DataPlaneError("the python engine keeps no key state shared by workers")
         peer = self.peers.get(peer_id)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import socket
 
-from xdp_ovpn.dataplane.engine import EngineConfig, make_engine, resolve
+from xdp_ovpn.dataplane.engine import EngineConfig, epoch_format, make_engine, resolve
 from xdp_ovpn.dataplane.handle import CALL_TIMEOUT, WorkerHandle
 from xdp_ovpn.dataplane.worker import Worker, seqpacket_pair
 from xdp_ovpn.proto.constants import DEFAULT_REPLAY_TIME, DEFAULT_REPLAY_WINDOW
@@ -47,6 +47,7 @@ class SocketDataPlane(WorkerHandle):
     ) -> None:
         super().__init__()
         self.engine = resolve(engine)  # the engine's name, for the log and reports
+        self.epoch_format = epoch_format(self.engine)
         config = EngineConfig(single_peer, replay_window, replay_time, mss=mss,
                               check_source=not single_peer)
         cmd, worker_cmd = seqpacket_pair()

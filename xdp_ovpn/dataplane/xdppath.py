@@ -76,6 +76,7 @@ from xdp_ovpn.dataplane.engine import (
     Engine,
     EngineConfig,
     check_workers,
+    epoch_format,
     make_engine,
     resolve,
 )
@@ -396,15 +397,16 @@ class _XdpWorker(Worker):
         super().cmd_del_peer(peer_id, reason)
 
     def cmd_new_key(self, peer_id: int, slot: int, key_id: int, cipher: str, ek: bytes,
-                    en: bytes, dk: bytes, dn: bytes, ledger_index: int) -> None:
+                    en: bytes, dk: bytes, dn: bytes, epoch: bool, ledger_index: int) -> None:
         if self.engine.key_ids(peer_id)[slot] is not None:  # replaced: stop steering it first
             self._mirror(peer_id, self._key_ids(peer_id, without=slot))
         shared = self.ledger.slot(ledger_index) if self.engine.name == "native" else None
         if shared is not None:  # the live packet-id counter and window the workers share
-            self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn, shared=shared)
+            self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn, shared=shared,
+                                epoch=epoch)
         else:
             self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn,
-                                self.ledger.ids, ledger_index)
+                                self.ledger.ids, ledger_index, epoch=epoch)
         self._mirror(peer_id, self._key_ids(peer_id))
 
     def cmd_del_key(self, peer_id: int, slot: int) -> None:
@@ -459,6 +461,7 @@ class XdpDataPlane(WorkerHandle):
         one with the python engine)."""
         super().__init__()
         self.engine = resolve(engine)  # the engine's name, for the log and reports
+        self.epoch_format = epoch_format(self.engine)
         self._sock = sock
         self._control_limits = control_limits
         self._log = log or logging.getLogger(__name__)
@@ -786,10 +789,10 @@ class XdpDataPlane(WorkerHandle):
 
     def new_key(self, peer_id: int, slot: KeySlot, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes,
-                decrypt_key: bytes, decrypt_nonce_tail: bytes) -> None:
+                decrypt_key: bytes, decrypt_nonce_tail: bytes, epoch: bool = False) -> None:
         index = self._ledger.allocate()
         args = (key_id, cipher, bytes(encrypt_key), bytes(encrypt_nonce_tail),
-                bytes(decrypt_key), bytes(decrypt_nonce_tail), index)
+                bytes(decrypt_key), bytes(decrypt_nonce_tail), epoch, index)
         try:
             self._call("new_key", peer_id, int(slot), *args)
         except BaseException:
