@@ -11,12 +11,15 @@ from xdp_ovpn.dataplane.api import DataPlaneError, PeerExpired
 from xdp_ovpn.dataplane.engine import (
     ControlDatagram,
     EngineConfig,
+    epoch_format,
     make_engine,
     native_available,
     resolve,
 )
 from xdp_ovpn.proto.constants import OCC_EXIT_PAYLOAD, PING_PAYLOAD
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
+from xdp_ovpn.proto.epoch import EpochDataChannel
+from xdp_ovpn.proto.epochkeys import EpochKey
 
 KEY = bytes(range(32))
 TAIL = bytes(range(8))
@@ -111,3 +114,107 @@ def test_occ_exit_removes_the_peer_with_an_event(rig: _Rig) -> None:
         pass
     assert rig.engine.events() == [PeerExpired(7, "exit")]
     assert rig.engine.peer_ids() == []
+
+
+# -- the epoch data format (python engine) --------------------------------------------------
+
+E1_C2S, E1_S2C = bytes(range(100, 132)), bytes(range(200, 232))
+
+
+def _epoch_client(peer_id: int) -> EpochDataChannel:
+    """A client's slot whose server end is new_key(epoch=True) with E1_S2C, E1_C2S."""
+    return EpochDataChannel(0, peer_id, "AES-256-GCM", EpochKey(1, E1_C2S), EpochKey(1, E1_S2C))
+
+
+def test_engines_say_whether_they_do_the_epoch_format() -> None:
+    assert epoch_format("python")
+    if native_available():  # the C loops have the 2.6 format only: sessions never offer it
+        assert not epoch_format("native")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        engine = make_engine("native", sock, EngineConfig(False, 64, 15))
+        engine.add_peer(7, ("127.0.0.1", 9), None, None, (), 0.0)
+        with pytest.raises(DataPlaneError, match="epoch"):
+            engine.new_key(7, 0, 0, "AES-256-GCM", E1_S2C, b"", E1_C2S, b"", epoch=True)
+        engine.close()
+        sock.close()
+
+
+@pytest.mark.parametrize("gso", [False, True], ids=["datagrams", "gso-runs"])
+def test_python_engine_epoch_keys_beside_26_keys(gso: bool) -> None:
+    """Two peers, one in each data format: socket receive (data, ping, replay), TUN send
+    interleaved between them (the GSO loop moves each plaintext to its format's place),
+    and the epoch peer's rotation followed on receive."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for c in clients:
+        c.bind(("127.0.0.1", 0))
+        c.settimeout(2)
+    tun, tun_peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    tun.setblocking(False)
+    tun_peer.settimeout(2)
+    config = EngineConfig(single_peer=False, replay_window=64, replay_time=15, gso=gso)
+    engine = make_engine("python", sock, config)
+    try:
+        engine.add_peer(7, clients[0].getsockname(), "10.8.0.7", None, (), 0.0)
+        engine.add_peer(8, clients[1].getsockname(), "10.8.0.8", None, (), 0.0)
+        engine.new_key(7, 0, 0, "AES-256-GCM", E1_S2C, b"", E1_C2S, b"", epoch=True)
+        engine.new_key(8, 0, 0, "AES-256-GCM", KEY, TAIL, KEY, TAIL)
+        engine.set_tun(tun.fileno(), False)
+        epoch_peer = _epoch_client(7)
+        old_peer = DataChannelCrypto(0, 8, PEER_KEY, PEER_KEY)
+        server = sock.getsockname()
+        # Receive: data, a ping, a replay, then data in the next epoch.
+        first = epoch_peer.encrypt(_ipv4("10.8.0.7", "10.8.0.1", b"e1"), 0.0)
+        for packet in (first, epoch_peer.encrypt(PING_PAYLOAD, 0.0), first):
+            clients[0].sendto(packet, server)
+        epoch_peer.rotate_send()
+        clients[0].sendto(epoch_peer.encrypt(_ipv4("10.8.0.7", "10.8.0.1", b"e2"), 0.0), server)
+        clients[1].sendto(old_peer.encrypt(_ipv4("10.8.0.8", "10.8.0.1", b"26"), 0.0), server)
+        handled = 0
+        while handled < 5:
+            handled += engine.rx_socket(64, 1.0)
+        assert sorted(tun_peer.recv(2048)[20:] for _ in range(3)) == [b"26", b"e1", b"e2"]
+        stats = engine.peer_stats(7)
+        assert stats.drops == {"ReplayError": 1}
+        assert (stats.rx_packets, stats.link_rx_packets) == (2, 3)
+        # Send: interleaved, same sizes, so GSO runs break on the peer only.
+        sent = [(7 + i % 2, bytes([i]) * 50) for i in range(6)]
+        for peer_id, payload in sent:
+            tun_peer.send(_ipv4("10.8.0.1", f"10.8.0.{peer_id}", payload))
+        assert engine.tx(64, 1.0) == 6
+        got_epoch = [epoch_peer.decrypt(clients[0].recv(2048), 1.0)[20:] for _ in range(3)]
+        got_old = [old_peer.decrypt(clients[1].recv(2048), 1.0)[20:] for _ in range(3)]
+        assert got_epoch == [p for i, p in sent if i == 7]
+        assert got_old == [p for i, p in sent if i == 8]
+        # The server's send key followed the client's to epoch 2 (a future key for it).
+        assert epoch_peer.receive_epoch == 2
+        assert engine.peer_stats(7).tx_packets == 3
+    finally:
+        engine.close()
+        for s in (sock, *clients, tun, tun_peer):
+            s.close()
+
+
+def test_a_replacement_worker_sends_in_a_fresh_epoch() -> None:
+    """The ledger keeps an epoch key's newest send epoch: a key installed again from it
+    (a restarted worker) starts in the next epoch, never reusing a nonce."""
+    ids = memoryview(bytearray(8)).cast("I")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer = _epoch_client(7)
+    try:
+        packets = []
+        for _ in range(2):  # the first worker, then its replacement
+            engine = make_engine("python", sock, EngineConfig(False, 64, 15))
+            engine.add_peer(7, ("127.0.0.1", 9), "10.8.0.7", None, (), 0.0)
+            engine.new_key(7, 0, 0, "AES-256-GCM", E1_S2C, b"", E1_C2S, b"", ids, 1,
+                           epoch=True)
+            crypto = engine.peers.get(7).keys[0]
+            packets.append(crypto.encrypt(b"x", 0.0))
+            engine.close()
+        assert ids[1] == 2 and ids[0] == 0
+        assert packets[0][4:12] != packets[1][4:12]  # epoch 1 counter 1, then epoch 2
+        assert [peer.decrypt(p, 0.0) for p in packets] == [b"x", b"x"]
+        assert peer.receive_epoch == 2
+    finally:
+        sock.close()

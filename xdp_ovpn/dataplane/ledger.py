@@ -2,7 +2,8 @@
 
 Per key slot it holds the highest packet-id reserved. A sender reserves ids in blocks
 there before it uses them, so a worker that replaces a dead one starts above every id
-its predecessor may have sent: no nonce is ever used twice (the python engine).
+its predecessor may have sent: no nonce is ever used twice (the python engine). For a key
+in the epoch data format the slot holds the newest send epoch instead (`track_send_epoch`).
 
 The native engine instead keeps, per key slot, a block the workers share: the live
 packet-id counter and the replay window (`Ledger.slot`; native/pktid.c key_shared).
@@ -14,6 +15,7 @@ import contextlib
 import mmap
 
 from xdp_ovpn.dataplane.api import DataPlaneError
+from xdp_ovpn.proto.epoch import EpochDataChannel
 from xdp_ovpn.proto.errors import PacketIdExhausted
 from xdp_ovpn.proto.pktid import PACKET_ID_MAX, PacketIdSender
 
@@ -91,3 +93,19 @@ class LedgerSender(PacketIdSender):
             self.ids[self.index] = self.reserved
         first, self.last = self.last + 1, last
         return first
+
+
+def track_send_epoch(channel: EpochDataChannel, ids: memoryview, index: int) -> None:
+    """An epoch-format key's sender: ids[index] holds the newest send epoch used. A worker
+    that replaces a dead one moves on to the next epoch, a fresh key with a fresh counter,
+    so none of its predecessor's nonces comes again; the peer takes it as a future key
+    (it keeps EPOCH_FUTURE_KEYS of them, so as many restarts without a packet in between)."""
+    used = ids[index]
+    if used:
+        channel.advance_send(used + 1)
+    ids[index] = channel.send_epoch
+
+    def record(epoch: int) -> None:
+        ids[index] = epoch
+
+    channel.on_send_epoch = record

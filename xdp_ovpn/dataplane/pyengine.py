@@ -25,7 +25,7 @@ from xdp_ovpn.dataplane.api import (
 )
 from xdp_ovpn.dataplane.engine import ControlDatagram, EngineConfig, EngineEvent
 from xdp_ovpn.dataplane.io import Egress, Ingress
-from xdp_ovpn.dataplane.ledger import LedgerSender
+from xdp_ovpn.dataplane.ledger import LedgerSender, track_send_epoch
 from xdp_ovpn.dataplane.mss import SYN_MAX_LEN, clamp_mss
 from xdp_ovpn.dataplane.offload import VNET_HDR_LEN
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
@@ -37,6 +37,8 @@ from xdp_ovpn.proto.constants import (
     Opcode,
 )
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
+from xdp_ovpn.proto.epoch import EpochDataChannel
+from xdp_ovpn.proto.epochkeys import EpochKey
 from xdp_ovpn.proto.errors import ProtocolError, drop_reason
 
 BUF_SIZE = 65536 + 256
@@ -49,7 +51,7 @@ class PythonEngine:
     """The per-packet loops in Python (implements engine.Engine)."""
 
     name = "python"
-    epoch_format = False
+    epoch_format = True
 
     def __init__(self, sock: socket.socket, config: EngineConfig) -> None:
         self.sock = sock
@@ -99,13 +101,24 @@ class PythonEngine:
         if shared is not None:  # its windows are in-process: it runs as one worker only
             raise DataPlaneError("the python engine keeps no key state shared by workers")
         peer = self.peers.get(peer_id)
-        crypto = DataChannelCrypto(
-            key_id, peer_id, DataKey(cipher, encrypt_key, encrypt_nonce_tail),
-            DataKey(cipher, decrypt_key, decrypt_nonce_tail),
-            replay_window=self.config.replay_window, replay_time=self.config.replay_time,
-        )
-        if ledger is not None:
-            crypto.sender = LedgerSender(ledger, ledger_index)
+        window = {"replay_window": self.config.replay_window,
+                  "replay_time": self.config.replay_time}
+        crypto: DataChannelCrypto | EpochDataChannel
+        if epoch:  # the keys are the E_1 secrets of the two chains
+            try:
+                crypto = EpochDataChannel(key_id, peer_id, cipher, EpochKey(1, encrypt_key),
+                                          EpochKey(1, decrypt_key), **window)
+            except (ProtocolError, ValueError) as exc:
+                raise DataPlaneError(f"peer {peer_id}: {exc}") from None
+            if ledger is not None:
+                track_send_epoch(crypto, ledger, ledger_index)
+        else:
+            crypto = DataChannelCrypto(
+                key_id, peer_id, DataKey(cipher, encrypt_key, encrypt_nonce_tail),
+                DataKey(cipher, decrypt_key, decrypt_nonce_tail), **window,
+            )
+            if ledger is not None:
+                crypto.sender = LedgerSender(ledger, ledger_index)
         peer.keys[slot] = crypto
         self._slot_ids(peer)
 
@@ -338,7 +351,7 @@ class PythonEngine:
         self._events.clear()
 
 
-def _key_for(peer: Peer, key_id: int) -> DataChannelCrypto | None:
+def _key_for(peer: Peer, key_id: int) -> DataChannelCrypto | EpochDataChannel | None:
     for crypto in peer.keys:
         if crypto is not None and crypto.key_id == key_id:
             return crypto
