@@ -121,19 +121,20 @@ def test_with_openvpn27(lab, role, wrapping, cipher, family) -> None:
                              epoch_format(resolve("auto")))
 
 
-EPOCH_ROLES = [
-    pytest.param("server", None, id="server"),
-    pytest.param("client", "CHACHA20-POLY1305", id="client-chacha"),
-    pytest.param("p2p-server", None, id="p2p-server"),
-    pytest.param("p2p-client", "AES-128-GCM", id="p2p-client-aes128", marks=pytest.mark.slow),
-]
+# (role, wrapping, cipher or None for the defaults): default cases, then the full product.
+EPOCH_CASES = [
+    pytest.param("server", "tls-crypt", None, id="server"),
+    pytest.param("client", "tls-crypt", "CHACHA20-POLY1305", id="client-chacha"),
+    pytest.param("p2p-server", "tls-crypt", None, id="p2p-server"),
+] + [pytest.param(*case, id="-".join(map(str, case)), marks=pytest.mark.slow)
+     for case in itertools.product(ROLES, WRAPPINGS, CIPHERS)]
 
 
-@pytest.mark.parametrize(("role", "cipher"), EPOCH_ROLES)
-def test_epoch_format_with_openvpn27_python_engine(lab, role, cipher) -> None:
+@pytest.mark.parametrize(("role", "wrapping", "cipher"), EPOCH_CASES)
+def test_epoch_format_with_openvpn27_python_engine(lab, role, wrapping, cipher) -> None:
     """The python engine on the XDP path has the epoch format: 2.7 negotiates it, both
     logs say so, and ping and iperf3 run through it."""
-    net, server, client, ours, theirs = _tunnel(lab, role, "tls-crypt", cipher, 4, "python")
+    net, server, client, ours, theirs = _tunnel(lab, role, wrapping, cipher, 4, "python")
     with contextlib.ExitStack() as stack:
         _start(stack, role, server, client)
         ours.wait_for_log(r"Data path: xdp .*engine python")
