@@ -311,19 +311,26 @@ static PyObject *Engine_new_key(EngineObject *self, PyObject *args)
     Py_buffer ek, en, dk, dn;
     PyObject *ledger, *shared = Py_None;
     Py_ssize_t index;
+    int epoch = 0;
     struct peer *p;
     struct key *k = NULL;
     Py_buffer *view = NULL;
     PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "IIIiy*y*y*y*On|O", &id, &slot, &key_id, &cipher, &ek, &en,
-                          &dk, &dn, &ledger, &index, &shared))
+    if (!PyArg_ParseTuple(args, "IIIiy*y*y*y*On|Op", &id, &slot, &key_id, &cipher, &ek, &en,
+                          &dk, &dn, &ledger, &index, &shared, &epoch))
         return NULL;
     if (!(p = find_peer(self, id)))
         goto out;
+    /* 2.6: each direction's key and nonce tail; epoch: its E_1 secret, no tail */
     if (slot > 1 || key_id > KEY_ID_MASK || cipher_key_len(cipher) < 0
-        || ek.len != cipher_key_len(cipher) || dk.len != ek.len
-        || en.len != AEAD_NONCE_TAIL_LEN || dn.len != AEAD_NONCE_TAIL_LEN) {
+        || ek.len != (epoch ? EPOCH_KEY_LEN : cipher_key_len(cipher)) || dk.len != ek.len
+        || en.len != (epoch ? 0 : AEAD_NONCE_TAIL_LEN) || dn.len != en.len) {
         PyErr_SetString(PyExc_ValueError, "bad key material");
+        goto out;
+    }
+    if (epoch && shared != Py_None) { /* its windows are per epoch, in this worker */
+        PyErr_SetString(PyExc_ValueError, "an epoch-format key takes the ledger, not a "
+                                          "shared slot");
         goto out;
     }
     k = calloc(1, sizeof(*k));
@@ -361,12 +368,33 @@ static PyObject *Engine_new_key(EngineObject *self, PyObject *args)
     k->key_id = key_id;
     k->op = OP_DATA_V2 << OPCODE_SHIFT | key_id;
     k->head_word = (uint32_t)k->op << 24 | (id & 0xFFFFFF);
-    if (aead_init(&k->enc, cipher, ek.buf, en.buf, 1) < 0
+    k->plain_off = k->overhead = DATA_V2_HEADER_LEN;
+    if (epoch) {
+        k->plain_off = DATA_V2_EPOCH_AAD_LEN;
+        k->overhead = DATA_V2_EPOCH_OVERHEAD;
+        k->epoch = epoch_new(cipher, ek.buf, dk.buf, self->e.replay_window,
+                             self->e.replay_time);
+        if (!k->epoch) {
+            PyErr_SetString(PyExc_ValueError, "epoch keys refused by OpenSSL");
+            goto fail;
+        }
+        if (view) { /* ledger.track_send_epoch: a replacement goes on in the next epoch */
+            uint32_t *used = (uint32_t *)view->buf + index;
+            if (*used && epoch_advance_send(k->epoch, *used + 1) < 0) {
+                PyErr_SetString(PyExc_ValueError, "the key's send epochs are spent");
+                goto fail;
+            }
+            *used = k->epoch->send_chain.epoch;
+            k->epoch->ledger = used;
+        }
+    } else if (aead_init(&k->enc, cipher, ek.buf, en.buf, 1) < 0
         || aead_init(&k->dec, cipher, dk.buf, dn.buf, 0) < 0) {
         PyErr_SetString(PyExc_ValueError, "cipher refused by OpenSSL");
         goto fail;
     }
-    if (shared != Py_None) {
+    if (epoch) {
+        /* its sender and windows are in k->epoch */
+    } else if (shared != Py_None) {
         if (key_shared_attach(&k->replay, &k->sender, view->buf, self->e.replay_window,
                               self->e.replay_time) < 0) {
             PyErr_SetString(PyExc_OSError, "the shared key slot's lock refused");

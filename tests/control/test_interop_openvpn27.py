@@ -3,10 +3,10 @@ cached root): server, client and TLS p2p, both ways.
 
 The default cases keep both ends' default data-ciphers, so they also show what 2.7
 picks; the full product of roles x wrappings x ciphers is marked slow. We offer
-IV_PROTO_DATA_EPOCH only when our engine has the epoch data format (the python engine;
-the native one not yet): 2.7 then uses it, its log showing the aead-epoch protocol flag
-(a client) or the NCP result (p2p) and "Epoch Data key" lines (verb 4), ours "epoch data
-format"; otherwise both keep the 2.6 format. A 2.6 peer never gets it.
+IV_PROTO_DATA_EPOCH only when our data plane has the epoch data format (either engine, one
+worker): 2.7 then uses it, its log showing the aead-epoch protocol flag (a client) or the
+NCP result (p2p) and "Epoch Data key" lines (verb 4), ours "epoch data format"; otherwise
+both keep the 2.6 format. A 2.6 peer never gets it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from test_interop import CIPHERS, WRAPPINGS
 from test_interop_xdp import use_xdp
 
 from tests.support.interop import iperf3, ping, redirected, underlay
-from xdp_ovpn.dataplane.engine import epoch_format, resolve
+from xdp_ovpn.dataplane.engine import epoch_format, native_available, resolve
 from xdp_ovpn.lab.openvpn import (
     Endpoint,
     OpenVPNClient,
@@ -54,9 +54,10 @@ MATRIX = [pytest.param(*case, id="-".join(map(str, case))) for case in REPRESENT
 
 
 def _tunnel(lab, role: str, wrapping: str, cipher: str | None, family: int,
-            engine: str = "auto", theirs: dict = THEIRS) -> tuple:
-    """(underlay, server, client, ours, theirs), ours on the XDP path with `engine`."""
-    net = underlay(lab, family)
+            engine: str = "auto", theirs: dict = THEIRS, workers: int = 1) -> tuple:
+    """(underlay, server, client, ours, theirs), ours on the XDP path with `engine` and
+    `workers` (one RX queue in use for each)."""
+    net = underlay(lab, family, rx_queues=workers) if workers > 1 else underlay(lab, family)
     spec = TunnelSpec(PKI(), wrapping=wrapping, cipher=cipher, proto=net.proto)
     ours_serves = role.endswith("server")
     server_side, client_side = (OURS, theirs) if ours_serves else (theirs, OURS)
@@ -70,7 +71,8 @@ def _tunnel(lab, role: str, wrapping: str, cipher: str | None, family: int,
     ours, theirs_end = (server, client) if ours_serves else (client, server)
     use_xdp(ours)
     base = ours.command
-    ours.command = lambda: [*base(), "--engine", engine]  # type: ignore[method-assign]
+    ours.command = lambda: [  # type: ignore[method-assign]
+        *base(), "--engine", engine, *(["--workers", str(workers)] if workers > 1 else [])]
     return net, server, client, ours, theirs_end
 
 
@@ -158,3 +160,17 @@ def test_openvpn26_never_gets_the_epoch_format(lab, role) -> None:
         assert "OpenVPN 2.6." in log and "aead-epoch" not in log and "Epoch" not in log
         assert f"Outgoing Data Channel: Cipher '{DEFAULT_CIPHER}'" in log
         assert "epoch data format" not in ours.log()
+
+
+@pytest.mark.skipif(not native_available(), reason="the native engine is not built")
+def test_several_native_workers_keep_the_26_format(lab) -> None:
+    """An epoch key's windows live in one worker: with two, the data plane does not offer
+    the format and 2.7 keeps the 2.6 one."""
+    net, server, client, ours, theirs = _tunnel(lab, "server", "tls-crypt", None, 4, "native",
+                                                workers=2)
+    with contextlib.ExitStack() as stack:
+        _start(stack, "server", server, client)
+        ours.wait_for_log(r"Data path: xdp .*2 workers.*engine native")
+        ours.wait_for_log(f"Data Channel: cipher '{DEFAULT_CIPHER}'")
+        _traffic(lab, net, server, client, ours)
+        _check_openvpn27_log(theirs, ours, "server", DEFAULT_CIPHER, False)

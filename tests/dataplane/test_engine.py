@@ -128,19 +128,26 @@ def _epoch_client(peer_id: int) -> EpochDataChannel:
 
 def test_engines_say_whether_they_do_the_epoch_format() -> None:
     assert epoch_format("python")
-    if native_available():  # the C loops have the 2.6 format only: sessions never offer it
-        assert not epoch_format("native")
+    if native_available():  # one worker's keys only: a slot shared by workers is refused
+        assert epoch_format("native")
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         engine = make_engine("native", sock, EngineConfig(False, 64, 15))
         engine.add_peer(7, ("127.0.0.1", 9), None, None, (), 0.0)
         with pytest.raises(DataPlaneError, match="epoch"):
-            engine.new_key(7, 0, 0, "AES-256-GCM", E1_S2C, b"", E1_C2S, b"", epoch=True)
+            engine.new_key(7, 0, 0, "AES-256-GCM", E1_S2C, b"", E1_C2S, b"",
+                           shared=memoryview(bytearray(1 << 16)), epoch=True)
+        with pytest.raises(DataPlaneError, match="key material"):  # a 2.6 key's tails
+            engine.new_key(7, 0, 0, "AES-256-GCM", E1_S2C, TAIL, E1_C2S, TAIL, epoch=True)
         engine.close()
         sock.close()
 
 
+ENGINES_HERE = ["python"] + (["native"] if native_available() else [])
+
+
+@pytest.mark.parametrize("name", ENGINES_HERE)
 @pytest.mark.parametrize("gso", [False, True], ids=["datagrams", "gso-runs"])
-def test_python_engine_epoch_keys_beside_26_keys(gso: bool) -> None:
+def test_epoch_keys_beside_26_keys(name: str, gso: bool) -> None:
     """Two peers, one in each data format: socket receive (data, ping, replay), TUN send
     interleaved between them (the GSO loop moves each plaintext to its format's place),
     and the epoch peer's rotation followed on receive."""
@@ -154,7 +161,7 @@ def test_python_engine_epoch_keys_beside_26_keys(gso: bool) -> None:
     tun.setblocking(False)
     tun_peer.settimeout(2)
     config = EngineConfig(single_peer=False, replay_window=64, replay_time=15, gso=gso)
-    engine = make_engine("python", sock, config)
+    engine = make_engine(name, sock, config)
     try:
         engine.add_peer(7, clients[0].getsockname(), "10.8.0.7", None, (), 0.0)
         engine.add_peer(8, clients[1].getsockname(), "10.8.0.8", None, (), 0.0)

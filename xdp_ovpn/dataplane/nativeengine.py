@@ -97,7 +97,7 @@ class NativeEngine:
     """engine.Engine over the C extension (see the module docstring)."""
 
     name = "native"
-    epoch_format = False  # the C loops have the 2.6 data format only
+    epoch_format = True  # one worker's: an epoch key takes the ledger, not a shared slot
 
     def __init__(self, sock: socket.socket, config: EngineConfig) -> None:
         self.config = config
@@ -205,14 +205,13 @@ class NativeEngine:
                 ledger_index: int = 0, shared: memoryview | None = None,
                 epoch: bool = False) -> None:
         self._known(peer_id)
-        if epoch:
-            raise DataPlaneError("the native engine has no epoch data format")
         code = _CIPHERS.get(cipher)
         if code is None:
             raise DataPlaneError(f"unsupported data cipher {cipher!r}")
         try:
             self._c.new_key(peer_id, int(slot), key_id, code, encrypt_key, encrypt_nonce_tail,
-                            decrypt_key, decrypt_nonce_tail, ledger, ledger_index, shared)
+                            decrypt_key, decrypt_nonce_tail, ledger, ledger_index, shared,
+                            epoch)
         except (ValueError, IndexError, OSError) as exc:
             raise DataPlaneError(f"peer {peer_id}: {exc}") from None
 

@@ -108,10 +108,10 @@ class PythonEngine:
             try:
                 crypto = EpochDataChannel(key_id, peer_id, cipher, EpochKey(1, encrypt_key),
                                           EpochKey(1, decrypt_key), **window)
+                if ledger is not None:
+                    track_send_epoch(crypto, ledger, ledger_index)
             except (ProtocolError, ValueError) as exc:
                 raise DataPlaneError(f"peer {peer_id}: {exc}") from None
-            if ledger is not None:
-                track_send_epoch(crypto, ledger, ledger_index)
         else:
             crypto = DataChannelCrypto(
                 key_id, peer_id, DataKey(cipher, encrypt_key, encrypt_nonce_tail),

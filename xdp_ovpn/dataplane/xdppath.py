@@ -400,7 +400,8 @@ class _XdpWorker(Worker):
                     en: bytes, dk: bytes, dn: bytes, epoch: bool, ledger_index: int) -> None:
         if self.engine.key_ids(peer_id)[slot] is not None:  # replaced: stop steering it first
             self._mirror(peer_id, self._key_ids(peer_id, without=slot))
-        shared = self.ledger.slot(ledger_index) if self.engine.name == "native" else None
+        shared = (self.ledger.slot(ledger_index) if self.engine.name == "native" and not epoch
+                  else None)
         if shared is not None:  # the live packet-id counter and window the workers share
             self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn, shared=shared,
                                 epoch=epoch)
@@ -461,7 +462,7 @@ class XdpDataPlane(WorkerHandle):
         one with the python engine)."""
         super().__init__()
         self.engine = resolve(engine)  # the engine's name, for the log and reports
-        self.epoch_format = epoch_format(self.engine)
+        self.epoch_format = False  # set once the workers are planned
         self._sock = sock
         self._control_limits = control_limits
         self._log = log or logging.getLogger(__name__)
@@ -485,6 +486,9 @@ class XdpDataPlane(WorkerHandle):
             self._config = EngineConfig(single_peer, replay_window, replay_time, mss=mss,
                                         gso=True, check_source=not single_peer)
             self._workers = self._plan_workers(workers)
+            # An epoch key's receive windows and send epoch live in one worker (its ledger
+            # slot keeps only the send epoch): the format needs the data plane on one.
+            self.epoch_format = epoch_format(self.engine) and len(self._workers) == 1
             for slot in self._workers:
                 self._spawn(slot)
             if len(self._workers) > 1 and not self.af_xdp_queues:
