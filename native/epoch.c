@@ -56,6 +56,7 @@ static int chain_next(struct epoch_chain *c)
     if (c->epoch >= EPOCH_MAX || expand_label(c->secret, "datakey upd", next, EPOCH_KEY_LEN) < 0)
         return -1;
     memcpy(c->secret, next, EPOCH_KEY_LEN);
+    OPENSSL_cleanse(next, sizeof(next));
     c->epoch++;
     return 0;
 }
@@ -73,9 +74,11 @@ static int dir_init(struct epoch_dir *d, const struct epoch_chain *c, int cipher
     uint8_t key[32];
     int key_len = cipher_key_len(cipher);
     memset(d, 0, sizeof(*d));
-    if (key_len < 0 || expand_label(c->secret, "data_key", key, (uint32_t)key_len) < 0
-        || expand_label(c->secret, "data_iv", d->iv, AEAD_NONCE_LEN) < 0
-        || aead_ctx_init(&d->ctx, cipher, key, enc) < 0) {
+    int res = key_len < 0 || expand_label(c->secret, "data_key", key, (uint32_t)key_len) < 0
+              || expand_label(c->secret, "data_iv", d->iv, AEAD_NONCE_LEN) < 0
+              || aead_ctx_init(&d->ctx, cipher, key, enc) < 0;
+    OPENSSL_cleanse(key, sizeof(key));
+    if (res) {
         dir_free(d);
         return -1;
     }

@@ -46,9 +46,10 @@ DST = ("10.0.0.1", 1194)
 LEDGER_STARTS = (0, 0, 0xFF000000 - 40, 0xFFFFFFFF - 30)
 # Which keys are in the epoch format: none, all, or those of odd key-ids (both formats in
 # one run, and a peer's key swaps changing format). Its ledger slot holds a send epoch: a
-# start of 2 is a restarted worker's (it sends in epoch 3).
+# start of 2 is a restarted worker's (it sends in epoch 3), 0xEFFF one near the end of the
+# chain (it sends in 0xF000: renewal wanted).
 EPOCH_MODES = ("none", "all", "odd")
-EPOCH_LEDGER_STARTS = (0, 0, 2)
+EPOCH_LEDGER_STARTS = (0, 0, 2, 0xEFFF)
 
 
 def is_epoch(mode: str, key_id: int) -> bool:
