@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 
 import pytest
 from test_interop import CIPHERS, WRAPPINGS
@@ -174,3 +175,23 @@ def test_several_native_workers_keep_the_26_format(lab) -> None:
         ours.wait_for_log(f"Data Channel: cipher '{DEFAULT_CIPHER}'")
         _traffic(lab, net, server, client, ours)
         _check_openvpn27_log(theirs, ours, "server", DEFAULT_CIPHER, False)
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_epoch_format_through_renegotiations_with_openvpn27(lab, role) -> None:
+    """reneg-sec 4 on 2.7's side: each new key-id is in the epoch format too, and a ping
+    every 0.1 s loses nothing across the key swaps (the lame duck still decrypts)."""
+    theirs_opts = {"openvpn": "2.7", "extra": ("verb 4", "reneg-sec 4")}
+    net, server, client, ours, theirs = _tunnel(lab, role, "tls-auth", None, 4,
+                                                theirs=theirs_opts)
+    with contextlib.ExitStack() as stack:
+        _start(stack, role, server, client)
+        ours.wait_for_log(r"Data Channel: cipher .*key-id 0 \(EKM, epoch data format\)")
+        out = net.client_ns.run(
+            ["ping", "-c", "100", "-i", "0.1", "-W", "2", server.tunnel_ipv4], timeout=60
+        ).stdout
+        assert " 0% packet loss" in out, out
+        formats = re.findall(r"Data Channel: cipher .* key-id (\d+) \(EKM(.*)\)", ours.log())
+        assert {"0", "1", "2"} <= {key_id for key_id, _ in formats}, formats
+        assert {how for _, how in formats} == {", epoch data format"}
+        assert theirs.log().count("Outgoing Epoch Data key 1") >= 3  # one per key-id
