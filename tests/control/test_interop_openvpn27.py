@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import re
+import signal
 
 import pytest
 from test_interop import CIPHERS, WRAPPINGS
@@ -195,3 +197,23 @@ def test_epoch_format_through_renegotiations_with_openvpn27(lab, role) -> None:
         assert {"0", "1", "2"} <= {key_id for key_id, _ in formats}, formats
         assert {how for _, how in formats} == {", epoch data format"}
         assert theirs.log().count("Outgoing Epoch Data key 1") >= 3  # one per key-id
+
+
+@pytest.mark.parametrize("engine", ["python", "native"])
+def test_a_replaced_worker_goes_on_in_the_next_epoch(lab, engine) -> None:
+    """SIGKILL the data-plane worker: its replacement sends in the next epoch (a fresh key
+    and counter: no nonce twice), which the 2.7 client takes as a future key and follows."""
+    if engine == "native" and not native_available():
+        pytest.skip("the native engine is not built")
+    net, server, client, ours, theirs = _tunnel(lab, "server", "tls-crypt", None, 4, engine)
+    with contextlib.ExitStack() as stack:
+        _start(stack, "server", server, client)
+        worker = int(ours.wait_for_log(r"Data path: xdp .*worker pid (\d+)").group(1))
+        ours.wait_for_log(r"Data Channel: cipher .*epoch data format")
+        ping(net.client_ns, server.tunnel_ipv4)
+        os.kill(worker, signal.SIGKILL)
+        ours.wait_for_log(r"worker died: restarted as pid (\d+) with 1 peer")
+        net.client_ns.run(["ping", "-c", "1", "-W", "5", server.tunnel_ipv4])
+        ping(net.client_ns, server.tunnel_ipv4)
+        ping(net.server_ns, str(client.tun_ipv4().ip))
+        theirs.wait_for_log(r"Received data packet with new epoch 2")
