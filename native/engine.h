@@ -112,7 +112,12 @@ struct epoch_dir {        /* one epoch's key in one direction */
     uint8_t iv[AEAD_NONCE_LEN];
     uint64_t blocks, failed; /* for the usage limit */
 };
-struct epoch_recv { struct epoch_dir d; struct replay replay; int live; };
+struct epoch_recv {       /* d.epoch always; d's context and the window once `ready` */
+    struct epoch_dir d;
+    struct replay replay;
+    uint8_t secret[EPOCH_KEY_LEN];
+    uint8_t live, ready;
+};
 struct epoch_state {
     int cipher;
     uint64_t limit;          /* AEAD usage limit; 0: none (ChaCha20-Poly1305) */
@@ -123,13 +128,15 @@ struct epoch_state {
     uint64_t tx_counter;     /* the last counter used in tx's epoch */
     struct epoch_recv rx, retiring, future[EPOCH_FUTURE_KEYS];
     uint32_t nfuture;
-    uint32_t *ledger;        /* holds the newest send epoch (a restart goes on after it) */
+    uint32_t *ledger;        /* receive << 16 | send epoch, for a replacement worker */
 };
 struct epoch_state *epoch_new(int cipher, const uint8_t send[EPOCH_KEY_LEN],
                               const uint8_t recv[EPOCH_KEY_LEN], uint32_t window,
                               double window_time);
 void epoch_free(struct epoch_state *s);
 int epoch_advance_send(struct epoch_state *s, uint32_t epoch); /* -1: chain spent */
+/* The current receive key to `epoch` (forward only, the retiring one gone); -1: refused. */
+int epoch_advance_receive(struct epoch_state *s, uint32_t epoch);
 /* pkt[12:12+n] sealed in place, header written, tag at pkt[12+n]; -1: the key is spent. */
 int epoch_seal(struct epoch_state *s, uint32_t head_word, uint8_t *pkt, uint32_t n);
 /* pkt[0:len] opened in place (plaintext at pkt[12]); D_PEER_COUNT when it opened. */

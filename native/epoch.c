@@ -88,9 +88,11 @@ static int dir_init(struct epoch_dir *d, const struct epoch_chain *c, int cipher
 
 static void recv_free(struct epoch_recv *r)
 {
-    dir_free(&r->d);
-    replay_free(&r->replay);
-    r->live = 0;
+    if (r->ready) {
+        dir_free(&r->d);
+        replay_free(&r->replay);
+    }
+    OPENSSL_cleanse(r, sizeof(*r));
 }
 
 /* A receive key to another place: its window's state pointer points into the key itself. */
@@ -101,16 +103,35 @@ static void recv_move(struct epoch_recv *dst, struct epoch_recv *src)
     memset(src, 0, sizeof(*src));
 }
 
-static int recv_init(struct epoch_state *s, struct epoch_recv *r)
+/* The receive key of the chain's current link: its secret only; the context and the window
+ * come with its first packet (recv_ready), so the future keys cost little while unused. */
+static void recv_init(struct epoch_state *s, struct epoch_recv *r)
 {
     memset(r, 0, sizeof(*r));
-    if (dir_init(&r->d, &s->recv_chain, s->cipher, 0) < 0)
-        return -1;
-    if (replay_init(&r->replay, s->window, s->window_time) < 0) {
-        dir_free(&r->d);
+    memcpy(r->secret, s->recv_chain.secret, EPOCH_KEY_LEN);
+    r->d.epoch = s->recv_chain.epoch;
+    r->live = 1;
+}
+
+static int recv_ready(struct epoch_state *s, struct epoch_recv *r)
+{
+    struct epoch_chain c;
+    if (r->ready)
+        return 0;
+    c.epoch = r->d.epoch;
+    memcpy(c.secret, r->secret, EPOCH_KEY_LEN);
+    if (dir_init(&r->d, &c, s->cipher, 0) < 0) {
+        r->d.epoch = c.epoch;
+        OPENSSL_cleanse(&c, sizeof(c));
         return -1;
     }
-    r->live = 1;
+    OPENSSL_cleanse(&c, sizeof(c));
+    if (replay_init(&r->replay, s->window, s->window_time) < 0) {
+        dir_free(&r->d);
+        r->d.epoch = c.epoch;
+        return -1;
+    }
+    r->ready = 1;
     return 0;
 }
 
@@ -121,10 +142,9 @@ static int derive_future(struct epoch_state *s)
     if (want > EPOCH_MAX)
         want = EPOCH_MAX;
     while (s->recv_chain.epoch < want) {
-        if (s->nfuture >= EPOCH_FUTURE_KEYS || chain_next(&s->recv_chain) < 0
-            || recv_init(s, &s->future[s->nfuture]) < 0)
+        if (s->nfuture >= EPOCH_FUTURE_KEYS || chain_next(&s->recv_chain) < 0)
             return -1;
-        s->nfuture++;
+        recv_init(s, &s->future[s->nfuture++]);
     }
     return 0;
 }
@@ -156,12 +176,20 @@ struct epoch_state *epoch_new(int cipher, const uint8_t send[EPOCH_KEY_LEN],
     s->send_chain.epoch = s->recv_chain.epoch = 1;
     memcpy(s->send_chain.secret, send, EPOCH_KEY_LEN);
     memcpy(s->recv_chain.secret, recv, EPOCH_KEY_LEN);
-    if (dir_init(&s->tx, &s->send_chain, cipher, 1) < 0 || recv_init(s, &s->rx) < 0
+    recv_init(s, &s->rx);
+    if (dir_init(&s->tx, &s->send_chain, cipher, 1) < 0 || recv_ready(s, &s->rx) < 0
         || derive_future(s) < 0) {
         epoch_free(s);
         return NULL;
     }
     return s;
+}
+
+/* ledger.track_epochs: receive epoch << 16 | send epoch, for a replacement worker. */
+static void record(struct epoch_state *s)
+{
+    if (s->ledger)
+        *s->ledger = s->rx.d.epoch << 16 | s->tx.epoch;
 }
 
 /* -- sending ----------------------------------------------------------------------------- */
@@ -180,8 +208,7 @@ static int send_to(struct epoch_state *s, uint32_t epoch)
     dir_free(&s->tx);
     s->tx = d;
     s->tx_counter = 0;
-    if (s->ledger)
-        *s->ledger = epoch; /* a replacement worker goes on from the next one */
+    record(s);
     return 0;
 }
 
@@ -250,6 +277,22 @@ static struct epoch_recv *lookup(struct epoch_state *s, uint32_t epoch)
     return NULL;
 }
 
+/* future[index] becomes the current receive key (whose place the caller emptied), the ones
+ * before it go, the ones after it move up, and new ones are derived behind them. */
+static int take_future(struct epoch_state *s, uint32_t index)
+{
+    recv_move(&s->rx, &s->future[index]);
+    for (uint32_t i = 0; i < index; i++)
+        recv_free(&s->future[i]);
+    for (uint32_t i = index + 1; i < s->nfuture; i++)
+        recv_move(&s->future[i - index - 1], &s->future[i]);
+    s->nfuture -= index + 1;
+    if (recv_ready(s, &s->rx) < 0 || derive_future(s) < 0)
+        return -1;
+    record(s);
+    return 0;
+}
+
 /* The future key `r` authenticated a packet: it becomes current (epoch_replace_update_
  * recv_key); our send key follows when behind. Returns the current key, or NULL. */
 static struct epoch_recv *move_receive_to(struct epoch_state *s, struct epoch_recv *r)
@@ -259,15 +302,33 @@ static struct epoch_recv *move_receive_to(struct epoch_state *s, struct epoch_re
         return NULL;
     recv_free(&s->retiring);
     recv_move(&s->retiring, &s->rx);
-    recv_move(&s->rx, &s->future[index]);
-    for (uint32_t i = 0; i < index; i++)
+    return take_future(s, index) < 0 ? NULL : &s->rx;
+}
+
+int epoch_advance_receive(struct epoch_state *s, uint32_t epoch)
+{
+    if (epoch > EPOCH_MAX)
+        return -1;
+    if (epoch <= s->rx.d.epoch)
+        return 0;
+    recv_free(&s->retiring);
+    if (epoch <= s->recv_chain.epoch) { /* one of the future keys */
+        uint32_t index = epoch - s->rx.d.epoch - 1;
+        recv_free(&s->rx);
+        return take_future(s, index);
+    }
+    recv_free(&s->rx);
+    for (uint32_t i = 0; i < s->nfuture; i++)
         recv_free(&s->future[i]);
-    for (uint32_t i = index + 1; i < s->nfuture; i++)
-        recv_move(&s->future[i - index - 1], &s->future[i]);
-    s->nfuture -= index + 1;
-    if (derive_future(s) < 0)
-        return NULL;
-    return &s->rx;
+    s->nfuture = 0;
+    while (s->recv_chain.epoch < epoch)
+        if (chain_next(&s->recv_chain) < 0)
+            return -1;
+    recv_init(s, &s->rx);
+    if (recv_ready(s, &s->rx) < 0 || derive_future(s) < 0)
+        return -1;
+    record(s);
+    return 0;
 }
 
 int epoch_open(struct epoch_state *s, uint8_t op, uint8_t *pkt, uint32_t len, double now)
@@ -290,6 +351,8 @@ int epoch_open(struct epoch_state *s, uint8_t op, uint8_t *pkt, uint32_t len, do
         return D_KEYERR;
     if (r->d.failed > FAILED_VERIFY_LIMIT)
         return D_AUTH;
+    if (recv_ready(s, r) < 0)
+        return D_PARSE; /* out of memory: refuse rather than guess */
     if (!replay_admit(&r->replay, counter, now))
         return D_REPLAY;
     memcpy(nonce, r->d.iv, AEAD_NONCE_LEN);

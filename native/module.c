@@ -378,14 +378,16 @@ static PyObject *Engine_new_key(EngineObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "epoch keys refused by OpenSSL");
             goto fail;
         }
-        if (view) { /* ledger.track_send_epoch: a replacement goes on in the next epoch */
+        if (view) { /* ledger.track_epochs: a replacement sends in the next epoch and
+                     * receives in the one its predecessor had followed the peer to */
             uint32_t *used = (uint32_t *)view->buf + index;
-            if (*used && epoch_advance_send(k->epoch, *used + 1) < 0) {
-                PyErr_SetString(PyExc_ValueError, "the key's send epochs are spent");
+            if (*used && (epoch_advance_send(k->epoch, (*used & 0xFFFF) + 1) < 0
+                          || epoch_advance_receive(k->epoch, *used >> 16) < 0)) {
+                PyErr_SetString(PyExc_ValueError, "the key's epochs are spent");
                 goto fail;
             }
-            *used = k->epoch->send_chain.epoch;
             k->epoch->ledger = used;
+            *used = k->epoch->rx.d.epoch << 16 | k->epoch->tx.epoch;
         }
     } else if (aead_init(&k->enc, cipher, ek.buf, en.buf, 1) < 0
         || aead_init(&k->dec, cipher, dk.buf, dn.buf, 0) < 0) {

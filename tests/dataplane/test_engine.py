@@ -18,7 +18,7 @@ from xdp_ovpn.dataplane.engine import (
 )
 from xdp_ovpn.proto.constants import OCC_EXIT_PAYLOAD, PING_PAYLOAD
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
-from xdp_ovpn.proto.epoch import EpochDataChannel
+from xdp_ovpn.proto.epoch import EpochDataChannel, unpack_packet_id
 from xdp_ovpn.proto.epochkeys import EpochKey
 
 KEY = bytes(range(32))
@@ -204,24 +204,26 @@ def test_epoch_keys_beside_26_keys(name: str, gso: bool) -> None:
 
 
 def test_a_replacement_worker_sends_in_a_fresh_epoch() -> None:
-    """The ledger keeps an epoch key's newest send epoch: a key installed again from it
-    (a restarted worker) starts in the next epoch, never reusing a nonce."""
+    """The ledger keeps an epoch key's receive and send epochs: a key installed again from
+    it (a restarted worker) sends in the next epoch, never reusing a nonce, and receives
+    from the epoch the peer had moved to."""
     ids = memoryview(bytearray(8)).cast("I")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer = _epoch_client(7)
+    peer.advance_send(3)
     try:
-        packets = []
+        sent = []
         for _ in range(2):  # the first worker, then its replacement
             engine = make_engine("python", sock, EngineConfig(False, 64, 15))
             engine.add_peer(7, ("127.0.0.1", 9), "10.8.0.7", None, (), 0.0)
             engine.new_key(7, 0, 0, "AES-256-GCM", E1_S2C, b"", E1_C2S, b"", ids, 1,
                            epoch=True)
             crypto = engine.peers.get(7).keys[0]
-            packets.append(crypto.encrypt(b"x", 0.0))
+            assert crypto.decrypt(peer.encrypt(b"up", 0.0), 0.0) == b"up"
+            sent.append(crypto.encrypt(b"x", 0.0))
             engine.close()
-        assert ids[1] == 2 and ids[0] == 0
-        assert packets[0][4:12] != packets[1][4:12]  # epoch 1 counter 1, then epoch 2
-        assert [peer.decrypt(p, 0.0) for p in packets] == [b"x", b"x"]
-        assert peer.receive_epoch == 2
+        assert ids[1] == 3 << 16 | 4 and ids[0] == 0  # receive 3, send 3 then 4
+        assert [unpack_packet_id(p[4:12]) for p in sent] == [(3, 1), (4, 1)]
+        assert [peer.decrypt(p, 0.0) for p in sent] == [b"x", b"x"]
     finally:
         sock.close()

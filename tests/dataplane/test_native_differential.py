@@ -45,11 +45,12 @@ PEERS = (
 DST = ("10.0.0.1", 1194)
 LEDGER_STARTS = (0, 0, 0xFF000000 - 40, 0xFFFFFFFF - 30)
 # Which keys are in the epoch format: none, all, or those of odd key-ids (both formats in
-# one run, and a peer's key swaps changing format). Its ledger slot holds a send epoch: a
-# start of 2 is a restarted worker's (it sends in epoch 3), 0xEFFF one near the end of the
-# chain (it sends in 0xF000: renewal wanted).
+# one run, and a peer's key swaps changing format). Its ledger slot holds receive << 16 |
+# send epoch: a start of 2 is a restarted worker's (it sends in epoch 3), 2 << 16 | 1 one
+# whose peer had moved to epoch 2 (its epoch-1 packets are now refused), 0xEFFF one near the
+# end of the chain (it sends in 0xF000: renewal wanted).
 EPOCH_MODES = ("none", "all", "odd")
-EPOCH_LEDGER_STARTS = (0, 0, 2, 0xEFFF)
+EPOCH_LEDGER_STARTS = (0, 0, 2, 2 << 16 | 1, 0xEFFF)
 
 
 def is_epoch(mode: str, key_id: int) -> bool:
@@ -537,4 +538,4 @@ def test_the_rig_sees_the_epoch_format() -> None:
     to_1 = [data for peer, _, data in native.sent if peer == 1]
     assert len(to_1) == 3 and {data[4:6] for data in to_1} == {b"\x00\x02"}  # epoch 2
     assert [remote.senders[(1, 0)].decrypt(data, 0.0) for data in to_1] == [to_peer] * 3
-    assert native.ledger[2] == 2 and native.ledger[10] == 1  # peers 1 and 5, slot 0
+    assert native.ledger[2] == 2 << 16 | 2 and native.ledger[10] == 1 << 16 | 1  # peers 1, 5

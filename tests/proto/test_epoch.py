@@ -356,16 +356,28 @@ def test_seal_run_rotates_inside_a_run():
         bytes([i + 1]) for i in range(4)]
 
 
-def test_send_epoch_changes_are_reported_and_advance_skips_ahead():
+def test_epoch_changes_are_reported_and_advance_skips_ahead():
     client, server = pair()
-    seen: list[int] = []
-    client.on_send_epoch = seen.append
+    seen: list[tuple[int, int]] = []
+    client.on_epochs = lambda send, receive: seen.append((send, receive))
+    server.on_epochs = lambda send, receive: seen.append((-send, -receive))
     client.rotate_send()
     client.advance_send(5)
     client.advance_send(3)  # never back
-    assert seen == [2, 5] and client.send_epoch == 5
+    assert seen == [(2, 1), (5, 1)] and client.send_epoch == 5
     assert server.decrypt(client.encrypt(b"x", 1.0), 1.0) == b"x"  # 5 is a future key
-    assert server.receive_epoch == 5
-    server.on_send_epoch = seen.append
-    server.decrypt(client.encrypt(b"y", 1.0), 1.0)
-    assert server.send_epoch == 5 and seen[-1] == 5  # the server's send key followed
+    assert seen[2:] == [(-5, -1), (-5, -5)]  # the server's send key followed, then receive
+    assert server.receive_epoch == 5 and server.send_epoch == 5
+
+
+@pytest.mark.parametrize("epoch", [3, 9])  # among the future keys; beyond them
+def test_advance_receive_resumes_where_the_peer_is(epoch):
+    client, server = pair()
+    client.advance_send(epoch)
+    packet = client.encrypt(b"x", 1.0)
+    server.advance_receive(epoch)
+    server.advance_receive(1)  # never back
+    assert server.receive_epoch == epoch and server.retiring_epoch is None
+    assert server.future_epochs == tuple(range(epoch + 1, epoch + 5))
+    assert server.decrypt(packet, 1.0) == b"x"
+    assert server.send_epoch == 1  # the receive side alone moved

@@ -25,7 +25,7 @@ from xdp_ovpn.dataplane.api import (
 )
 from xdp_ovpn.dataplane.engine import ControlDatagram, EngineConfig, EngineEvent
 from xdp_ovpn.dataplane.io import Egress, Ingress
-from xdp_ovpn.dataplane.ledger import LedgerSender, track_send_epoch
+from xdp_ovpn.dataplane.ledger import LedgerSender, track_epochs
 from xdp_ovpn.dataplane.mss import SYN_MAX_LEN, clamp_mss
 from xdp_ovpn.dataplane.offload import VNET_HDR_LEN
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
@@ -109,7 +109,7 @@ class PythonEngine:
                 crypto = EpochDataChannel(key_id, peer_id, cipher, EpochKey(1, encrypt_key),
                                           EpochKey(1, decrypt_key), **window)
                 if ledger is not None:
-                    track_send_epoch(crypto, ledger, ledger_index)
+                    track_epochs(crypto, ledger, ledger_index)
             except (ProtocolError, ValueError) as exc:
                 raise DataPlaneError(f"peer {peer_id}: {exc}") from None
         else:

@@ -166,9 +166,10 @@ class EpochDataChannel:
         self._head_word = self._op << 24 | peer_id
         self._send_secret = send
         self._tx = _SendKey(send.data_key(cipher))
-        # Called with the new send epoch whenever the send key changes (the data plane
-        # records it so that a replacement worker never reuses an epoch's nonces).
-        self.on_send_epoch: Callable[[int], None] | None = None
+        # Called with (send epoch, receive epoch) whenever either changes: the data plane
+        # records them so that a replacement worker never reuses an epoch's nonces and
+        # still reads a peer that has moved on.
+        self.on_epochs: Callable[[int, int], None] | None = None
         self._recv_secret = receive  # the newest receive epoch key derived so far
         self._rx = self._recv_key(receive)
         self._retiring: _RecvKey | None = None
@@ -265,8 +266,33 @@ class EpochDataChannel:
             self._send_secret = self._send_secret.next()
         self._tx = _SendKey(self._send_secret.data_key(self.cipher))
         self.tx_rotations += 1
-        if self.on_send_epoch is not None:
-            self.on_send_epoch(epoch)
+        self._report()
+
+    def _report(self) -> None:
+        if self.on_epochs is not None:
+            self.on_epochs(self._tx.epoch, self._rx.epoch)
+
+    def advance_receive(self, epoch: int) -> None:
+        """Make `epoch` the current receive epoch (forward only; the retiring key goes), e.g.
+        where a previous process had followed the peer to."""
+        if epoch > EPOCH_MAX:
+            raise KeyError_(f"epoch {epoch} beyond the chain")
+        if epoch <= self._rx.epoch:
+            return
+        if epoch <= self._recv_secret.epoch:  # one of the future keys
+            index = epoch - self._rx.epoch - 1
+            self._rx = self._future[index]
+            del self._future[: index + 1]
+        else:
+            secret = self._recv_secret
+            while secret.epoch < epoch:
+                secret = secret.next()
+            self._recv_secret = secret
+            self._rx = self._recv_key(secret)
+            self._future = []
+        self._retiring = None
+        self._derive_future()
+        self._report()
 
     def move_receive_to(self, epoch: int) -> None:
         """Make the future key of `epoch` current (epoch_replace_update_recv_key).
@@ -284,6 +310,7 @@ class EpochDataChannel:
         del self._future[: index + 1]
         self._derive_future()
         self.rx_rotations += 1
+        self._report()
 
     def _check_send_rotation(self) -> None:
         """epoch_check_send_iterate, before every packet."""
