@@ -302,6 +302,7 @@ struct queued_run {
 struct engine {
     /* configuration */
     int check_source, gso_cfg, mss, mapped_v4, sock_fd, sock_family;
+    int mss_epoch; /* the MSS for epoch-format keys' SYNs (their packets are 4 bytes longer) */
     uint32_t replay_window;
     double replay_time;
     int tun_fd, vnet_hdr;

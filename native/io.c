@@ -141,8 +141,14 @@ static int source_ok(struct engine *e, struct peer *p, const uint8_t *pkt, uint3
     return 0;
 }
 
-/* Pings and OCC exit are consumed (1; the peer may be gone), SYNs clamped. */
-static int short_packet(struct engine *e, struct peer *p, uint8_t *plain, uint32_t n)
+/* The MSS for SYNs of a peer whose key is k: its data format's. */
+static int key_mss(const struct engine *e, const struct key *k)
+{
+    return k->epoch ? e->mss_epoch : e->mss;
+}
+
+/* Pings and OCC exit are consumed (1; the peer may be gone), SYNs clamped to `mss`. */
+static int short_packet(struct engine *e, struct peer *p, uint8_t *plain, uint32_t n, int mss)
 {
     if (n == PING_LEN && !memcmp(plain, PING_PAYLOAD, PING_LEN))
         return 1;
@@ -152,8 +158,8 @@ static int short_packet(struct engine *e, struct peer *p, uint8_t *plain, uint32
         emit(e, &ev);
         return 1;
     }
-    if (e->mss)
-        clamp_mss(plain, n, e->mss);
+    if (mss)
+        clamp_mss(plain, n, mss);
     return 0;
 }
 
@@ -296,7 +302,7 @@ static void xsk_frame(struct engine *e, struct xsk *x, uint64_t addr, uint32_t l
         xsk_float(e, p, fam, src, sport);
     n = plen - k->overhead;
     plain = pay + k->plain_off;
-    if (n < SYN_MAX_LEN && short_packet(e, p, plain, n))
+    if (n < SYN_MAX_LEN && short_packet(e, p, plain, n, key_mss(e, k)))
         return;
     if (e->check_source && !source_ok(e, p, plain, n)) /* counted there */
         return;
@@ -440,8 +446,8 @@ static void on_data(struct engine *e, uint8_t *pkt, uint32_t len,
         peer_drop(p, D_NO_TUN);
         return;
     }
-    if (e->mss && n < SYN_MAX_LEN)
-        clamp_mss(plain, n, e->mss);
+    if (key_mss(e, k) && n < SYN_MAX_LEN)
+        clamp_mss(plain, n, key_mss(e, k));
     if (e->vnet_hdr) { /* a plain packet behind a zero vnet header */
         uint8_t zero[VNET_HDR_LEN] = {0};
         struct iovec iov[2] = {{zero, VNET_HDR_LEN}, {plain, n}};
@@ -704,6 +710,8 @@ static void run_add(struct engine *e, struct peer *p, uint32_t pos, uint32_t n, 
         peer_drop(p, D_NO_KEY);
         return;
     }
+    if (n < SYN_MAX_LEN && key_mss(e, k)) /* the MSS of the key's data format */
+        clamp_mss(read_into + pos, n, key_mss(e, k));
     wire = n + k->overhead;
     if (run_len && (k != e->run_key || wire > e->run_seg || run_len + wire > GSO_MAX_BYTES
                     || e->run_count >= GSO_MAX_SEGMENTS)) {
@@ -788,13 +796,9 @@ static void tx_packet(struct engine *e, struct peer *only, uint32_t pos, int n, 
     uint8_t *pkt = e->out + pos;
     int version;
     struct peer *p;
-    if (n < SYN_MAX_LEN) {
-        if (n <= 0) {
-            count(e, D_NOT_IP);
-            return;
-        }
-        if (e->mss)
-            clamp_mss(pkt, n, e->mss);
+    if (n <= 0) {
+        count(e, D_NOT_IP);
+        return;
     }
     version = pkt[0] >> 4;
     if (only && (version == 4 || version == 6)) {
@@ -886,9 +890,9 @@ static int tx_single(struct engine *e, int budget, double now)
             count(e, D_NOT_IP);
             continue;
         }
-        if (e->mss && n < SYN_MAX_LEN)
-            clamp_mss(buf + DATA_V2_HEADER_LEN, n, e->mss);
         p = route(e, buf + DATA_V2_HEADER_LEN, n);
+        if (p && p->keys[0] && n < SYN_MAX_LEN && key_mss(e, p->keys[0]))
+            clamp_mss(buf + DATA_V2_HEADER_LEN, n, key_mss(e, p->keys[0]));
         if (p && send_single(e, p, buf, n, now)) {
             p->st.tx_packets++;
             p->st.tx_bytes += n;

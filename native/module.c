@@ -109,12 +109,14 @@ static void engine_close(EngineObject *self)
 static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"sock_fd", "sock_family", "single", "replay_window",
-                            "replay_time", "mss", "gso", "check_source", "mapped_v4", NULL};
-    int sock_fd, family, single, mss, gso, check_source, mapped;
+                            "replay_time", "mss", "gso", "check_source", "mapped_v4",
+                            "mss_epoch", NULL};
+    int sock_fd, family, single, mss, gso, check_source, mapped, mss_epoch = -1;
     unsigned int window;
     double replay_time;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iipIdippp", names, &sock_fd, &family, &single,
-                                     &window, &replay_time, &mss, &gso, &check_source, &mapped))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iipIdippp|i", names, &sock_fd, &family,
+                                     &single, &window, &replay_time, &mss, &gso, &check_source,
+                                     &mapped, &mss_epoch))
         return -1;
     if (window < 1 || window > 65536 || replay_time < 0 || replay_time > 600) {
         PyErr_SetString(PyExc_ValueError, "replay window 1..65536, time 0..600 s");
@@ -132,6 +134,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     self->e.replay_window = window;
     self->e.replay_time = replay_time;
     self->e.mss = mss;
+    self->e.mss_epoch = mss_epoch < 0 ? mss : mss_epoch; /* -1: as mss */
     self->e.gso_cfg = gso;
     self->e.check_source = check_source;
     self->e.mapped_v4 = mapped;

@@ -21,7 +21,7 @@ import pytest
 from test_interop import CIPHERS, WRAPPINGS
 from test_interop_xdp import use_xdp
 
-from tests.support.interop import iperf3, ping, redirected, underlay
+from tests.support.interop import fragments_passed, iperf3, ping, redirected, underlay
 from xdp_ovpn.dataplane.engine import epoch_format, native_available, resolve
 from xdp_ovpn.lab.openvpn import (
     Endpoint,
@@ -103,6 +103,7 @@ def _traffic(lab, net, server, client, ours) -> None:
     ping(net.client_ns, server.tunnel_ipv6)
     iperf3(net.server_ns, net.client_ns, server.tunnel_ipv4, lab)
     assert redirected(ours.ns) > 200  # DATA_V2 took the XDP path
+    assert fragments_passed(ours.ns) == 0  # the MSS fits the data format's overhead
 
 
 def _start(stack: contextlib.ExitStack, role: str, server, client) -> None:

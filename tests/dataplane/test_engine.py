@@ -3,7 +3,9 @@ contract alone (no root: UDP on loopback, a datagram socketpair standing in for 
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -145,12 +147,10 @@ def test_engines_say_whether_they_do_the_epoch_format() -> None:
 ENGINES_HERE = ["python"] + (["native"] if native_available() else [])
 
 
-@pytest.mark.parametrize("name", ENGINES_HERE)
-@pytest.mark.parametrize("gso", [False, True], ids=["datagrams", "gso-runs"])
-def test_epoch_keys_beside_26_keys(name: str, gso: bool) -> None:
-    """Two peers, one in each data format: socket receive (data, ping, replay), TUN send
-    interleaved between them (the GSO loop moves each plaintext to its format's place),
-    and the epoch peer's rotation followed on receive."""
+@contextlib.contextmanager
+def _two_formats(name: str, config: EngineConfig) -> Iterator[tuple]:
+    """(engine, its socket, two peers' sockets, the TUN's far end): peer 7 (10.8.0.7) with
+    an epoch-format key (its side: _epoch_client), peer 8 (10.8.0.8) with a 2.6 one."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
@@ -160,7 +160,6 @@ def test_epoch_keys_beside_26_keys(name: str, gso: bool) -> None:
     tun, tun_peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     tun.setblocking(False)
     tun_peer.settimeout(2)
-    config = EngineConfig(single_peer=False, replay_window=64, replay_time=15, gso=gso)
     engine = make_engine(name, sock, config)
     try:
         engine.add_peer(7, clients[0].getsockname(), "10.8.0.7", None, (), 0.0)
@@ -168,6 +167,21 @@ def test_epoch_keys_beside_26_keys(name: str, gso: bool) -> None:
         engine.new_key(7, 0, 0, "AES-256-GCM", E1_S2C, b"", E1_C2S, b"", epoch=True)
         engine.new_key(8, 0, 0, "AES-256-GCM", KEY, TAIL, KEY, TAIL)
         engine.set_tun(tun.fileno(), False)
+        yield engine, sock, clients, tun_peer
+    finally:
+        engine.close()
+        for s in (sock, *clients, tun, tun_peer):
+            s.close()
+
+
+@pytest.mark.parametrize("name", ENGINES_HERE)
+@pytest.mark.parametrize("gso", [False, True], ids=["datagrams", "gso-runs"])
+def test_epoch_keys_beside_26_keys(name: str, gso: bool) -> None:
+    """Two peers, one in each data format: socket receive (data, ping, replay), TUN send
+    interleaved between them (the GSO loop moves each plaintext to its format's place),
+    and the epoch peer's rotation followed on receive."""
+    config = EngineConfig(single_peer=False, replay_window=64, replay_time=15, gso=gso)
+    with _two_formats(name, config) as (engine, sock, clients, tun_peer):
         epoch_peer = _epoch_client(7)
         old_peer = DataChannelCrypto(0, 8, PEER_KEY, PEER_KEY)
         server = sock.getsockname()
@@ -197,10 +211,6 @@ def test_epoch_keys_beside_26_keys(name: str, gso: bool) -> None:
         # The server's send key followed the client's to epoch 2 (a future key for it).
         assert epoch_peer.receive_epoch == 2
         assert engine.peer_stats(7).tx_packets == 3
-    finally:
-        engine.close()
-        for s in (sock, *clients, tun, tun_peer):
-            s.close()
 
 
 def test_a_replacement_worker_sends_in_a_fresh_epoch() -> None:
@@ -227,3 +237,28 @@ def test_a_replacement_worker_sends_in_a_fresh_epoch() -> None:
         assert [peer.decrypt(p, 0.0) for p in sent] == [b"x", b"x"]
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("name", ENGINES_HERE)
+def test_syns_are_clamped_to_the_mss_of_their_keys_format(name: str) -> None:
+    """The epoch format's packets are 4 bytes longer: its peers' SYNs get mss_epoch, both
+    ways; a 2.6 peer's get mss."""
+    from tests.dataplane.test_mss import _mss, _syn
+
+    config = EngineConfig(single_peer=False, replay_window=64, replay_time=15, gso=True,
+                          mss=1300, mss_epoch=1296)
+    with _two_formats(name, config) as (engine, sock, clients, tun_peer):
+        epoch_peer, old_peer = _epoch_client(7), DataChannelCrypto(0, 8, PEER_KEY, PEER_KEY)
+        for peer_id, crypto, client in ((7, epoch_peer, clients[0]), (8, old_peer, clients[1])):
+            syn = _syn(4, 1460)
+            syn[16:20] = socket.inet_aton("10.8.0.1")
+            syn[12:16] = socket.inet_aton(f"10.8.0.{peer_id}")
+            client.sendto(crypto.encrypt(bytes(syn), 0.0), sock.getsockname())
+            while not engine.rx_socket(64, 1.0):
+                pass
+            syn[12:16], syn[16:20] = syn[16:20], syn[12:16]
+            tun_peer.send(bytes(syn))
+            engine.tx(64, 1.0)
+            want = 1296 if peer_id == 7 else 1300
+            assert _mss(bytearray(tun_peer.recv(2048))) == want
+            assert _mss(bytearray(crypto.decrypt(client.recv(2048), 1.0))) == want

@@ -279,11 +279,13 @@ def scenarios(draw: Any) -> Scenario:
     single = draw(st.booleans())
     peers = PEERS[:1] if single else PEERS
     gso = draw(st.booleans())
+    mss = draw(st.sampled_from([0, 1300])) if gso else 0  # the socket worker never clamps
     config = EngineConfig(
         single_peer=single,
         replay_window=draw(st.sampled_from([4, 16, 64])),
         replay_time=draw(st.sampled_from([0, 2.0])),
-        mss=draw(st.sampled_from([0, 1300])) if gso else 0,  # the socket worker never clamps
+        mss=mss,
+        mss_epoch=draw(st.sampled_from([None, mss - 4])) if mss else None,
         gso=gso,
         check_source=not single,  # as the workers configure it
     )

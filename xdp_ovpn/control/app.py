@@ -122,6 +122,8 @@ def _run_instance(cfg: Config, data_path: str, allow_ekm: bool,
             interfaces=cfg.xdp_interfaces, xdp_mode=cfg.xdp_mode,
             control_limits=cfg.xdp_control_limit,
             mss=mssfix_mss(cfg.mssfix, cfg.mssfix_mode, cfg.tun_mtu, ipv6_underlay),
+            mss_epoch=mssfix_mss(cfg.mssfix, cfg.mssfix_mode, cfg.tun_mtu, ipv6_underlay,
+                                 epoch=True),
         )
         # The epoch data format is offered only where the engine can do it.
         scfg = dataclasses.replace(scfg, epoch_data=dataplane.epoch_format)

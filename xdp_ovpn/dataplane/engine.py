@@ -43,6 +43,7 @@ from xdp_ovpn.dataplane.api import (
     PeerFloated,
     PeerStats,
 )
+from xdp_ovpn.dataplane.mss import mss_for
 
 ENGINES = ("auto", "native", "python")
 
@@ -68,6 +69,13 @@ class EngineConfig:
     mss: int = 0  # clamp TCP SYNs to this IPv4 MSS; 0: leave them alone
     gso: bool = False  # egress in UDP_SEGMENT runs (XDP path) or a datagram a packet
     check_source: bool = False  # server: the inner source must belong to the peer
+    # The MSS for SYNs of peers whose key is in the epoch format (4 bytes more overhead
+    # unless mssfix is "fixed"); None: mss.
+    mss_epoch: int | None = None
+
+    def mss_for(self, overhead: int) -> int:
+        """The MSS for a key whose packets add `overhead` bytes (its data format)."""
+        return mss_for(overhead, self.mss, self.mss_epoch)
 
 
 class Engine(Protocol):

@@ -39,7 +39,7 @@ from xdp_ovpn.dataplane.api import (
     PeerExpired,
     PeerFloated,
 )
-from xdp_ovpn.dataplane.mss import SYN_MAX_LEN, clamp_mss
+from xdp_ovpn.dataplane.mss import SYN_MAX_LEN, clamp_mss, mss_for
 from xdp_ovpn.dataplane.offload import VNET_HDR_LEN, TcpCoalescer
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
 from xdp_ovpn.dataplane.xsk import XskSocket
@@ -99,6 +99,7 @@ class Ingress:
         clock: Callable[[], float] = time.monotonic,
         mapped_v4: bool = False,
         mss: int = 0,
+        mss_epoch: int | None = None,
     ) -> None:
         self.xsk = xsk
         self.tun_fd = tun_fd
@@ -112,7 +113,9 @@ class Ingress:
         self.drops: dict[str, int] = {}  # drops not attributable to a peer
         # An IPv6 socket sends to IPv4 peers by their IPv4-mapped address: report those.
         self.mapped_v4 = mapped_v4
-        self.mss = mss  # clamp SYNs to this IPv4 MSS (mss.py); 0: leave them alone
+        # Clamp SYNs to this IPv4 MSS (mss.py), mss_epoch for epoch-format keys; 0: leave
+        # them alone.
+        self.mss, self.mss_epoch = mss, mss_epoch
         self.coalescer: TcpCoalescer | None = None
         # peer-id -> (packed source address, port) of the peer's remote, for float checks.
         self._remote_keys: dict[int, tuple[bytes, int]] = {}
@@ -135,6 +138,7 @@ class Ingress:
         last_word = -1  # the DATA_V2 word the cached peer and crypto belong to
         peer = crypto = stats = None
         off = DATA_V2_HEADER_LEN  # where the cached crypto leaves the plaintext
+        mss = self.mss  # the cached crypto's
         remote: tuple[bytes, int] | None = None
         for addr, length in zip(addrs, lens, strict=True):
             # -- Ethernet, IP, UDP, the DATA_V2 word: one unpack for the usual frame ----
@@ -168,6 +172,7 @@ class Ingress:
                 last_word, stats = word, peer.stats
                 remote = self._remote_keys.get(peer.peer_id)
                 off = crypto.plaintext_offset
+                mss = mss_for(crypto.overhead, self.mss, self.mss_epoch)
             # -- decrypt in place (replay window inside), up to the end of the chunk --
             frame = umem[payload : (addr & chunk_mask) + chunk_size]
             try:
@@ -181,7 +186,7 @@ class Ingress:
             if remote is None or src != remote[0] or sport != remote[1]:
                 remote = self._check_float(peer, src, sport)
             # -- deliver ---------------------------------------------------------------
-            if n < SYN_MAX_LEN and self._short(peer, frame, off, n):
+            if n < SYN_MAX_LEN and self._short(peer, frame, off, n, mss):
                 last_word = -1  # the peer is gone
                 continue
             if not owns_source(peer, frame, off, n):  # counted there
@@ -219,7 +224,7 @@ class Ingress:
         peer.drop("no key")
         return peer, None
 
-    def _short(self, peer: Peer, frame: memoryview, off: int, n: int) -> bool:
+    def _short(self, peer: Peer, frame: memoryview, off: int, n: int, mss: int) -> bool:
         """Pings, OCC exit and SYNs are short: consume the first two (True), clamp SYNs."""
         plain = frame[off : off + n]
         if n == _PING_LEN and plain == PING_PAYLOAD:
@@ -229,8 +234,8 @@ class Ingress:
             self._remote_keys.pop(peer.peer_id, None)
             self.notify(PeerExpired(peer.peer_id, "exit"))
             return True
-        if self.mss:
-            clamp_mss(frame, off, n, self.mss)
+        if mss:
+            clamp_mss(frame, off, n, mss)
         return False
 
     def _check_float(self, peer: Peer, src: bytes, sport: int) -> tuple[bytes, int]:
@@ -333,6 +338,7 @@ class Egress:
         batch: int = GSO_MAX_SEGMENTS,
         clock: Callable[[], float] = time.monotonic,
         mss: int = 0,
+        mss_epoch: int | None = None,
         vnet_hdr: bool = False,
         reader: Callable[[memoryview], int | None] | None = None,
     ) -> None:
@@ -343,7 +349,9 @@ class Egress:
         self._skip = VNET_HDR_LEN if vnet_hdr else 0
         # `reader` stands in for the TUN read in benchmarks (bench/perpacket.py).
         self._readinto = reader or io.FileIO(tun_fd, "r", closefd=False).readinto
-        self.mss = mss  # clamp SYNs to this IPv4 MSS (mss.py); 0: leave them alone
+        # Clamp SYNs to this IPv4 MSS (mss.py), mss_epoch for epoch-format keys; 0: leave
+        # them alone.
+        self.mss, self.mss_epoch = mss, mss_epoch
         self.peers = peers
         self.notify = notify
         self.batch = batch
@@ -368,7 +376,7 @@ class Egress:
 
     def poll(self) -> int:
         """Read up to `batch` packets from the TUN and send them; return how many were read."""
-        out, readinto, skip, mss = self._out, self._readinto, self._skip, self.mss
+        out, readinto, skip = self._out, self._readinto, self._skip
         now = self.clock()
         count = 0
         # Client and p2p: the one peer takes everything (verbs run between polls only).
@@ -386,12 +394,9 @@ class Egress:
                 break
             n -= skip
             count += 1
-            if n < SYN_MAX_LEN:
-                if n <= 0:
-                    self._count("not IP")
-                    continue
-                if mss:
-                    clamp_mss(out, pos, n, mss)
+            if n <= 0:
+                self._count("not IP")
+                continue
             version = out[pos] >> 4
             if only is not None and version in (4, 6):
                 self._add(only, pos, n, now)
@@ -424,6 +429,8 @@ class Egress:
         if crypto is None:
             peer.drop("no key")
             return
+        if n < SYN_MAX_LEN and (mss := mss_for(crypto.overhead, self.mss, self.mss_epoch)):
+            clamp_mss(self._out, pos, n, mss)  # the MSS of the key's data format
         wire = n + crypto.overhead
         run_len = self._run_len
         if run_len and (

@@ -107,7 +107,7 @@ class NativeEngine:
         self._c = _native.Engine(
             sock.fileno(), int(sock.family), config.single_peer, config.replay_window,
             float(config.replay_time), config.mss, config.gso, config.check_source,
-            self._mapped_v4,
+            self._mapped_v4, -1 if config.mss_epoch is None else config.mss_epoch,
         )
         self._raw = self._c.events  # the C side appends tuples as things happen
         self._events: list[EngineEvent] = []

@@ -150,7 +150,7 @@ class PythonEngine:
     def add_xsk(self, xsk: Any) -> int:
         ingress = Ingress(xsk, -1, self.peers, self._events.append,
                           on_control=self._hand_up, mapped_v4=self._mapped_v4,
-                          mss=self.config.mss)
+                          mss=self.config.mss, mss_epoch=self.config.mss_epoch)
         if self._tun_fd is not None:
             ingress.set_tun(self._tun_fd, self._vnet_hdr)
         self._ingress.append(ingress)
@@ -162,7 +162,8 @@ class PythonEngine:
             ingress.set_tun(fd, vnet_hdr)
         if self.config.gso:
             self._egress = Egress(fd, self.sock, self.peers, self._events.append,
-                                  mss=self.config.mss, vnet_hdr=vnet_hdr)
+                                  mss=self.config.mss, mss_epoch=self.config.mss_epoch,
+                                  vnet_hdr=vnet_hdr)
             self._egress.renewing = self._renewing
 
     def rx_xsk(self, index: int, budget: int, now: float) -> int:
@@ -247,8 +248,8 @@ class PythonEngine:
         if self._tun_fd is None:
             peer.drop("no tun")
             return
-        if self.config.mss and n < SYN_MAX_LEN:
-            clamp_mss(plain, 0, n, self.config.mss)
+        if n < SYN_MAX_LEN and (mss := self.config.mss_for(crypto.overhead)):
+            clamp_mss(plain, 0, n, mss)
         try:
             if self._vnet_hdr:
                 os.writev(self._tun_fd, (_ZERO_VNET_HDR, plain))

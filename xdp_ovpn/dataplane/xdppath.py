@@ -455,6 +455,7 @@ class XdpDataPlane(WorkerHandle):
         engine: str = "auto",
         mss: int | None = None,
         workers: int | None = None,
+        mss_epoch: int | None = None,
     ) -> None:
         """`control_limits`: token buckets for control packets from addresses that are not
         a connected peer's; None: no limit. `workers`: data-plane worker processes, each
@@ -481,13 +482,16 @@ class XdpDataPlane(WorkerHandle):
             self._attach(interfaces, xdp_mode)
             self._limit_control(True)
             if mss is None:  # no mssfix given: TCP never needs fragments on any underlay
-                mss = max_mss(min(u.mtu for u in self._underlays),
-                              outer_ipv6=sock.family == socket.AF_INET6)
+                link_mtu = min(u.mtu for u in self._underlays)
+                outer_ipv6 = sock.family == socket.AF_INET6
+                mss = max_mss(link_mtu, outer_ipv6)
+                mss_epoch = max_mss(link_mtu, outer_ipv6, epoch=True)
             self._config = EngineConfig(single_peer, replay_window, replay_time, mss=mss,
-                                        gso=True, check_source=not single_peer)
+                                        gso=True, check_source=not single_peer,
+                                        mss_epoch=mss_epoch)
             self._workers = self._plan_workers(workers)
-            # An epoch key's receive windows and send epoch live in one worker (its ledger
-            # slot keeps only the send epoch): the format needs the data plane on one.
+            # An epoch key's receive windows live in one worker (its ledger slot keeps only
+            # its epochs): the format needs the data plane on one.
             self.epoch_format = epoch_format(self.engine) and len(self._workers) == 1
             for slot in self._workers:
                 self._spawn(slot)
