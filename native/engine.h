@@ -292,6 +292,9 @@ struct xsk {
                      ? MAX_IP + DATA_V2_HEADER_LEN : GSO_MAX_BYTES)
 #define OUT_SIZE (MAX_RUN_LEN + DATA_V2_HEADER_LEN + MAX_IP + AEAD_TAG_LEN)
 
+#define SERVE_MAX_WAKE 8
+#define SERVE_MAX_WATCHED (SERVE_MAX_WAKE + MAX_XSK + 2)
+
 #define SEND_QUEUE 4 /* sealed runs a sendmmsg takes (across peers) */
 struct queued_run {
     uint8_t *data;
@@ -337,6 +340,10 @@ struct engine {
     uint32_t stub_len;
     uint32_t stub_seg, stub_run_len;  /* the last run "sent" */
     const uint8_t *stub_run;
+    uint64_t emitted;  /* events handed to `emit` so far (loop.c returns on a change) */
+    /* loop.c's epoll set and the fds it holds */
+    int epfd, nwatched;
+    struct watched { int fd, kind, index; } watched[SERVE_MAX_WATCHED];
 };
 
 int engine_init(struct engine *e);
@@ -347,5 +354,19 @@ int tx_tun(struct engine *e, int budget, double now);
 int send_payload(struct engine *e, struct peer *p, const uint8_t *payload, uint32_t n,
                  double now);
 void remove_peer(struct engine *e, struct peer *p);
+
+/* -- loop.c ----------------------------------------------------------------------------- */
+struct serve {
+    int wake[SERVE_MAX_WAKE], nwake;  /* fds that give the owner control back */
+    int read_socket, read_tun;        /* whether this worker reads them (the primary) */
+    int rx_batch, rx_rounds, batch;   /* descriptors a call and calls an AF_XDP socket in
+                                       * turn; datagrams or TUN reads a turn */
+};
+enum serve_end { SERVE_WAKE, SERVE_EVENT, SERVE_DEADLINE, SERVE_INTERRUPTED, SERVE_ERROR };
+/* Poll and handle packets until the owner has work; the lock callbacks bracket the wait
+ * (the owner's GIL). SERVE_ERROR: errno says why. */
+enum serve_end serve(struct engine *e, const struct serve *s, double timeout,
+                     void (*unlock)(void *), void (*relock)(void *), void *lock_ctx);
+void serve_close(struct engine *e);  /* its epoll fd */
 
 #endif

@@ -21,6 +21,7 @@
 int engine_init(struct engine *e)
 {
     e->tun_fd = -1;
+    e->epfd = -1;
     e->gso_ok = 1;
     e->gso_max_seg = MAX_IP;
     e->head = DATA_V2_HEADER_LEN;
@@ -34,6 +35,7 @@ int engine_init(struct engine *e)
 void engine_free(struct engine *e)
 {
     table_free(&e->peers, e->release);
+    serve_close(e);
     free(e->pool);
     free(e->sock_bufs);
     free(e->tso_buf);
@@ -42,7 +44,11 @@ void engine_free(struct engine *e)
 
 static void count(struct engine *e, enum drop reason) { e->drops[reason]++; }
 
-static void emit(struct engine *e, const struct event *ev) { e->emit(e->emit_ctx, ev); }
+static void emit(struct engine *e, const struct event *ev)
+{
+    e->emitted++;
+    e->emit(e->emit_ctx, ev);
+}
 
 void remove_peer(struct engine *e, struct peer *p)
 {

@@ -5,6 +5,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 
 #include "engine.h"
@@ -541,6 +542,7 @@ static PyObject *Engine_set_tun(EngineObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "ip", &fd, &vnet) || check_open(self) < 0)
         return NULL;
     coalesce_flush(&self->e);
+    serve_close(&self->e); /* a new TUN may reuse the old one's number: a new epoll set */
     self->e.tun_fd = fd;
     self->e.vnet_hdr = vnet;
     Py_RETURN_NONE;
@@ -575,6 +577,43 @@ static PyObject *Engine_tx(EngineObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "id", &budget, &now) || check_open(self) < 0)
         return NULL;
     return PyLong_FromLong(tx_tun(&self->e, budget, now));
+}
+
+static void release_gil(void *ctx) { *(PyThreadState **)ctx = PyEval_SaveThread(); }
+static void take_gil(void *ctx) { PyEval_RestoreThread(*(PyThreadState **)ctx); }
+
+static PyObject *Engine_serve(EngineObject *self, PyObject *args)
+{
+    PyObject *wake;
+    double timeout;
+    struct serve s = {0};
+    PyThreadState *state = NULL;
+    enum serve_end end;
+    if (!PyArg_ParseTuple(args, "O!dppiii", &PyTuple_Type, &wake, &timeout, &s.read_socket,
+                          &s.read_tun, &s.rx_batch, &s.rx_rounds, &s.batch)
+        || check_open(self) < 0)
+        return NULL;
+    if (PyTuple_GET_SIZE(wake) > SERVE_MAX_WAKE) {
+        PyErr_Format(PyExc_ValueError, "at most %d wake fds", SERVE_MAX_WAKE);
+        return NULL;
+    }
+    s.nwake = (int)PyTuple_GET_SIZE(wake);
+    for (int i = 0; i < s.nwake; i++) {
+        long fd = PyLong_AsLong(PyTuple_GET_ITEM(wake, i));
+        if (fd == -1 && PyErr_Occurred())
+            return NULL;
+        if (fd < 0 || fd > INT_MAX) {
+            PyErr_SetString(PyExc_ValueError, "not a file descriptor");
+            return NULL;
+        }
+        s.wake[i] = (int)fd;
+    }
+    end = serve(&self->e, &s, timeout, release_gil, take_gil, &state);
+    if (end == SERVE_ERROR)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (end == SERVE_INTERRUPTED && PyErr_CheckSignals() < 0)
+        return NULL;
+    return PyLong_FromLong(end);
 }
 
 static PyObject *Engine_send(EngineObject *self, PyObject *args)
@@ -769,6 +808,7 @@ static PyMethodDef Engine_methods[] = {
     {"rx_xsk", (PyCFunction)Engine_rx_xsk, METH_VARARGS, NULL},
     {"rx_socket", (PyCFunction)Engine_rx_socket, METH_VARARGS, NULL},
     {"tx", (PyCFunction)Engine_tx, METH_VARARGS, NULL},
+    {"serve", (PyCFunction)Engine_serve, METH_VARARGS, NULL},
     {"send", (PyCFunction)Engine_send, METH_VARARGS, NULL},
     {"stats", (PyCFunction)Engine_stats, METH_VARARGS, NULL},
     {"activity", (PyCFunction)Engine_activity, METH_NOARGS, NULL},

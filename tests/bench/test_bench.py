@@ -293,3 +293,18 @@ def test_workers_reach_the_xdp_endpoints_on_a_veth_with_two_queues_at_least():
     assert on_xdp[-2:] == ["--workers", "2"] and "--workers" not in on_socket
     assert [scenarios.workers_queues(n) for n in (None, 1, 2, 4)] == [None, 2, 2, 4]
     assert "1 data-plane worker(s) on XDP (veth with 2 queues)" in report._workers({"workers": 1})
+
+
+def test_one_and_two_workers_share_the_run_and_its_topology():
+    by_name = scenarios.BY_NAME
+    one, two = by_name["xdp-xdp"], by_name["xdp-xdp-2w"]
+    assert (one.workers, two.workers) == (None, 2)
+    # a run with a two-worker scenario gives every scenario the veth with two queues
+    assert scenarios.run_queues([by_name["openvpn"], one, two], None) == 2
+    assert scenarios.run_queues([by_name["openvpn"], one], None) is None
+    assert scenarios.run_queues([one], 4) == 4
+    assert "veth with 2 queues" in report._workers({}, 2)
+    run = runner.Runner(runner.BenchConfig(engine="python"), progress=lambda _: None)
+    run.doc = {"scenarios": []}
+    assert two not in run._available([two])
+    assert "needs the native engine" in run.doc["scenarios"][-1]["unavailable"]

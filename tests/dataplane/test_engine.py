@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -74,6 +75,17 @@ def rig():
     r.close()
 
 
+ENGINES = ["python", pytest.param("native", marks=pytest.mark.skipif(
+    not native_available(), reason="the native engine is not built"))]
+
+
+@pytest.fixture(params=ENGINES)
+def any_rig(request):
+    r = _Rig(request.param)
+    yield r
+    r.close()
+
+
 def _ipv4(src: str, dst: str, payload: bytes) -> bytes:
     header = bytearray(20)
     header[0] = 0x45
@@ -116,6 +128,49 @@ def test_occ_exit_removes_the_peer_with_an_event(rig: _Rig) -> None:
         pass
     assert rig.engine.events() == [PeerExpired(7, "exit")]
     assert rig.engine.peer_ids() == []
+
+
+# -- serve: the engine's own wait loop ------------------------------------------------------
+
+
+def test_serve_handles_packets_both_ways_without_returning_until_the_deadline(
+        any_rig: _Rig) -> None:
+    rig = any_rig
+    inbound = [_ipv4("10.8.0.2", "10.8.0.1", b"in %d" % i) for i in range(3)]
+    for packet in inbound:
+        rig.client.sendto(rig.remote.encrypt(packet, 0.0), rig.sock.getsockname())
+    outbound = _ipv4("10.8.0.1", "10.8.0.2", b"out")
+    rig.tun_peer.send(outbound)
+    rig.engine.serve((), 0.3, True, True)
+    assert [rig.tun_peer.recv(2048) for _ in inbound] == inbound
+    assert rig.remote.decrypt(rig.client.recv(2048), 1.0) == outbound
+    assert rig.engine.events() == []
+    stats = rig.engine.peer_stats(7)
+    assert (stats.rx_packets, stats.tx_packets) == (3, 1)
+
+
+def test_serve_returns_for_a_control_datagram_and_for_a_wake_fd(any_rig: _Rig) -> None:
+    rig = any_rig
+    began = time.monotonic()
+    rig.client.sendto(b"\x38control", rig.sock.getsockname())
+    rig.engine.serve((), 30.0, True, True)
+    assert rig.engine.events() == [ControlDatagram(b"\x38control", rig.client.getsockname())]
+    wake, waker = socket.socketpair()
+    with wake, waker:
+        waker.send(b"verb")
+        rig.engine.serve((wake.fileno(),), 30.0, True, True)
+        assert wake.recv(16) == b"verb"  # left for the worker to read
+    assert time.monotonic() - began < 30  # it returned for them, not at the deadline
+
+
+def test_serve_leaves_the_socket_and_the_tun_to_the_worker_that_reads_them(
+        any_rig: _Rig) -> None:
+    rig = any_rig
+    rig.client.sendto(b"\x38control", rig.sock.getsockname())
+    rig.tun_peer.send(_ipv4("10.8.0.1", "10.8.0.2", b"out"))
+    rig.engine.serve((), 0.2, False, False)
+    assert rig.engine.events() == [] and rig.engine.peer_stats(7).tx_packets == 0
+    assert rig.engine.rx_socket(64, 1.0) == 1 and rig.engine.tx(64, 1.0) == 1
 
 
 # -- the epoch data format (python engine) --------------------------------------------------

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SANITIZE = ("-fsanitize=address,undefined -fno-sanitize-recover=undefined "
             "-fno-omit-frame-pointer -g -O1")
 TESTS = ["tests/dataplane/test_native_units.py", "tests/dataplane/test_native_differential.py",
-         "tests/dataplane/test_native_shared.py"]
+         "tests/dataplane/test_native_shared.py", "tests/dataplane/test_engine.py"]
 # Load the sanitized module as xdp_ovpn._native, then run the tests in this process.
 BOOT = """
 import importlib.util, sys

@@ -13,12 +13,14 @@ class ReportError(ValueError):
     """A file is not a benchmark result this version can read."""
 
 
-def _workers(cfg: dict) -> str:
-    """", N data-plane workers (veth with Q queues)" when the run set them."""
+def _workers(cfg: dict, rx_queues: int | None = None) -> str:
+    """", N data-plane workers (veth with Q queues)" when the run set them; else the veth's
+    queues when the run chose them (a scenario with its own workers)."""
     workers = cfg.get("workers")
-    if not workers:
-        return ""
-    return f", {workers} data-plane worker(s) on XDP (veth with {max(workers, 2)} queues)"
+    if workers:
+        return (f", {workers} data-plane worker(s) on XDP (veth with "
+                f"{rx_queues or max(workers, 2)} queues)")
+    return f", veth with {rx_queues} queues" if rx_queues else ""
 
 def number(value: float | None) -> str:
     """Three significant digits, thousands separated; '–' for nothing."""
@@ -79,7 +81,7 @@ def _environment(doc: dict) -> list[str]:
         f"- configuration: {cfg.get('repetitions')} repetitions in alternating order; TCP "
         f"{cfg.get('tcp_seconds')} s, UDP {cfg.get('udp_seconds')} s at "
         f"{number(cfg.get('udp_pps'))} packets/s offered; {cfg.get('cipher')}, xdp-ovpn engine "
-        f"{cfg.get('engine', 'python')}{_workers(cfg)}, wrapping "
+        f"{cfg.get('engine', 'python')}{_workers(cfg, doc.get('rx_queues'))}, wrapping "
         f"{cfg.get('wrapping')}, underlay MTU {cfg.get('underlay_mtu')}; run took "
         f"{doc.get('seconds')} s{partial}",
     ]

@@ -45,11 +45,13 @@ from xdp_ovpn.bench.scenarios import (
     Scenario,
     Topology,
     bring_up,
+    run_queues,
     server_endpoint,
     two_hosts,
-    workers_queues,
 )
 from xdp_ovpn.bench.stats import median_of, ratio, summarize
+from xdp_ovpn.dataplane.api import DataPlaneError
+from xdp_ovpn.dataplane.engine import check_workers
 from xdp_ovpn.lab.netns import Lab, LabError
 from xdp_ovpn.lab.openvpn import TunnelSpec
 from xdp_ovpn.lab.pki import PKI
@@ -135,6 +137,7 @@ class Runner:
     config: BenchConfig
     progress: Progress = print
     doc: dict = field(default_factory=dict)
+    rx_queues: int | None = None  # the veth's queues in use, every scenario (run_queues)
 
     # ------------------------------------------------------------ the run
 
@@ -152,6 +155,7 @@ class Runner:
             "interrupted": False,
         }
         runnable = self._available([BY_NAME[n] for n in cfg.scenarios])
+        self.rx_queues = self.doc["rx_queues"] = run_queues(runnable, cfg.workers)
         spec = TunnelSpec(PKI(), wrapping=cfg.wrapping, cipher=cfg.cipher,
                           network=SCALE_NETWORK, network6=None)
         self.doc["tunnel"] = {
@@ -175,6 +179,11 @@ class Runner:
         runnable = []
         for s in scenarios:
             reason = s.unavailable()
+            if reason is None and s.workers:
+                try:
+                    check_workers(s.workers, self.config.engine)
+                except DataPlaneError as exc:
+                    reason = str(exc)
             entry = dataclasses.asdict(s) | {"available": reason is None}
             if reason:
                 entry["unavailable"] = reason
@@ -202,7 +211,7 @@ class Runner:
         try:
             with Lab() as lab, bring_up(s, lab, spec, self.config.underlay_mtu,
                                         self.config.timeout, self.config.engine,
-                                        self.config.workers) as topo:
+                                        self.config.workers, self.rx_queues) as topo:
                 if s.tunnel:
                     record["setup_s"] = topo.setup_seconds
                 self._tests(topo, record)
@@ -311,7 +320,7 @@ class Runner:
         """A fresh server, `peers` simulated clients; memory and CPU before and after."""
         cfg = self.config
         with Lab() as lab:
-            ns_s, ns_c = two_hosts(lab, cfg.underlay_mtu, workers_queues(cfg.workers))
+            ns_s, ns_c = two_hosts(lab, cfg.underlay_mtu, self.rx_queues)
             server = server_endpoint(ns_s, spec, target.program, target.data_path,
                                      SERVER_EXTRA[target.program], cfg.engine, cfg.workers)
             with server:

@@ -31,6 +31,7 @@ class Scenario:
     server: str | None = None  # "openvpn" or "xdp-ovpn"
     client: str | None = None
     data_path: str | None = None  # for the xdp-ovpn ends: "xdp" or "socket"
+    workers: int | None = None  # the xdp-ovpn ends' data-plane workers; None: the run's
 
     @property
     def tunnel(self) -> bool:
@@ -58,6 +59,12 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(USERSPACE, "openvpn ↔ openvpn (userspace)", "openvpn", "openvpn"),
     Scenario("ovpn-xdp", "openvpn client ↔ xdp-ovpn server (XDP)", "xdp-ovpn", "openvpn", "xdp"),
     Scenario("xdp-xdp", "xdp-ovpn ↔ xdp-ovpn (XDP)", "xdp-ovpn", "xdp-ovpn", "xdp"),
+    # The same two with two data-plane workers each (native engine): beside the two above,
+    # one and two workers are compared in one run, on one topology (run_queues).
+    Scenario("ovpn-xdp-2w", "openvpn client ↔ xdp-ovpn server (XDP, 2 workers)",
+             "xdp-ovpn", "openvpn", "xdp", workers=2),
+    Scenario("xdp-xdp-2w", "xdp-ovpn ↔ xdp-ovpn (XDP, 2 workers each)", "xdp-ovpn",
+             "xdp-ovpn", "xdp", workers=2),
     Scenario(
         "ovpn-socket", "openvpn client ↔ xdp-ovpn server (socket path)",
         "xdp-ovpn", "openvpn", "socket",
@@ -111,6 +118,13 @@ def workers_queues(workers: int | None) -> int | None:
     return max(workers, 2) if workers else None
 
 
+def run_queues(scenarios: list[Scenario], workers: int | None) -> int | None:
+    """The veth's queues for every scenario of a run: enough for its most workers, so that
+    a scenario with one worker runs on the same topology as one with two."""
+    most = max([workers or 0, *(s.workers or 0 for s in scenarios)])
+    return workers_queues(most or None)
+
+
 def with_data_path(endpoint: Endpoint, data_path: str | None, engine: str = "auto",
                    workers: int | None = None) -> Endpoint:
     """Run an xdp-ovpn endpoint on the given data path with the given engine and, on XDP,
@@ -135,10 +149,13 @@ def server_endpoint(ns: Namespace, spec: TunnelSpec, program: str, data_path: st
 @contextlib.contextmanager
 def bring_up(
     scenario: Scenario, lab: Lab, spec: TunnelSpec, mtu: int | None = None, timeout: float = 30,
-    engine: str = "auto", workers: int | None = None,
+    engine: str = "auto", workers: int | None = None, rx_queues: int | None = None,
 ) -> Iterator[Topology]:
-    """Build the topology, start the scenario's endpoints, stop them on exit."""
-    server_ns, client_ns = two_hosts(lab, mtu, workers_queues(workers))
+    """Build the topology (a veth with `rx_queues` queues in use; None: the kernel's
+    choice), start the scenario's endpoints (with its own workers, else `workers`), stop
+    them on exit."""
+    server_ns, client_ns = two_hosts(lab, mtu, rx_queues)
+    workers = scenario.workers or workers
     if not scenario.tunnel:
         yield Topology(scenario, server_ns, client_ns, UNDERLAY[0])
         return

@@ -1,10 +1,13 @@
 """The engine seam: the per-packet loops behind one small interface.
 
-A data-plane worker keeps everything that is not per packet: its select loop, the DCO
+A data-plane worker keeps everything that is not per packet: its loop, the DCO
 verbs from the control plane, keepalive and expiry timers, notifications, the BPF peers
 mirror, the packet-id ledger, restart and fallback. Per batch it calls an *engine*:
 
     peers and keys in      add_peer / update_peer / remove_peer, new_key / swap_keys / del_key
+    waiting                serve(wake, timeout, ...) poll the packet fds and call the loops
+                                                    below until a wake fd (a verb), an
+                                                    event or the timeout needs the worker
     packets                rx_xsk(i, budget, now)   AF_XDP RX ring -> decrypt -> TUN
                            rx_socket(budget, now)   UDP socket -> DATA_V2 decrypt -> TUN,
                                                     anything else handed up
@@ -28,10 +31,14 @@ solicitations from fe80::), "send <errno name>"; engine-wide: "unknown peer-id",
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import math
 import os
+import select
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,6 +53,9 @@ from xdp_ovpn.dataplane.api import (
 from xdp_ovpn.dataplane.mss import mss_for
 
 ENGINES = ("auto", "native", "python")
+RX_BATCH = 64  # AF_XDP descriptors an rx_xsk call
+RX_ROUNDS = 4  # rx_xsk calls on one AF_XDP socket before looking at the other fds
+BATCH = 64  # datagrams or TUN packets handled before looking at the other fds
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,13 @@ class Engine(Protocol):
     def key_ids(self, peer_id: int) -> tuple[int | None, int | None]: ...
 
     # -- I/O ---------------------------------------------------------------------------
+    def serve(self, wake: tuple[int, ...], timeout: float, read_socket: bool,
+              read_tun: bool) -> None:
+        """Wait for packets on the AF_XDP sockets, and on the UDP socket and the TUN where
+        this worker reads them, and handle them (rx_xsk, rx_socket, tx), until a `wake` fd
+        is readable, an event waits for events(), or `timeout` seconds passed."""
+        ...
+
     def add_xsk(self, xsk: object) -> int:
         """Take an AF_XDP socket (xsk.XskSocket) for rx_xsk; returns its index."""
         ...
@@ -158,6 +175,49 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def poll_and_handle(engine: Engine, xsk_fds: Sequence[int], sock_fd: int, tun_fd: int | None,
+                    wake: tuple[int, ...], timeout: float, read_socket: bool,
+                    read_tun: bool, has_events: Callable[[], bool]) -> None:
+    """Engine.serve in Python, for an engine without a loop of its own (the reference for
+    native/loop.c: the same fds, turns and reasons to return)."""
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    handlers: dict[int, Callable[[float], object] | None] = {fd: None for fd in wake}
+    for index, fd in enumerate(xsk_fds):
+        handlers[fd] = functools.partial(_rx_rounds, engine, index)
+    if read_socket:
+        handlers[sock_fd] = functools.partial(_rx_socket, engine)
+    if read_tun and tun_fd is not None:
+        handlers[tun_fd] = functools.partial(_tx, engine)
+    for fd in handlers:
+        poller.register(fd, select.POLLIN)
+    while True:
+        ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+        ready = poller.poll(ms)
+        if not ready:
+            return
+        if any(handlers[fd] is None for fd, _ in ready):
+            return
+        for fd, _ in ready:
+            handlers[fd](time.monotonic())  # type: ignore[misc]
+        if has_events() or time.monotonic() >= deadline:
+            return
+
+
+def _rx_rounds(engine: Engine, index: int, now: float) -> None:
+    for _ in range(RX_ROUNDS):
+        if engine.rx_xsk(index, RX_BATCH, now) < RX_BATCH:
+            return
+
+
+def _rx_socket(engine: Engine, now: float) -> None:
+    engine.rx_socket(BATCH, now)
+
+
+def _tx(engine: Engine, now: float) -> None:
+    engine.tx(BATCH, now)
 
 
 def native_available() -> bool:

@@ -30,7 +30,14 @@ from xdp_ovpn.dataplane.api import (
     PeerFloated,
     PeerStats,
 )
-from xdp_ovpn.dataplane.engine import ControlDatagram, EngineConfig, EngineEvent
+from xdp_ovpn.dataplane.engine import (
+    BATCH,
+    RX_BATCH,
+    RX_ROUNDS,
+    ControlDatagram,
+    EngineConfig,
+    EngineEvent,
+)
 from xdp_ovpn.dataplane.offload import TUNSETOFFLOAD
 from xdp_ovpn.proto.constants import AEAD_CIPHERS, MAX_PEER_ID
 
@@ -249,6 +256,11 @@ class NativeEngine:
             with contextlib.suppress(OSError):
                 fcntl.ioctl(fd, TUNSETOFFLOAD, _TUN_OFFLOADS)
         self._c.set_tun(fd, vnet_hdr)
+
+    def serve(self, wake: tuple[int, ...], timeout: float, read_socket: bool,
+              read_tun: bool) -> None:
+        """native/loop.c: poll and the C loops back to back, no interpreter a wake-up."""
+        self._c.serve(wake, timeout, read_socket, read_tun, RX_BATCH, RX_ROUNDS, BATCH)
 
     def rx_xsk(self, index: int, budget: int, now: float) -> int:
         return self._c.rx_xsk(index, budget, now)

@@ -23,7 +23,7 @@ from xdp_ovpn.dataplane.api import (
     PeerFloated,
     PeerStats,
 )
-from xdp_ovpn.dataplane.engine import ControlDatagram, EngineConfig, EngineEvent
+from xdp_ovpn.dataplane.engine import ControlDatagram, EngineConfig, EngineEvent, poll_and_handle
 from xdp_ovpn.dataplane.io import Egress, Ingress
 from xdp_ovpn.dataplane.ledger import LedgerSender, track_epochs
 from xdp_ovpn.dataplane.mss import SYN_MAX_LEN, clamp_mss
@@ -61,6 +61,7 @@ class PythonEngine:
         self._events: list[EngineEvent] = []
         self._drops: dict[str, int] = {}
         self._ingress: list[Ingress] = []
+        self._xsk_fds: list[int] = []
         self._egress: Egress | None = None
         self._tun_fd: int | None = None
         self._vnet_hdr = False
@@ -147,6 +148,11 @@ class PythonEngine:
 
     # -- I/O ----------------------------------------------------------------------------
 
+    def serve(self, wake: tuple[int, ...], timeout: float, read_socket: bool,
+              read_tun: bool) -> None:
+        poll_and_handle(self, self._xsk_fds, self.sock.fileno(), self._tun_fd, wake, timeout,
+                        read_socket, read_tun, lambda: bool(self._events))
+
     def add_xsk(self, xsk: Any) -> int:
         ingress = Ingress(xsk, -1, self.peers, self._events.append,
                           on_control=self._hand_up, mapped_v4=self._mapped_v4,
@@ -154,6 +160,7 @@ class PythonEngine:
         if self._tun_fd is not None:
             ingress.set_tun(self._tun_fd, self._vnet_hdr)
         self._ingress.append(ingress)
+        self._xsk_fds.append(xsk.fileno())
         return len(self._ingress) - 1
 
     def set_tun(self, fd: int, vnet_hdr: bool) -> None:

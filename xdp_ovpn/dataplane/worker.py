@@ -1,7 +1,8 @@
 """The data-plane worker's loop, shared by both data paths, and the channels to its handle.
 
-A worker is a forked process that owns the packets: it reads the UDP socket and the TUN,
-hands each batch to its engine (engine.py), runs keepalive, and answers the verbs the
+A worker is a forked process that owns the packets: its engine (engine.py) waits on the
+UDP socket and the TUN and handles each batch (`serve`) until the worker has work of its
+own; the worker runs keepalive, and answers the verbs the
 control-plane handle (handle.py) sends as pickled calls on the command socketpair (one
 call, one reply). Control datagrams go up on a second socketpair (`pack_datagram`),
 notifications on a third. The worker exits when the command socket closes, so it never
@@ -29,7 +30,6 @@ from xdp_ovpn.proto.constants import OCC_EXIT_PAYLOAD, PING_PAYLOAD
 from xdp_ovpn.proto.errors import ProtocolError
 
 BUF = 65536 + 256  # the largest frame on any of the socketpairs
-_BATCH = 64  # datagrams or TUN packets handled before looking at the other fds
 _TICK = 0.25  # keepalive resolution, seconds
 _PORT = struct.Struct("!H")
 
@@ -83,16 +83,19 @@ class Worker:
         self.keepalive: dict[int, tuple[float | None, float | None, float]] = {}
         self.running = True
         self.keep_caps: tuple[int, ...] = ()  # capabilities kept after drop_privileges
-        self.reads_tun = True  # False: another worker reads the TUN, this one only writes
+        # False: another worker reads it (the socket; the TUN: this one only writes)
+        self.reads_socket = self.reads_tun = True
+        # The worker's own fds (verbs); the engine polls the packets' fds itself.
         self.sel = selectors.DefaultSelector()
-        self.sel.register(sock, selectors.EVENT_READ, self._on_udp)
         self.sel.register(cmd, selectors.EVENT_READ, self._on_command)
 
     def run(self) -> None:
         next_tick = time.monotonic() + _TICK
         while self.running:
-            timeout = max(0.0, next_tick - time.monotonic())
-            for key, _ in self.sel.select(timeout):
+            self.engine.serve(tuple(self.sel.get_map()), max(0.0, next_tick - time.monotonic()),
+                              self.reads_socket, self.reads_tun and self.tun_fd is not None)
+            self._events()
+            for key, _ in self.sel.select(0):
                 key.data()
             now = time.monotonic()
             if now >= next_tick:
@@ -117,14 +120,6 @@ class Worker:
     def _gone(self, peer_id: int) -> None:
         """A peer the engine no longer holds (OCC exit, expiry)."""
         self.keepalive.pop(peer_id, None)
-
-    def _on_udp(self) -> None:
-        self.engine.rx_socket(_BATCH, time.monotonic())
-        self._events()
-
-    def _on_tun(self) -> None:
-        self.engine.tx(_BATCH, time.monotonic())
-        self._events()
 
     # -- keepalive ------------------------------------------------------------
 
@@ -167,13 +162,9 @@ class Worker:
 
     def attach_tun(self, fd: int, mtu: int) -> None:
         if self.tun_fd is not None:
-            if self.reads_tun:
-                self.sel.unregister(self.tun_fd)
             os.close(self.tun_fd)
         os.set_blocking(fd, False)
         self.tun_fd = fd
-        if self.reads_tun:
-            self.sel.register(fd, selectors.EVENT_READ, self._on_tun)
         self.engine.set_tun(fd, self.tun_vnet_hdr(fd))
 
     def tun_vnet_hdr(self, fd: int) -> bool:

@@ -52,7 +52,6 @@ import logging
 import os
 import pickle
 import select
-import selectors
 import socket
 import threading
 import time
@@ -90,8 +89,6 @@ from xdp_ovpn.dataplane.xsk import XskError, XskSocket
 from xdp_ovpn.loader.maps import DEFAULT_CONTROL_LIMITS, ControlLimits
 from xdp_ovpn.proto.constants import DEFAULT_REPLAY_TIME, DEFAULT_REPLAY_WINDOW
 
-RX_BATCH = 64
-RX_ROUNDS = 4  # batches taken from one AF_XDP socket before looking at the other fds
 FRAME_COUNT = 4096  # UMEM frames per AF_XDP socket (8 MiB), fixed at startup
 TUN_TXQUEUELEN = 1000  # offload.raise_txqueuelen: fewer tail drops of TCP bursts
 _IFF_LOOPBACK = 0x8
@@ -252,8 +249,7 @@ class _XdpWorker(Worker):
         super().__init__(sock, cmd, ctl, ntf, engine)
         self.primary = primary
         if not primary:
-            self.sel.unregister(sock)
-            self.reads_tun = False
+            self.reads_socket = self.reads_tun = False
         self.underlays = underlays if primary else []  # the maps it keeps in step
         self.remotes: dict[int, Address] = {}  # what `remotes` holds, by peer-id
         # After `user`: the peers map mirror still needs bpf() (refused without CAP_BPF
@@ -291,19 +287,8 @@ class _XdpWorker(Worker):
             xsk.close()
             return f"not in the classifier's map: {exc}"
         self.xsks.append(xsk)
-        index = self.engine.add_xsk(xsk)
-        self.sel.register(xsk.fileno(), selectors.EVENT_READ, self._rx(index))
+        self.engine.add_xsk(xsk)  # its loop (serve) polls it
         return None
-
-    def _rx(self, index: int) -> Callable[[], None]:
-        rx_xsk = self.engine.rx_xsk
-
-        def drain() -> None:
-            for _ in range(RX_ROUNDS):
-                if rx_xsk(index, RX_BATCH, time.monotonic()) < RX_BATCH:
-                    break
-            self._events()
-        return drain
 
     def restore(self, records: Sequence[_PeerRecord], tun: tuple[int, int] | None) -> None:
         """Install what a previous worker held (before the loop: nothing races it)."""
