@@ -218,3 +218,29 @@ def test_a_replaced_worker_goes_on_in_the_next_epoch(lab, engine) -> None:
         ping(net.client_ns, server.tunnel_ipv4)
         ping(net.server_ns, str(client.tun_ipv4().ip))
         theirs.wait_for_log(r"Received data packet with new epoch 2")
+
+
+@pytest.mark.parametrize("role", ["server", "p2p-server"])
+def test_xdp_ovpn_at_both_ends_uses_the_epoch_format(lab, role) -> None:
+    """Our own ends agree on it too: the default engine on the XDP path against the python
+    engine on the socket path (what the control plane negotiates, not what openvpn does)."""
+    net = underlay(lab, 4)
+    spec = TunnelSpec(PKI(), wrapping="tls-crypt", proto=net.proto)
+    if role == "p2p-server":
+        server = OpenVPNPeer(net.server_ns, spec, tls_server=True, **OURS)
+        client = OpenVPNPeer(net.client_ns, spec, tls_server=False, remote=net.server_addr,
+                             **OURS)
+    else:
+        server = OpenVPNServer(net.server_ns, spec, **OURS)
+        client = OpenVPNClient(net.client_ns, server, remote=net.server_addr, **OURS)
+    use_xdp(server)
+    base = client.command
+    client.command = lambda: [  # type: ignore[method-assign]
+        *base(), "--data-path", "socket", "--engine", "python"]
+    with contextlib.ExitStack() as stack:
+        _start(stack, role, server, client)
+        for end in (server, client):
+            end.wait_for_log(r"Data Channel: cipher .*epoch data format")
+        ping(net.client_ns, server.tunnel_ipv4)
+        iperf3(net.server_ns, net.client_ns, server.tunnel_ipv4, lab)
+        assert redirected(server.ns) > 200
