@@ -117,11 +117,23 @@ class _SendKey(_EpochKeyState):
 
 
 class _RecvKey(_EpochKeyState):
-    __slots__ = ("replay",)
+    """A receive epoch's key: only its secret until a packet names the epoch (`ready`), then
+    its AEAD context and replay window, so the future keys cost little while unused."""
 
-    def __init__(self, data_key: EpochDataKey, window: int, window_time: float) -> None:
-        super().__init__(data_key)
-        self.replay = ReplayWindow(window, window_time)
+    __slots__ = ("_pending", "replay")
+
+    def __init__(self, secret: EpochKey, cipher: str, window: int, window_time: float) -> None:
+        self.epoch = secret.epoch
+        self._pending: tuple[EpochKey, str, int, float] | None = (
+            secret, cipher, window, window_time)
+
+    def ready(self) -> _RecvKey:
+        if self._pending is not None:
+            secret, cipher, window, window_time = self._pending
+            super().__init__(secret.data_key(cipher))
+            self.replay = ReplayWindow(window, window_time)
+            self._pending = None
+        return self
 
 
 class EpochDataChannel:
@@ -171,7 +183,7 @@ class EpochDataChannel:
         # still reads a peer that has moved on.
         self.on_epochs: Callable[[int, int], None] | None = None
         self._recv_secret = receive  # the newest receive epoch key derived so far
-        self._rx = self._recv_key(receive)
+        self._rx = self._recv_key(receive).ready()
         self._retiring: _RecvKey | None = None
         self._future: list[_RecvKey] = []
         self._derive_future()
@@ -219,7 +231,7 @@ class EpochDataChannel:
     # ------------------------------------------------------------ keys
 
     def _recv_key(self, secret: EpochKey) -> _RecvKey:
-        return _RecvKey(secret.data_key(self.cipher), *self._window)
+        return _RecvKey(secret, self.cipher, *self._window)
 
     def _derive_future(self) -> None:
         """Top the future keys up to the `future_keys` epochs after the current one."""
@@ -290,6 +302,7 @@ class EpochDataChannel:
             self._recv_secret = secret
             self._rx = self._recv_key(secret)
             self._future = []
+        self._rx.ready()
         self._retiring = None
         self._derive_future()
         self._report()
@@ -423,6 +436,7 @@ class EpochDataChannel:
         if key is None:
             self.rx_unknown_epoch += 1
             raise KeyError_(f"data packet with unknown epoch {epoch}")
+        key.ready()
         if key.failed > FAILED_VERIFY_LIMIT:
             self.rx_auth_failed += 1
             raise AuthError(f"epoch {epoch} key failed verification too often")
