@@ -1,6 +1,6 @@
 /* AEAD for DATA_V2 (proto/datachannel.py; ovpn's crypto_aead.c): one EVP context per key
  * and direction, keyed once; per packet only the nonce (packet-id + the 8-byte implicit IV)
- * and the 8-byte AAD go in. The tag travels before the ciphertext on the wire, so it is
+ * and the 8-byte AAD go in (the epoch format, epoch.c, passes its own nonce and AAD). The tag travels before the ciphertext on the wire, so it is
  * taken from / given to its own place instead of being moved behind the ciphertext. */
 #include "engine.h"
 
@@ -16,20 +16,54 @@ int cipher_key_len(int cipher)
     return cipher >= 0 && cipher < C_COUNT ? CIPHERS[cipher].key_len : -1;
 }
 
-int aead_init(struct aead_dir *d, int cipher, const uint8_t *key, const uint8_t *tail, int enc)
+int aead_ctx_init(EVP_CIPHER_CTX **ctx, int cipher, const uint8_t *key, int enc)
 {
-    d->ctx = EVP_CIPHER_CTX_new();
-    if (!d->ctx)
+    *ctx = EVP_CIPHER_CTX_new();
+    if (!*ctx)
         return -1;
-    memset(d->nonce, 0, 4);
-    memcpy(d->nonce + 4, tail, AEAD_NONCE_TAIL_LEN);
-    if (EVP_CipherInit_ex(d->ctx, CIPHERS[cipher].get(), NULL, NULL, NULL, enc) != 1
-        || EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_AEAD_SET_IVLEN, AEAD_NONCE_LEN, NULL) != 1
-        || EVP_CipherInit_ex(d->ctx, NULL, NULL, key, NULL, enc) != 1) {
-        aead_free(d);
+    if (EVP_CipherInit_ex(*ctx, CIPHERS[cipher].get(), NULL, NULL, NULL, enc) != 1
+        || EVP_CIPHER_CTX_ctrl(*ctx, EVP_CTRL_AEAD_SET_IVLEN, AEAD_NONCE_LEN, NULL) != 1
+        || EVP_CipherInit_ex(*ctx, NULL, NULL, key, NULL, enc) != 1) {
+        EVP_CIPHER_CTX_free(*ctx);
+        *ctx = NULL;
         return -1;
     }
     return 0;
+}
+
+int aead_ctx_seal(EVP_CIPHER_CTX *ctx, const uint8_t *nonce, const uint8_t *aad, int aad_len,
+                  uint8_t *data, int n, uint8_t *tag)
+{
+    int len;
+    if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1
+        || EVP_EncryptUpdate(ctx, NULL, &len, aad, aad_len) != 1
+        || EVP_EncryptUpdate(ctx, data, &len, data, n) != 1
+        || EVP_EncryptFinal_ex(ctx, data + len, &len) != 1
+        || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, AEAD_TAG_LEN, tag) != 1)
+        return -1;
+    return 0;
+}
+
+int aead_ctx_open(EVP_CIPHER_CTX *ctx, const uint8_t *nonce, const uint8_t *aad, int aad_len,
+                  uint8_t *data, int n, const uint8_t *tag)
+{
+    int len;
+    uint8_t t[AEAD_TAG_LEN];
+    memcpy(t, tag, AEAD_TAG_LEN); /* the tag may sit where the plaintext goes */
+    if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1
+        || EVP_DecryptUpdate(ctx, NULL, &len, aad, aad_len) != 1
+        || EVP_DecryptUpdate(ctx, data, &len, data, n) != 1
+        || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, AEAD_TAG_LEN, t) != 1
+        || EVP_DecryptFinal_ex(ctx, data + len, &len) != 1)
+        return -1;
+    return 0;
+}
+
+int aead_init(struct aead_dir *d, int cipher, const uint8_t *key, const uint8_t *tail, int enc)
+{
+    memset(d->nonce, 0, 4);
+    memcpy(d->nonce + 4, tail, AEAD_NONCE_TAIL_LEN);
+    return aead_ctx_init(&d->ctx, cipher, key, enc);
 }
 
 void aead_free(struct aead_dir *d)
@@ -42,29 +76,13 @@ void aead_free(struct aead_dir *d)
 int aead_seal(struct aead_dir *d, uint32_t pid, const uint8_t *aad, uint8_t *data, int n,
               uint8_t *tag)
 {
-    int len;
     put32(d->nonce, pid);
-    if (EVP_EncryptInit_ex(d->ctx, NULL, NULL, NULL, d->nonce) != 1
-        || EVP_EncryptUpdate(d->ctx, NULL, &len, aad, DATA_V2_AAD_LEN) != 1
-        || EVP_EncryptUpdate(d->ctx, data, &len, data, n) != 1
-        || EVP_EncryptFinal_ex(d->ctx, data + len, &len) != 1
-        || EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_AEAD_GET_TAG, AEAD_TAG_LEN, tag) != 1)
-        return -1;
-    return 0;
+    return aead_ctx_seal(d->ctx, d->nonce, aad, DATA_V2_AAD_LEN, data, n, tag);
 }
 
 int aead_open(struct aead_dir *d, uint32_t pid, const uint8_t *aad, uint8_t *data, int n,
               const uint8_t *tag)
 {
-    int len;
-    uint8_t t[AEAD_TAG_LEN];
-    memcpy(t, tag, AEAD_TAG_LEN);
     put32(d->nonce, pid);
-    if (EVP_DecryptInit_ex(d->ctx, NULL, NULL, NULL, d->nonce) != 1
-        || EVP_DecryptUpdate(d->ctx, NULL, &len, aad, DATA_V2_AAD_LEN) != 1
-        || EVP_DecryptUpdate(d->ctx, data, &len, data, n) != 1
-        || EVP_CIPHER_CTX_ctrl(d->ctx, EVP_CTRL_AEAD_SET_TAG, AEAD_TAG_LEN, t) != 1
-        || EVP_DecryptFinal_ex(d->ctx, data + len, &len) != 1)
-        return -1;
-    return 0;
+    return aead_ctx_open(d->ctx, d->nonce, aad, DATA_V2_AAD_LEN, data, n, tag);
 }

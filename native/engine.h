@@ -97,16 +97,69 @@ int aead_seal(struct aead_dir *d, uint32_t pid, const uint8_t *aad, uint8_t *dat
 int aead_open(struct aead_dir *d, uint32_t pid, const uint8_t *aad, uint8_t *data, int n,
               const uint8_t *tag);
 
+/* The same AEAD calls for any nonce and AAD (the epoch format's). 0 on success. */
+int aead_ctx_init(EVP_CIPHER_CTX **ctx, int cipher, const uint8_t *key, int enc);
+int aead_ctx_seal(EVP_CIPHER_CTX *ctx, const uint8_t *nonce, const uint8_t *aad, int aad_len,
+                  uint8_t *data, int n, uint8_t *tag);
+int aead_ctx_open(EVP_CIPHER_CTX *ctx, const uint8_t *nonce, const uint8_t *aad, int aad_len,
+                  uint8_t *data, int n, const uint8_t *tag);
+
+/* -- epoch.c: 2.7's epoch data format ---------------------------------------------------- */
+struct epoch_chain { uint32_t epoch; uint8_t secret[EPOCH_KEY_LEN]; }; /* E_n */
+struct epoch_dir {        /* one epoch's key in one direction */
+    uint32_t epoch;
+    EVP_CIPHER_CTX *ctx;
+    uint8_t iv[AEAD_NONCE_LEN];
+    uint64_t blocks, failed; /* for the usage limit */
+};
+struct epoch_recv {       /* d.epoch always; d's context and the window once `ready` */
+    struct epoch_dir d;
+    struct replay replay;
+    uint8_t secret[EPOCH_KEY_LEN];
+    uint8_t live, ready;
+};
+struct epoch_state {
+    int cipher;
+    uint64_t limit;          /* AEAD usage limit; 0: none (ChaCha20-Poly1305) */
+    uint32_t window;
+    double window_time;
+    struct epoch_chain send_chain, recv_chain; /* the send epoch; the newest receive one */
+    struct epoch_dir tx;
+    uint64_t tx_counter;     /* the last counter used in tx's epoch */
+    struct epoch_recv rx, retiring, future[EPOCH_FUTURE_KEYS];
+    uint32_t nfuture;
+    uint32_t *ledger;        /* receive << 16 | send epoch, for a replacement worker */
+};
+struct epoch_state *epoch_new(int cipher, const uint8_t send[EPOCH_KEY_LEN],
+                              const uint8_t recv[EPOCH_KEY_LEN], uint32_t window,
+                              double window_time);
+void epoch_free(struct epoch_state *s);
+int epoch_advance_send(struct epoch_state *s, uint32_t epoch); /* -1: chain spent */
+/* The current receive key to `epoch` (forward only, the retiring one gone); -1: refused. */
+int epoch_advance_receive(struct epoch_state *s, uint32_t epoch);
+/* pkt[12:12+n] sealed in place, header written, tag at pkt[12+n]; -1: the key is spent. */
+int epoch_seal(struct epoch_state *s, uint32_t head_word, uint8_t *pkt, uint32_t n);
+/* pkt[0:len] opened in place (plaintext at pkt[12]); D_PEER_COUNT when it opened. */
+int epoch_open(struct epoch_state *s, uint8_t op, uint8_t *pkt, uint32_t len, double now);
+
 /* -- keys (module.c installs, peer.c frees) ---------------------------------------------- */
 struct key {
     uint8_t key_id;
     uint8_t op;          /* DATA_V2 << 3 | key-id */
     uint32_t head_word;  /* op << 24 | peer-id */
-    struct aead_dir enc, dec;
+    uint32_t plain_off;  /* where the plaintext sits in a packet: 24, or 12 (epoch) */
+    uint32_t overhead;   /* bytes a packet adds to its plaintext: 24, or 28 (epoch) */
+    struct aead_dir enc, dec;   /* the 2.6 format's */
     struct sender sender;
     struct replay replay;
+    struct epoch_state *epoch;  /* the epoch format's state, or NULL */
     void *ledger_ref;    /* the ledger buffer's owner, released through engine.release */
 };
+static inline int key_needs_renewal(const struct key *k)
+{
+    return k->epoch ? k->epoch->send_chain.epoch >= EPOCH_RENEG_THRESHOLD
+                    : sender_needs_renewal(&k->sender);
+}
 
 /* -- peer.c ----------------------------------------------------------------------------- */
 struct remote {
@@ -252,6 +305,7 @@ struct queued_run {
 struct engine {
     /* configuration */
     int check_source, gso_cfg, mss, mapped_v4, sock_fd, sock_family;
+    int mss_epoch; /* the MSS for epoch-format keys' SYNs (their packets are 4 bytes longer) */
     uint32_t replay_window;
     double replay_time;
     int tun_fd, vnet_hdr;
@@ -272,6 +326,8 @@ struct engine {
     struct peer *run_peer;
     struct key *run_key;
     uint32_t run_seg, run_len, run_count;
+    uint32_t head; /* where a read's plaintext lands after the run: the last run key's
+                    * plain_off, which the next packet nearly always shares */
     int gso_ok;
     uint32_t gso_max_seg;
     uint64_t sends;

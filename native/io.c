@@ -24,6 +24,7 @@ int engine_init(struct engine *e)
     e->epfd = -1;
     e->gso_ok = 1;
     e->gso_max_seg = MAX_IP;
+    e->head = DATA_V2_HEADER_LEN;
     /* A run is at most GSO_MAX_BYTES, or one packet as big as IP allows; the next read
      * lands after it with room for a whole packet (or TSO super-packet) and its tag. */
     e->pool = malloc((size_t)SEND_QUEUE * OUT_SIZE);
@@ -75,6 +76,8 @@ static int key_open(struct key *k, uint8_t *pkt, uint32_t len, uint64_t room, do
 {
     uint8_t op;
     uint64_t pid;
+    if (k->epoch)
+        return epoch_open(k->epoch, k->op, pkt, len, now);
     if (len < MIN_PACKET_LEN || len > MAX_PAYLOAD + DATA_V2_HEADER_LEN)
         return D_PARSE;
     op = pkt[0];
@@ -98,24 +101,26 @@ static int key_open(struct key *k, uint8_t *pkt, uint32_t len, uint64_t room, do
 }
 
 /* The receive step both loops share: the key the packet names, opened (key_open), the
- * link counters and the peer's last receive time; false when dropped (counted on p). */
-static int peer_open(struct peer *p, uint8_t *pkt, uint32_t len, uint64_t room, double now)
+ * link counters and the peer's last receive time; the key (its format says where the
+ * plaintext is), NULL when dropped (counted on p). */
+static const struct key *peer_open(struct peer *p, uint8_t *pkt, uint32_t len, uint64_t room,
+                                   double now)
 {
     struct key *k = key_for(p, pkt[0] & KEY_ID_MASK);
     int res;
     if (!k) {
         peer_drop(p, D_NO_KEY);
-        return 0;
+        return NULL;
     }
     res = key_open(k, pkt, len, room, now);
     if (res != D_PEER_COUNT) {
         peer_drop(p, res);
-        return 0;
+        return NULL;
     }
     p->st.link_rx_packets++;
     p->st.link_rx_bytes += len;
     p->last_rx = now;
-    return 1;
+    return k;
 }
 
 /* The server's anti-spoofing rule (peers.py owns_source): the inner source must be one the
@@ -142,8 +147,14 @@ static int source_ok(struct engine *e, struct peer *p, const uint8_t *pkt, uint3
     return 0;
 }
 
-/* Pings and OCC exit are consumed (1; the peer may be gone), SYNs clamped. */
-static int short_packet(struct engine *e, struct peer *p, uint8_t *plain, uint32_t n)
+/* The MSS for SYNs of a peer whose key is k: its data format's. */
+static int key_mss(const struct engine *e, const struct key *k)
+{
+    return k->epoch ? e->mss_epoch : e->mss;
+}
+
+/* Pings and OCC exit are consumed (1; the peer may be gone), SYNs clamped to `mss`. */
+static int short_packet(struct engine *e, struct peer *p, uint8_t *plain, uint32_t n, int mss)
 {
     if (n == PING_LEN && !memcmp(plain, PING_PAYLOAD, PING_LEN))
         return 1;
@@ -153,8 +164,8 @@ static int short_packet(struct engine *e, struct peer *p, uint8_t *plain, uint32
         emit(e, &ev);
         return 1;
     }
-    if (e->mss)
-        clamp_mss(plain, n, e->mss);
+    if (mss)
+        clamp_mss(plain, n, mss);
     return 0;
 }
 
@@ -205,6 +216,7 @@ static void xsk_frame(struct engine *e, struct xsk *x, uint64_t addr, uint32_t l
     const uint8_t *src;
     uint32_t payload = 0, plen, word, n;
     uint64_t chunk_end, room;
+    const struct key *k;
     uint16_t sport, ulen;
     int fam = 4;
     struct peer *p;
@@ -290,13 +302,13 @@ static void xsk_frame(struct engine *e, struct xsk *x, uint64_t addr, uint32_t l
     if (chunk_end > x->umem_size)
         chunk_end = x->umem_size;
     room = chunk_end - (addr + payload);
-    if (!peer_open(p, pay, plen, room, now))
+    if (!(k = peer_open(p, pay, plen, room, now)))
         return;
     if (!remote_is(&p->remote, fam, src, sport))
         xsk_float(e, p, fam, src, sport);
-    n = plen - DATA_V2_HEADER_LEN;
-    plain = pay + DATA_V2_HEADER_LEN;
-    if (n < SYN_MAX_LEN && short_packet(e, p, plain, n))
+    n = plen - k->overhead;
+    plain = pay + k->plain_off;
+    if (n < SYN_MAX_LEN && short_packet(e, p, plain, n, key_mss(e, k)))
         return;
     if (e->check_source && !source_ok(e, p, plain, n)) /* counted there */
         return;
@@ -401,6 +413,7 @@ static void on_data(struct engine *e, uint8_t *pkt, uint32_t len,
 {
     struct remote src;
     struct peer *p;
+    const struct key *k;
     uint8_t *plain;
     uint32_t n;
     int res;
@@ -413,7 +426,7 @@ static void on_data(struct engine *e, uint8_t *pkt, uint32_t len,
         count(e, D_UNKNOWN_PEER);
         return;
     }
-    if (!peer_open(p, pkt, len, UINT64_MAX, now))
+    if (!(k = peer_open(p, pkt, len, UINT64_MAX, now)))
         return;
     remote_from_sockaddr(&src, from);
     /* the socket worker compares the address strings: equal only as recvfrom spells it */
@@ -423,8 +436,8 @@ static void on_data(struct engine *e, uint8_t *pkt, uint32_t len,
         p->remote = src;
         emit(e, &ev);
     }
-    n = len - DATA_V2_HEADER_LEN;
-    plain = pkt + DATA_V2_HEADER_LEN;
+    n = len - k->overhead;
+    plain = pkt + k->plain_off;
     if (n == PING_LEN && !memcmp(plain, PING_PAYLOAD, PING_LEN))
         return;
     if (n == OCC_EXIT_LEN && !memcmp(plain, OCC_EXIT_PAYLOAD, OCC_EXIT_LEN)) {
@@ -439,8 +452,8 @@ static void on_data(struct engine *e, uint8_t *pkt, uint32_t len,
         peer_drop(p, D_NO_TUN);
         return;
     }
-    if (e->mss && n < SYN_MAX_LEN)
-        clamp_mss(plain, n, e->mss);
+    if (key_mss(e, k) && n < SYN_MAX_LEN)
+        clamp_mss(plain, n, key_mss(e, k));
     if (e->vnet_hdr) { /* a plain packet behind a zero vnet header */
         uint8_t zero[VNET_HDR_LEN] = {0};
         struct iovec iov[2] = {{zero, VNET_HDR_LEN}, {plain, n}};
@@ -513,18 +526,26 @@ int rx_socket(struct engine *e, int budget, double now)
 
 static void check_renewal(struct engine *e, struct peer *p, struct key *k)
 {
-    if (sender_needs_renewal(&k->sender) && !(p->renewal_sent & 1u << k->key_id)) {
+    if (key_needs_renewal(k) && !(p->renewal_sent & 1u << k->key_id)) {
         struct event ev = {.kind = EV_RENEW, .peer_id = p->id, .key_id = k->key_id};
         p->renewal_sent |= 1u << k->key_id;
         emit(e, &ev);
     }
 }
 
-/* Seal `count` packets at buf[i*stride], plaintext 24 bytes in (the last one `last` long). */
+/* Seal `count` packets at buf[i*stride], plaintext k->plain_off bytes in (the last one
+ * `last` long). */
 static int seal_run(struct key *k, uint8_t *buf, uint32_t stride, uint32_t count,
                     uint32_t last)
 {
     uint64_t pid;
+    if (k->epoch) { /* rotation is checked per packet: a run may cross into the next epoch */
+        for (uint32_t i = 0; i < count; i++)
+            if (epoch_seal(k->epoch, k->head_word, buf + (size_t)i * stride,
+                           i + 1 < count ? stride - DATA_V2_EPOCH_OVERHEAD : last) < 0)
+                return -1;
+        return 0;
+    }
     if (sender_take(&k->sender, count, &pid) < 0)
         return -1;
     for (uint32_t i = 0; i < count; i++, pid++) {
@@ -670,12 +691,12 @@ static void flush_run(struct engine *e, double now)
     e->run_len = e->run_count = 0;
     e->run_peer = NULL;
     e->run_key = NULL;
-    if (seal_run(k, e->out, seg, cnt, length - (cnt - 1) * seg - DATA_V2_HEADER_LEN) < 0) {
+    if (seal_run(k, e->out, seg, cnt, length - (cnt - 1) * seg - k->overhead) < 0) {
         p->st.drops[D_KEYERR] += cnt;
         return;
     }
     p->st.tx_packets += cnt;
-    p->st.tx_bytes += length - (uint64_t)cnt * DATA_V2_HEADER_LEN;
+    p->st.tx_bytes += length - (uint64_t)cnt * k->overhead;
     p->last_tx = now;
     e->queue[e->queued++] = (struct queued_run){e->out, length, seg, p};
     if (e->queued == SEND_QUEUE) /* no buffer left to build the next run in */
@@ -685,27 +706,32 @@ static void flush_run(struct engine *e, double now)
 }
 
 /* The packet read at out[pos:pos+n] joins the run, or the run goes first and it moves to
- * the front of the buffer. */
+ * the front of the buffer (also to where its key's format wants it). */
 static void run_add(struct engine *e, struct peer *p, uint32_t pos, uint32_t n, double now)
 {
     struct key *k = p->keys[0];
-    uint32_t wire = n + DATA_V2_HEADER_LEN, run_len = e->run_len;
+    uint32_t wire, run_len = e->run_len;
+    uint8_t *read_into = e->out;
     if (!k) {
         peer_drop(p, D_NO_KEY);
         return;
     }
+    if (n < SYN_MAX_LEN && key_mss(e, k)) /* the MSS of the key's data format */
+        clamp_mss(read_into + pos, n, key_mss(e, k));
+    wire = n + k->overhead;
     if (run_len && (k != e->run_key || wire > e->run_seg || run_len + wire > GSO_MAX_BYTES
                     || e->run_count >= GSO_MAX_SEGMENTS)) {
-        uint8_t *read_into = e->out;
         flush_run(e, now); /* the run is queued and the next one starts in another buffer */
-        memmove(e->out + DATA_V2_HEADER_LEN, read_into + pos, n);
         run_len = 0;
     }
+    if (e->out != read_into || run_len + k->plain_off != pos)
+        memmove(e->out + run_len + k->plain_off, read_into + pos, n);
     if (!run_len) {
         e->run_peer = p;
         e->run_key = k;
         e->run_seg = wire;
         e->run_count = 0;
+        e->head = k->plain_off;
         check_renewal(e, p, k); /* once a run is plenty: 2^32 ids, 64 a run */
     }
     e->run_len = run_len + wire;
@@ -741,18 +767,20 @@ static int send_single(struct engine *e, struct peer *p, uint8_t *buf, uint32_t 
         peer_drop(p, D_NO_KEY);
         return 0;
     }
-    if (seal_run(k, buf, n + DATA_V2_HEADER_LEN, 1, n) < 0) {
+    if (k->plain_off != DATA_V2_HEADER_LEN) /* the epoch format's plaintext sits earlier */
+        memmove(buf + k->plain_off, buf + DATA_V2_HEADER_LEN, n);
+    if (seal_run(k, buf, n + k->overhead, 1, n) < 0) {
         peer_drop(p, D_KEYERR);
         return 0;
     }
     tolen = sockaddr_of(e, &p->remote, &to);
-    if (send_one_datagram(e, buf, n + DATA_V2_HEADER_LEN, &to, tolen) < 0) {
+    if (send_one_datagram(e, buf, n + k->overhead, &to, tolen) < 0) {
         peer_send_error(p, errno);
         return 0;
     }
     p->last_tx = now;
     p->st.link_tx_packets++;
-    p->st.link_tx_bytes += n + DATA_V2_HEADER_LEN;
+    p->st.link_tx_bytes += n + k->overhead;
     check_renewal(e, p, k);
     return 1;
 }
@@ -760,8 +788,8 @@ static int send_single(struct engine *e, struct peer *p, uint8_t *buf, uint32_t 
 int send_payload(struct engine *e, struct peer *p, const uint8_t *payload, uint32_t n,
                  double now)
 {
-    uint8_t buf[DATA_V2_HEADER_LEN + 256];
-    if (n == 0 || n > sizeof(buf) - DATA_V2_HEADER_LEN) /* pings and OCC messages only */
+    uint8_t buf[DATA_V2_HEADER_LEN + 256 + AEAD_TAG_LEN];
+    if (n == 0 || n > 256) /* pings and OCC messages only */
         return -1;
     memcpy(buf + DATA_V2_HEADER_LEN, payload, n);
     return send_single(e, p, buf, n, now);
@@ -774,13 +802,9 @@ static void tx_packet(struct engine *e, struct peer *only, uint32_t pos, int n, 
     uint8_t *pkt = e->out + pos;
     int version;
     struct peer *p;
-    if (n < SYN_MAX_LEN) {
-        if (n <= 0) {
-            count(e, D_NOT_IP);
-            return;
-        }
-        if (e->mss)
-            clamp_mss(pkt, n, e->mss);
+    if (n <= 0) {
+        count(e, D_NOT_IP);
+        return;
     }
     version = pkt[0] >> 4;
     if (only && (version == 4 || version == 6)) {
@@ -804,7 +828,7 @@ static void tx_super_packet(struct engine *e, struct peer *only, uint32_t pos, i
     }
     memcpy(e->tso_buf, e->out + pos, n); /* the run's end moves over it as segments land */
     for (uint32_t i = 0; i < segments; i++) {
-        uint32_t at = e->run_len + DATA_V2_HEADER_LEN;
+        uint32_t at = e->run_len + e->head;
         tx_packet(e, only, at, (int)tso_segment(t, e->tso_buf, n, i, e->out + at), now);
     }
 }
@@ -816,7 +840,7 @@ static int tx_gso(struct engine *e, int budget, double now)
     /* client and p2p: the one peer takes everything (verbs run between calls only) */
     struct peer *only = e->peers.single ? e->peers.head : NULL;
     while (n_read < budget) {
-        uint32_t pos = e->run_len + DATA_V2_HEADER_LEN;
+        uint32_t pos = e->run_len + e->head;
         ssize_t r;
         struct tso t;
         int n;
@@ -872,9 +896,9 @@ static int tx_single(struct engine *e, int budget, double now)
             count(e, D_NOT_IP);
             continue;
         }
-        if (e->mss && n < SYN_MAX_LEN)
-            clamp_mss(buf + DATA_V2_HEADER_LEN, n, e->mss);
         p = route(e, buf + DATA_V2_HEADER_LEN, n);
+        if (p && p->keys[0] && n < SYN_MAX_LEN && key_mss(e, p->keys[0]))
+            clamp_mss(buf + DATA_V2_HEADER_LEN, n, key_mss(e, p->keys[0]));
         if (p && send_single(e, p, buf, n, now)) {
             p->st.tx_packets++;
             p->st.tx_bytes += n;

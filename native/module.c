@@ -110,12 +110,14 @@ static void engine_close(EngineObject *self)
 static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"sock_fd", "sock_family", "single", "replay_window",
-                            "replay_time", "mss", "gso", "check_source", "mapped_v4", NULL};
-    int sock_fd, family, single, mss, gso, check_source, mapped;
+                            "replay_time", "mss", "gso", "check_source", "mapped_v4",
+                            "mss_epoch", NULL};
+    int sock_fd, family, single, mss, gso, check_source, mapped, mss_epoch = -1;
     unsigned int window;
     double replay_time;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iipIdippp", names, &sock_fd, &family, &single,
-                                     &window, &replay_time, &mss, &gso, &check_source, &mapped))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iipIdippp|i", names, &sock_fd, &family,
+                                     &single, &window, &replay_time, &mss, &gso, &check_source,
+                                     &mapped, &mss_epoch))
         return -1;
     if (window < 1 || window > 65536 || replay_time < 0 || replay_time > 600) {
         PyErr_SetString(PyExc_ValueError, "replay window 1..65536, time 0..600 s");
@@ -133,6 +135,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
     self->e.replay_window = window;
     self->e.replay_time = replay_time;
     self->e.mss = mss;
+    self->e.mss_epoch = mss_epoch < 0 ? mss : mss_epoch; /* -1: as mss */
     self->e.gso_cfg = gso;
     self->e.check_source = check_source;
     self->e.mapped_v4 = mapped;
@@ -312,19 +315,26 @@ static PyObject *Engine_new_key(EngineObject *self, PyObject *args)
     Py_buffer ek, en, dk, dn;
     PyObject *ledger, *shared = Py_None;
     Py_ssize_t index;
+    int epoch = 0;
     struct peer *p;
     struct key *k = NULL;
     Py_buffer *view = NULL;
     PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "IIIiy*y*y*y*On|O", &id, &slot, &key_id, &cipher, &ek, &en,
-                          &dk, &dn, &ledger, &index, &shared))
+    if (!PyArg_ParseTuple(args, "IIIiy*y*y*y*On|Op", &id, &slot, &key_id, &cipher, &ek, &en,
+                          &dk, &dn, &ledger, &index, &shared, &epoch))
         return NULL;
     if (!(p = find_peer(self, id)))
         goto out;
+    /* 2.6: each direction's key and nonce tail; epoch: its E_1 secret, no tail */
     if (slot > 1 || key_id > KEY_ID_MASK || cipher_key_len(cipher) < 0
-        || ek.len != cipher_key_len(cipher) || dk.len != ek.len
-        || en.len != AEAD_NONCE_TAIL_LEN || dn.len != AEAD_NONCE_TAIL_LEN) {
+        || ek.len != (epoch ? EPOCH_KEY_LEN : cipher_key_len(cipher)) || dk.len != ek.len
+        || en.len != (epoch ? 0 : AEAD_NONCE_TAIL_LEN) || dn.len != en.len) {
         PyErr_SetString(PyExc_ValueError, "bad key material");
+        goto out;
+    }
+    if (epoch && shared != Py_None) { /* its windows are per epoch, in this worker */
+        PyErr_SetString(PyExc_ValueError, "an epoch-format key takes the ledger, not a "
+                                          "shared slot");
         goto out;
     }
     k = calloc(1, sizeof(*k));
@@ -362,12 +372,35 @@ static PyObject *Engine_new_key(EngineObject *self, PyObject *args)
     k->key_id = key_id;
     k->op = OP_DATA_V2 << OPCODE_SHIFT | key_id;
     k->head_word = (uint32_t)k->op << 24 | (id & 0xFFFFFF);
-    if (aead_init(&k->enc, cipher, ek.buf, en.buf, 1) < 0
+    k->plain_off = k->overhead = DATA_V2_HEADER_LEN;
+    if (epoch) {
+        k->plain_off = DATA_V2_EPOCH_AAD_LEN;
+        k->overhead = DATA_V2_EPOCH_OVERHEAD;
+        k->epoch = epoch_new(cipher, ek.buf, dk.buf, self->e.replay_window,
+                             self->e.replay_time);
+        if (!k->epoch) {
+            PyErr_SetString(PyExc_ValueError, "epoch keys refused by OpenSSL");
+            goto fail;
+        }
+        if (view) { /* ledger.track_epochs: a replacement sends in the next epoch and
+                     * receives in the one its predecessor had followed the peer to */
+            uint32_t *used = (uint32_t *)view->buf + index;
+            if (*used && (epoch_advance_send(k->epoch, (*used & 0xFFFF) + 1) < 0
+                          || epoch_advance_receive(k->epoch, *used >> 16) < 0)) {
+                PyErr_SetString(PyExc_ValueError, "the key's epochs are spent");
+                goto fail;
+            }
+            k->epoch->ledger = used;
+            *used = k->epoch->rx.d.epoch << 16 | k->epoch->tx.epoch;
+        }
+    } else if (aead_init(&k->enc, cipher, ek.buf, en.buf, 1) < 0
         || aead_init(&k->dec, cipher, dk.buf, dn.buf, 0) < 0) {
         PyErr_SetString(PyExc_ValueError, "cipher refused by OpenSSL");
         goto fail;
     }
-    if (shared != Py_None) {
+    if (epoch) {
+        /* its sender and windows are in k->epoch */
+    } else if (shared != Py_None) {
         if (key_shared_attach(&k->replay, &k->sender, view->buf, self->e.replay_window,
                               self->e.replay_time) < 0) {
             PyErr_SetString(PyExc_OSError, "the shared key slot's lock refused");

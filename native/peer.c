@@ -134,6 +134,7 @@ void key_free(struct key *k, void (*release)(void *))
     aead_free(&k->enc);
     aead_free(&k->dec);
     replay_free(&k->replay);
+    epoch_free(k->epoch);
     if (k->ledger_ref && release)
         release(k->ledger_ref);
     free(k);

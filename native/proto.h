@@ -20,6 +20,19 @@
 #define MAX_PAYLOAD 0xFFFF
 #define MAX_PEER_ID 0xFFFFFE
 
+/* 2.7's epoch data format (proto/constants.py, proto/epoch.py) */
+#define DATA_V2_EPOCH_AAD_LEN 12 /* op|kid|peer-id, epoch|counter */
+#define DATA_V2_EPOCH_OVERHEAD 28
+#define EPOCH_KEY_LEN 32
+#define EPOCH_MAX 0xFFFFu
+#define EPOCH_COUNTER_MAX ((1ull << 48) - 1)
+#define EPOCH_FUTURE_KEYS 4
+#define EPOCH_RENEG_THRESHOLD 0xF000u
+#define EPOCH_LIMIT_BLOCK 16
+#define AES_GCM_USAGE_LIMIT ((1ull << 36) - 1)
+#define FAILED_VERIFY_LIMIT (1ull << 36)
+#define FAILED_VERIFY_WARN (1ull << 35)
+
 #define PACKET_ID_MAX 0xFFFFFFFFull
 #define PACKET_ID_RENEG_THRESHOLD 0xFF000000ull
 #define PID_BLOCK 65536 /* ids reserved per ledger write (xdppath.PID_BLOCK) */
@@ -60,10 +73,16 @@ static inline uint32_t be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
+static inline uint64_t be64(const uint8_t *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
 static inline void put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v & 0xFF; }
 static inline void put32(uint8_t *p, uint32_t v)
 {
     p[0] = v >> 24; p[1] = (v >> 16) & 0xFF; p[2] = (v >> 8) & 0xFF; p[3] = v & 0xFF;
+}
+static inline void put64(uint8_t *p, uint64_t v)
+{
+    put32(p, (uint32_t)(v >> 32));
+    put32(p + 4, (uint32_t)v);
 }
 
 #endif

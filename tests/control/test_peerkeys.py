@@ -24,8 +24,9 @@ class RecordingDataPlane:
                          link_tx_bytes=tx_bytes)
 
 
-def _keys(key_id: int) -> KeysReady:
-    return KeysReady(key_id, "AES-256-GCM", 5, b"e" * 32, b"n" * 8, b"d" * 32, b"m" * 8)
+def _keys(key_id: int, epoch: bool = False) -> KeysReady:
+    return KeysReady(key_id, "AES-256-GCM", 5, b"e" * 32, b"n" * 8, b"d" * 32, b"m" * 8,
+                     epoch=epoch)
 
 
 def test_first_key_makes_the_peer_then_renegotiated_keys_swap_in() -> None:
@@ -34,18 +35,18 @@ def test_first_key_makes_the_peer_then_renegotiated_keys_swap_in() -> None:
     peer.vpn_ipv4 = "10.8.0.2"
     peer.keepalive = (10.0, 60.0)
     peer.keys_ready(_keys(0))
-    peer.keys_ready(_keys(1))
+    peer.keys_ready(_keys(1, epoch=True))  # the key's data format travels with it
     peer.key_retired(KeyRetired(0))
     peer.keys_ready(_keys(2))
     peer.remove()
     assert dp.calls == [
         ("new_peer", 5, ("192.0.2.1", 1194), "10.8.0.2"),
         ("set_peer", 5, ("keepalive_interval", 10.0), ("keepalive_timeout", 60.0)),
-        ("new_key", 5, KeySlot.PRIMARY, 0),
-        ("new_key", 5, KeySlot.SECONDARY, 1),
+        ("new_key", 5, KeySlot.PRIMARY, 0, ("epoch", False)),
+        ("new_key", 5, KeySlot.SECONDARY, 1, ("epoch", True)),
         ("swap_keys", 5),
         ("del_key", 5, KeySlot.SECONDARY),
-        ("new_key", 5, KeySlot.SECONDARY, 2),
+        ("new_key", 5, KeySlot.SECONDARY, 2, ("epoch", False)),
         ("swap_keys", 5),
         ("del_peer", 5),
     ]

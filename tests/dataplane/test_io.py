@@ -15,12 +15,14 @@ import pytest
 from tests.support.nsfork import Sender, in_netns, popen_in
 from tests.support.packets import RECEIVER, udp4
 from xdp_ovpn.dataplane.api import PeerExpired, PeerFloated
-from xdp_ovpn.dataplane.io import Egress, Ingress
+from xdp_ovpn.dataplane.io import DataCrypto, Egress, Ingress
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
 from xdp_ovpn.dataplane.tun import Tun
 from xdp_ovpn.dataplane.xsk import XskSocket
 from xdp_ovpn.proto.constants import OCC_EXIT_PAYLOAD, PING_PAYLOAD
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
+from xdp_ovpn.proto.epoch import EpochDataChannel
+from xdp_ovpn.proto.epochkeys import EpochKey
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
 
@@ -37,10 +39,16 @@ def _inner(payload: bytes) -> bytes:
     return udp4(PEER_VPN_IP, TUN_IP, 5000, 6000, payload)
 
 
-def _one_peer() -> tuple[DataChannelCrypto, PeerTable, Peer]:
-    """The server's table with the peer at B_IP:40000, and that peer's own crypto (client)."""
-    client = DataChannelCrypto(0, PEER_ID, encrypt=K_C2S, decrypt=K_S2C)
-    server = DataChannelCrypto(0, PEER_ID, encrypt=K_S2C, decrypt=K_C2S)
+def _one_peer(epoch: bool = False) -> tuple[DataCrypto, PeerTable, Peer]:
+    """The server's table with the peer at B_IP:40000, and that peer's own crypto (client);
+    with `epoch` both in 2.7's epoch data format."""
+    if epoch:
+        c2s, s2c = EpochKey(1, K_C2S.key), EpochKey(1, K_S2C.key)
+        client: DataCrypto = EpochDataChannel(0, PEER_ID, "AES-256-GCM", c2s, s2c)
+        server: DataCrypto = EpochDataChannel(0, PEER_ID, "AES-256-GCM", s2c, c2s)
+    else:
+        client = DataChannelCrypto(0, PEER_ID, encrypt=K_C2S, decrypt=K_S2C)
+        server = DataChannelCrypto(0, PEER_ID, encrypt=K_S2C, decrypt=K_C2S)
     peers = PeerTable()
     peer = Peer(PEER_ID, (B_IP, 40000), vpn_ipv4=PEER_VPN_IP)
     peer.keys[0] = server
@@ -48,10 +56,10 @@ def _one_peer() -> tuple[DataChannelCrypto, PeerTable, Peer]:
     return client, peers, peer
 
 
-def _ingress_cases(b) -> dict:
+def _ingress_cases(b, epoch: bool) -> dict:
     from tests.support.xsk_redirect import redirect_udp
 
-    client, peers, peer = _one_peer()
+    client, peers, peer = _one_peer(epoch)
     notes: list = []
     one = client.encrypt(_inner(b"one"), 0)
     tampered = bytearray(client.encrypt(_inner(b"two"), 0))
@@ -105,10 +113,11 @@ def _ingress_cases(b) -> dict:
         }
 
 
-def test_ingress_decrypts_to_tun_and_counts_every_drop(lab):
+@pytest.mark.parametrize("epoch", [False, True], ids=["2.6-format", "epoch-format"])
+def test_ingress_decrypts_to_tun_and_counts_every_drop(lab, epoch):
     a, b = lab.add_namespace("a"), lab.add_namespace("b")
     lab.link(a, b, addrs=(f"{A_IP}/24", f"{B_IP}/24"))
-    r = in_netns(a.name, _ingress_cases, b)
+    r = in_netns(a.name, _ingress_cases, b, epoch)
     assert r["received"] == [b"one", b"three"]
     assert r["drops"] == {"ReplayError": 1, "AuthError": 1}
     assert r["unattributed"] == {"unknown peer-id": 1}
@@ -119,8 +128,8 @@ def test_ingress_decrypts_to_tun_and_counts_every_drop(lab):
     assert r["peers_left"] == 0
 
 
-def _egress_cases(b) -> dict:
-    client, peers, peer = _one_peer()
+def _egress_cases(b, epoch: bool) -> dict:
+    client, peers, peer = _one_peer(epoch)
     # A run of 20 equal packets closed by a short one, then a run of 5: two GSO sends.
     payloads = [b"%04d" % i + bytes(996) for i in range(20)] + [b"short"]
     payloads += [b"%04d" % i + bytes(996) for i in range(20, 25)]
@@ -158,10 +167,11 @@ def _egress_cases(b) -> dict:
     }
 
 
-def test_egress_encrypts_tun_packets_to_the_peer_in_gso_batches(lab):
+@pytest.mark.parametrize("epoch", [False, True], ids=["2.6-format", "epoch-format"])
+def test_egress_encrypts_tun_packets_to_the_peer_in_gso_batches(lab, epoch):
     a, b = lab.add_namespace("a"), lab.add_namespace("b")
     lab.link(a, b, addrs=(f"{A_IP}/24", f"{B_IP}/24"))
-    r = in_netns(a.name, _egress_cases, b)
+    r = in_netns(a.name, _egress_cases, b, epoch)
     assert r["inner_payloads"] == r["payloads"]
     assert r["sources"] == {(A_IP, str(PORT))}
     assert r["gso"] and r["sends"] == 2

@@ -96,6 +96,16 @@ def test_mssfix_gives_openvpns_mss(case: str) -> None:
     assert mssfix_mss(*args) == mss
 
 
+@pytest.mark.parametrize("case", MSSFIX_CASES)
+def test_epoch_format_keys_get_4_bytes_less_unless_fixed(case: str) -> None:
+    """openvpn 2.7 counts the epoch format's 8-byte packet-id (mtu.c: calc_packet_id_size_dc),
+    but not in "fixed" mode, which bounds the inner packet."""
+    args, mss = MSSFIX_CASES[case]
+    fixed = "fixed" in case
+    assert mssfix_mss(*args, epoch=True) == (mss if fixed or not mss else mss - 4)
+    assert max_mss(1500, False, epoch=True) == max_mss(1500, False) - 4
+
+
 def test_packets_too_short_for_a_syn_are_left_alone_without_reading_past_them() -> None:
     """The socket path slices each packet exactly: a 1..39-byte plaintext that starts like
     IPv4 or IPv6 must not raise (it did, IndexError, out of the receive loop)."""

@@ -2,7 +2,8 @@
 (several peers, key swaps and the lame-duck key, replays, reordering past the window,
 truncated and corrupted frames, unknown peer-ids, floats, IPv4 and IPv6 inner packets, pings,
 OCC exit, TCP runs for the coalescer, TUN packets in GSO runs, packet-ids near renewal and
-exhaustion), both engines run it in their own rig, and everything observable must be equal:
+exhaustion, keys in 2.7's epoch format beside 2.6 ones with the peer moving to later
+epochs), both engines run it in their own rig, and everything observable must be equal:
 the bytes written to the TUN, the datagrams sent, the events, the counters and drop reasons,
 the frames given back to the fill ring, the packet-id ledger. No root."""
 
@@ -33,6 +34,7 @@ from xdp_ovpn.dataplane.engine import EngineConfig
 from xdp_ovpn.dataplane.nativeengine import NativeEngine
 from xdp_ovpn.dataplane.pyengine import PythonEngine
 from xdp_ovpn.proto.constants import OCC_EXIT_PAYLOAD, PING_PAYLOAD
+from xdp_ovpn.proto.epoch import EpochDataChannel
 
 CIPHERS = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305", "AES-192-GCM")
 PEERS = (
@@ -42,6 +44,17 @@ PEERS = (
 )
 DST = ("10.0.0.1", 1194)
 LEDGER_STARTS = (0, 0, 0xFF000000 - 40, 0xFFFFFFFF - 30)
+# Which keys are in the epoch format: none, all, or those of odd key-ids (both formats in
+# one run, and a peer's key swaps changing format). Its ledger slot holds receive << 16 |
+# send epoch: a start of 2 is a restarted worker's (it sends in epoch 3), 2 << 16 | 1 one
+# whose peer had moved to epoch 2 (its epoch-1 packets are now refused), 0xEFFF one near the
+# end of the chain (it sends in 0xF000: renewal wanted).
+EPOCH_MODES = ("none", "all", "odd")
+EPOCH_LEDGER_STARTS = (0, 0, 2, 2 << 16 | 1, 0xEFFF)
+
+
+def is_epoch(mode: str, key_id: int) -> bool:
+    return mode == "all" or (mode == "odd" and key_id % 2 == 1)
 
 
 # -- inner packets -------------------------------------------------------------------------
@@ -76,15 +89,21 @@ class Remote:
     """The peers' side: their senders per key-id and what they sent (for replays)."""
 
     ciphers: dict[int, str]
+    epoch_mode: str = "none"
     senders: dict[tuple[int, int], Any] = field(default_factory=dict)
     sent: list[bytes] = field(default_factory=list)
     seq: dict[int, int] = field(default_factory=dict)
 
-    def seal(self, peer_id: int, key_id: int, plain: bytes) -> bytes:
+    def seal(self, peer_id: int, key_id: int, plain: bytes, rotate: bool = False) -> bytes:
+        """A packet from the peer; `rotate`: an epoch key moves on to its next epoch first."""
         key = (peer_id, key_id)
         if key not in self.senders:
-            self.senders[key] = remote_crypto(peer_id, key_id, self.ciphers[peer_id])
-        packet = self.senders[key].encrypt(plain, 0.0)
+            self.senders[key] = remote_crypto(peer_id, key_id, self.ciphers[peer_id],
+                                              is_epoch(self.epoch_mode, key_id))
+        sender = self.senders[key]
+        if rotate and isinstance(sender, EpochDataChannel):
+            sender.rotate_send()
+        packet = sender.encrypt(plain, 0.0)
         self.sent.append(packet)
         return packet
 
@@ -252,6 +271,7 @@ class Scenario:
     family: int = socket.AF_INET
     no_gso: bool = False  # the socket refuses UDP_SEGMENT: both fall back for good
     steps: list[tuple] = field(default_factory=list)
+    epoch_mode: str = "none"
 
 
 @st.composite
@@ -259,11 +279,13 @@ def scenarios(draw: Any) -> Scenario:
     single = draw(st.booleans())
     peers = PEERS[:1] if single else PEERS
     gso = draw(st.booleans())
+    mss = draw(st.sampled_from([0, 1300])) if gso else 0  # the socket worker never clamps
     config = EngineConfig(
         single_peer=single,
         replay_window=draw(st.sampled_from([4, 16, 64])),
         replay_time=draw(st.sampled_from([0, 2.0])),
-        mss=draw(st.sampled_from([0, 1300])) if gso else 0,  # the socket worker never clamps
+        mss=mss,
+        mss_epoch=draw(st.sampled_from([None, mss - 4])) if mss else None,
         gso=gso,
         check_source=not single,  # as the workers configure it
     )
@@ -271,10 +293,12 @@ def scenarios(draw: Any) -> Scenario:
     # vnet_hdr TUNs belong to the XDP worker, which sends in GSO runs; the socket worker's
     # one-datagram sends read plain TUNs
     vnet_hdr = config.gso and draw(st.booleans())
-    sc = Scenario(config, peers, ciphers, vnet_hdr, draw(st.sampled_from(LEDGER_STARTS)),
+    epoch_mode = draw(st.sampled_from(EPOCH_MODES))
+    starts = LEDGER_STARTS if epoch_mode == "none" else EPOCH_LEDGER_STARTS
+    sc = Scenario(config, peers, ciphers, vnet_hdr, draw(st.sampled_from(starts)),
                   draw(st.sampled_from([socket.AF_INET, socket.AF_INET6])),
-                  gso and draw(st.integers(0, 2)) == 0)
-    remote = Remote(ciphers)
+                  gso and draw(st.integers(0, 2)) == 0, epoch_mode=epoch_mode)
+    remote = Remote(ciphers, epoch_mode)
     key_ids = {p.peer_id: 0 for p in peers}  # the newest key-id each peer has
     for _ in range(draw(st.integers(1, 10))):
         step = draw(st.sampled_from(["xsk", "xsk", "sock", "tun", "tun", "send", "key"]))
@@ -287,7 +311,7 @@ def scenarios(draw: Any) -> Scenario:
                                                     max(key_ids[spec.peer_id] - 1, 0)})))
                 moved = draw(st.integers(0, 7)) == 0
                 what = draw(st.sampled_from(["data"] * 6 + ["replay", "unknown", "control",
-                                                            "v1", "bad"]))
+                                                            "v1", "bad", "rotate"]))
                 if what == "replay" and remote.sent:
                     packets = [draw(st.sampled_from(remote.sent))]
                 elif what == "control":
@@ -295,8 +319,8 @@ def scenarios(draw: Any) -> Scenario:
                 elif what == "v1":
                     packets = [b"\x30" + draw(st.binary(min_size=0, max_size=60))]
                 else:
-                    packets = [remote.seal(spec.peer_id, kid, plain)
-                               for plain in inner_packets(draw, spec, remote)]
+                    packets = [remote.seal(spec.peer_id, kid, plain, what == "rotate" and i == 0)
+                               for i, plain in enumerate(inner_packets(draw, spec, remote))]
                     if what == "unknown":
                         packets = [p[:1] + b"\x00\x00\x4d" + p[4:] for p in packets]
                     if len(packets) > 2 and draw(st.booleans()):  # reordered
@@ -374,7 +398,7 @@ def run(factory: Any, sc: Scenario) -> Any:
     try:
         for spec in sc.peers:
             set_slot(engine, spec.peer_id, 0, 0, sc.ciphers[spec.peer_id], rig.ledger,
-                     spec.peer_id * 2)
+                     spec.peer_id * 2, is_epoch(sc.epoch_mode, 0))
         now = 1.0
         for step in sc.steps:
             kind, dt = step[0], step[1]
@@ -404,8 +428,12 @@ def run(factory: Any, sc: Scenario) -> Any:
             elif kind == "send" and step[2] in alive:
                 engine.send(step[2], step[3], now)
             elif kind == "new_key" and step[2] in alive:
+                epoch = is_epoch(sc.epoch_mode, step[4])
+                if epoch:  # a fresh ledger slot, as Ledger.allocate gives each key (2.6 keys
+                    # here go on in their slot's, which keeps the high starts in play)
+                    rig.ledger[step[2] * 2 + step[3]] = sc.ledger_start
                 set_slot(engine, step[2], step[3], step[4], sc.ciphers[step[2]], rig.ledger,
-                         step[2] * 2 + step[3])
+                         step[2] * 2 + step[3], epoch)
             elif kind == "swap" and step[2] in alive:
                 engine.swap_keys(step[2])
             elif kind == "del_key" and step[2] in alive:
@@ -434,6 +462,7 @@ def test_native_engine_does_what_the_python_loops_do(sc: Scenario) -> None:
     for kind in {type(e).__name__ for e in native.events}:
         event(f"event: {kind}")
     event(f"TUN writes: {min(len(native.tun), 3)}+, datagrams sent: {min(len(native.sent), 3)}+")
+    event(f"epoch keys: {sc.epoch_mode}")
     if sc.no_gso and len(native.sent) > 1:
         event("UDP_SEGMENT refused: datagrams sent one by one")
     if any(t[1] for t in native.tun if len(t) > 1):
@@ -486,3 +515,29 @@ def test_kernel_segments_reference_makes_valid_segments() -> None:
             assert struct.unpack_from("!I", seg, ip + 4)[0] == (0xFFFFFF00 + 1000 * i) % 2**32
             assert bool(seg[ip + 13] & 0x80) == (i == 0)  # CWR first only
             assert bool(seg[ip + 13] & 0x09) == (i == 3)  # FIN, PSH last only
+
+
+def test_the_rig_sees_the_epoch_format() -> None:
+    """Epoch keys in both engines, not vacuously: the peer moves to epoch 2, a late packet
+    of epoch 1 still gets in once (its replay does not), the sends follow the peer to epoch
+    2 (the ledger slot says so), a ping in epoch 1 from another peer."""
+    remote = Remote({1: "AES-128-GCM", 2: "CHACHA20-POLY1305", 5: "AES-256-GCM"}, "all")
+    inner = ipv4(bytes((10, 8, 0, 2)), bytes((10, 8, 0, 1)), 17, bytes(100))
+    first = remote.seal(1, 0, inner)
+    later = remote.seal(1, 0, inner, rotate=True)
+    frames = [frame_header("127.0.0.2", 40001, DST, p) for p in (later, first, first)]
+    frames.append(frame_header("127.0.0.3", 40002, DST, remote.seal(2, 0, PING_PAYLOAD)))
+    sc = Scenario(EngineConfig(single_peer=False, replay_window=64, replay_time=15, gso=True,
+                               check_source=True),
+                  PEERS, dict(remote.ciphers), False, 0, epoch_mode="all")
+    to_peer = ipv4(bytes((10, 8, 0, 1)), bytes((10, 8, 0, 2)), 17, bytes(500))
+    sc.steps = [("xsk", 0.0, frames), ("tun", 0.0, [to_peer] * 3),
+                ("send", 0.0, 5, PING_PAYLOAD)]
+    reference, native = run(PythonEngine, sc), run(NativeEngine, sc)
+    assert_same(reference, native)
+    assert native.tun == [inner, inner]
+    assert native.stats[1].drops == {"ReplayError": 1}
+    to_1 = [data for peer, _, data in native.sent if peer == 1]
+    assert len(to_1) == 3 and {data[4:6] for data in to_1} == {b"\x00\x02"}  # epoch 2
+    assert [remote.senders[(1, 0)].decrypt(data, 0.0) for data in to_1] == [to_peer] * 3
+    assert native.ledger[2] == 2 << 16 | 2 and native.ledger[10] == 1 << 16 | 1  # peers 1, 5

@@ -206,7 +206,7 @@ def _rss_kib(pid: int) -> int:
     return int(re.search(r"^Rss:\s+(\d+) kB", text, re.M).group(1))
 
 
-def _peer_memory() -> dict:
+def _peer_memory(epoch: bool) -> dict:
     from xdp_ovpn.dataplane.api import KeySlot
     from xdp_ovpn.dataplane.xdppath import XdpDataPlane
 
@@ -218,9 +218,10 @@ def _peer_memory() -> dict:
         for n in range(1, 1001):
             dp.new_peer(n, ("10.1.0.2", 40000 + n), vpn_ipv4=f"10.8.{n >> 8}.{n & 255}")
             dp.set_peer(n, keepalive_interval=10, keepalive_timeout=60)
+            tail = b"" if epoch else os.urandom(8)  # epoch keys: E_1 secrets, no tails
             for slot in (KeySlot.PRIMARY, KeySlot.SECONDARY):
-                dp.new_key(n, slot, int(slot), "AES-256-GCM", os.urandom(32), os.urandom(8),
-                           os.urandom(32), os.urandom(8))
+                dp.new_key(n, slot, int(slot), "AES-256-GCM", os.urandom(32), tail,
+                           os.urandom(32), tail, epoch=epoch)
             if n in (1, 1000):
                 rss[n] = _rss_kib(dp.pid)
         return rss
@@ -229,10 +230,11 @@ def _peer_memory() -> dict:
         sock.close()
 
 
-def test_an_idle_peer_costs_the_worker_at_most_16_kib(lab) -> None:
+@pytest.mark.parametrize("epoch", [False, True], ids=["2.6-format", "epoch-format"])
+def test_an_idle_peer_costs_the_worker_at_most_16_kib(lab, epoch: bool) -> None:
     a, b = lab.add_namespace("a"), lab.add_namespace("b")
     lab.link(a, b, addrs=("10.1.0.1/24", "10.1.0.2/24"))
-    rss = in_netns(a.name, _peer_memory, timeout=120)
+    rss = in_netns(a.name, _peer_memory, epoch, timeout=120)
     per_peer = (rss[1000] - rss[1]) / 999
     print(f"worker RSS {rss[1]} KiB with 1 peer, {rss[1000]} KiB with 1000: {per_peer:.1f} KiB")
     assert per_peer <= 16

@@ -318,3 +318,66 @@ def test_a_peer_may_skip_epochs_within_the_future_keys():
     assert server.decrypt(client.encrypt(b"skip", 0.0), 0.0) == b"skip"
     assert (server.receive_epoch, server.retiring_epoch) == (4, 1)
     assert server.future_epochs == (5, 6, 7, 8)
+
+
+# ---------------------------------------------------------------- the data plane's calls
+
+
+@pytest.mark.parametrize("cipher", ["AES-128-GCM", "CHACHA20-POLY1305"])
+def test_seal_run_equals_packets_sealed_one_by_one(cipher):
+    """A GSO run sealed in place: the same bytes as encrypt() packet by packet, and the
+    tag of each packet ends where the next one starts."""
+    sizes = [100, 100, 100, 37]
+    payloads = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
+    client, server = pair(cipher)
+    one_by_one, _ = pair(cipher)
+    stride = 28 + sizes[0]
+    buf = bytearray(stride * 3 + 28 + sizes[-1])
+    for i, payload in enumerate(payloads):
+        buf[i * stride + 12 : i * stride + 12 + len(payload)] = payload
+    client.seal_run(memoryview(buf), stride, 4, sizes[-1], 1.0)
+    packets = [bytes(buf[i * stride : i * stride + 28 + n]) for i, n in enumerate(sizes)]
+    assert packets == [one_by_one.encrypt(p, 1.0) for p in payloads]
+    assert [server.decrypt(p, 1.0) for p in packets] == payloads
+    assert client.tx_packets == 4 and client.tx_bytes == sum(sizes)
+    with pytest.raises(ValueError):  # no room for the last tag
+        client.seal_run(memoryview(buf)[:-1], stride, 4, sizes[-1], 1.0)
+
+
+def test_seal_run_rotates_inside_a_run():
+    client, server = pair(limit=3)
+    buf = bytearray(4 * 29)
+    for i in range(4):
+        buf[i * 29 + 12] = i + 1
+    client.seal_run(memoryview(buf), 29, 4, 1, 1.0)
+    epochs = [unpack_packet_id(buf[i * 29 + 4 : i * 29 + 12])[0] for i in range(4)]
+    assert epochs[0] == 1 and epochs[-1] > 1
+    assert [server.decrypt(bytes(buf[i * 29 : i * 29 + 29]), 1.0) for i in range(4)] == [
+        bytes([i + 1]) for i in range(4)]
+
+
+def test_epoch_changes_are_reported_and_advance_skips_ahead():
+    client, server = pair()
+    seen: list[tuple[int, int]] = []
+    client.on_epochs = lambda send, receive: seen.append((send, receive))
+    server.on_epochs = lambda send, receive: seen.append((-send, -receive))
+    client.rotate_send()
+    client.advance_send(5)
+    client.advance_send(3)  # never back
+    assert seen == [(2, 1), (5, 1)] and client.send_epoch == 5
+    assert server.decrypt(client.encrypt(b"x", 1.0), 1.0) == b"x"  # 5 is a future key
+    assert seen[2:] == [(-5, -1), (-5, -5)]  # the server's send key followed, then receive
+    assert server.receive_epoch == 5 and server.send_epoch == 5
+
+
+@pytest.mark.parametrize("epoch", [3, 9])  # among the future keys; beyond them
+def test_advance_receive_resumes_where_the_peer_is(epoch):
+    client, server = pair()
+    client.advance_send(epoch)
+    packet = client.encrypt(b"x", 1.0)
+    server.advance_receive(epoch)
+    server.advance_receive(1)  # never back
+    assert server.receive_epoch == epoch and server.retiring_epoch is None
+    assert server.future_epochs == tuple(range(epoch + 1, epoch + 5))
+    assert server.decrypt(packet, 1.0) == b"x"
+    assert server.send_epoch == 1  # the receive side alone moved

@@ -130,6 +130,18 @@ def test_p2p_cc_exit_flag() -> None:
     assert params.cc_exit and not params.use_ekm and params.peer_id == 0x76706E
 
 
+def test_p2p_epoch_format_needs_both_a_negotiated_cipher_and_the_bit() -> None:
+    bits = str(int(P2P_BITS | IVProto.DATA_EPOCH))
+    info = {"IV_CIPHERS": "AES-256-GCM", "IV_PROTO": bits}
+    assert negotiate_p2p(OURS, info, True, local_epoch=True).epoch
+    assert not negotiate_p2p(OURS, info, True).epoch  # we did not announce it
+    no_bit = {"IV_CIPHERS": "AES-256-GCM", "IV_PROTO": str(int(P2P_BITS))}
+    assert not negotiate_p2p(OURS, no_bit, True, local_epoch=True).epoch
+    # The fallback cipher is not negotiated: 2.7 keeps the 2.6 format with it.
+    fallback = negotiate_p2p(OURS, {"IV_PROTO": bits}, True, "AES-256-GCM", local_epoch=True)
+    assert fallback.cipher == "AES-256-GCM" and not fallback.epoch
+
+
 def test_p2p_requires_26_peer() -> None:
     with pytest.raises(NegotiationError, match="NCP_P2P"):
         negotiate_p2p(OURS, {"IV_PROTO": "2", "IV_CIPHERS": "AES-256-GCM"}, True)

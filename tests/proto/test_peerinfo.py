@@ -76,6 +76,13 @@ def test_p2p_peer_info_has_no_ncp2_and_announces_p2p_ncp() -> None:
     assert IVProto.NCP_P2P in P2P_IV_PROTO
 
 
+def test_epoch_bit_only_when_the_data_plane_has_the_format() -> None:
+    for pull, bits in ((True, CLIENT_IV_PROTO), (False, P2P_IV_PROTO)):
+        info = client_peer_info(["AES-256-GCM"], pull=pull, epoch=True)
+        assert iv_proto(info) == bits | IVProto.DATA_EPOCH
+        assert int(info["IV_PROTO"]) & 1 << 10  # IV_PROTO_DATA_EPOCH, ssl.h
+
+
 def test_ncp2_needs_both_aes_gcm_ciphers() -> None:
     assert "IV_NCP" not in client_peer_info(["CHACHA20-POLY1305", "AES-256-GCM"])
 

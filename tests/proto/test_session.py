@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from xdp_ovpn.lab.pki import PKI, Credential
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
+from xdp_ovpn.proto.epoch import EpochDataChannel
+from xdp_ovpn.proto.epochkeys import EpochKey
 from xdp_ovpn.proto.errors import AuthError, ReplayError
 from xdp_ovpn.proto.events import (
     AuthFailed,
@@ -126,7 +128,7 @@ class Endpoint:
         self.name = name
         self.session = session
         self.events: list[Event] = []
-        self.keys: dict[int, DataChannelCrypto] = {}
+        self.keys: dict[int, DataChannelCrypto | EpochDataChannel] = {}
         self.auto_push = auto_push
         self.reject: str | None = None
 
@@ -143,6 +145,11 @@ class Endpoint:
                     s.reject_auth(self.reject)
             elif isinstance(ev, PushRequestReceived) and self.auto_push:
                 s.send_push_reply(PUSHED)
+            elif isinstance(ev, KeysReady) and ev.epoch:
+                self.keys[ev.key_id] = EpochDataChannel(
+                    ev.key_id, ev.peer_id, ev.cipher,
+                    EpochKey(1, ev.encrypt_key), EpochKey(1, ev.decrypt_key),
+                )
             elif isinstance(ev, KeysReady):
                 self.keys[ev.key_id] = DataChannelCrypto(
                     ev.key_id,
@@ -434,6 +441,76 @@ def test_client_refuses_a_pushed_epoch_format_it_did_not_offer(creds):
     (failed,) = sim.client.of(HandshakeFailed)
     assert "epoch data format" in failed.reason and failed.fatal
     assert not sim.client.of(KeysReady)
+
+
+def _epoch_configs(creds, client: bool, server: bool, **kw):
+    cc, sc = configs(creds, **kw)
+    return dataclasses.replace(cc, epoch_data=client), dataclasses.replace(sc, epoch_data=server)
+
+
+@pytest.mark.parametrize("ekm", [True, False], ids=["ekm", "prf"])
+def test_epoch_format_when_both_data_planes_have_it(creds, ekm):
+    """The client announces IV_PROTO_DATA_EPOCH, the server pushes aead-epoch (whatever
+    derived key2, as 2.7 does), and both get the E_1 secrets of the two chains."""
+    sim = Sim(*_epoch_configs(creds, True, True, cipher="AES-128-GCM", ekm=ekm), seed=21)
+    sim.run_until(sim.established)
+    assert int(sim.server.session.peer_info["IV_PROTO"]) & 1 << 10
+    (reply,) = sim.client.of(PushReplyReceived)
+    flags = [o for o in reply.options if o.startswith("protocol-flags")]
+    assert flags == [f"protocol-flags cc-exit{' tls-ekm' if ekm else ''} aead-epoch"]
+    (kc,), (ks,) = sim.client.of(KeysReady), sim.server.of(KeysReady)
+    assert kc.epoch and ks.epoch and kc.ekm == ks.ekm == ekm
+    assert len(kc.encrypt_key) == 32 and kc.encrypt_nonce_tail == b""  # E_1, not the key
+    assert kc.encrypt_key == ks.decrypt_key and kc.decrypt_key == ks.encrypt_key
+    assert kc.encrypt_key != kc.decrypt_key
+    both_ways(sim, 0)
+    # A rotated send key is still read by the peer (a future receive key).
+    sim.client.keys[0].rotate_send()
+    both_ways(sim, 0)
+    assert sim.server.keys[0].receive_epoch == 2
+
+
+@pytest.mark.parametrize(("client", "server"), [(True, False), (False, True)])
+def test_epoch_format_needs_both_sides(creds, client, server):
+    sim = Sim(*_epoch_configs(creds, client, server), seed=22)
+    sim.run_until(sim.established)
+    assert bool(int(sim.server.session.peer_info["IV_PROTO"]) & 1 << 10) == client
+    (reply,) = sim.client.of(PushReplyReceived)
+    assert not any("aead-epoch" in o for o in reply.options)
+    assert not any(e.epoch for e in sim.client.of(KeysReady) + sim.server.of(KeysReady))
+    both_ways(sim, 0)
+
+
+def test_epoch_format_survives_renegotiation(creds):
+    sim = Sim(*_epoch_configs(creds, True, True, tran_window=60.0), seed=23)
+    sim.run_until(sim.established)
+    sim.server.session.renegotiate(sim.now)
+    sim.run_until(lambda: 1 in sim.client.keys and 1 in sim.server.keys)
+    assert all(e.epoch for e in sim.client.of(KeysReady) + sim.server.of(KeysReady))
+    both_ways(sim, 1)
+    exchange(sim.client, sim.server, 0, sim.now)
+
+
+@pytest.mark.parametrize(("client", "server"), [(True, True), (True, False), (False, True)])
+def test_p2p_epoch_format(creds, client, server):
+    """p2p NCP: both ends decide alike from each other's IV_PROTO (p2p_ncp_set_options)."""
+    cc, sc = _epoch_configs(creds, client, server, cipher="CHACHA20-POLY1305", p2p=True)
+    sim = Sim(cc, sc, seed=24)
+    sim.run_until(sim.established)
+    events = sim.client.of(KeysReady) + sim.server.of(KeysReady)
+    assert [e.epoch for e in events] == [client and server] * 2
+    both_ways(sim, 0)
+
+
+def test_client_takes_the_epoch_format_it_offered_from_a_push(creds):
+    cc, sc = _epoch_configs(creds, True, False)
+    sim = Sim(cc, sc, seed=25)
+    sim.server.auto_push = False
+    sim.run_until(lambda: bool(sim.server.of(PushRequestReceived)))
+    sim.server.session.send_push_reply(["peer-id 7", "protocol-flags cc-exit aead-epoch"])
+    sim.run_until(lambda: bool(sim.client.of(KeysReady)))
+    (ready,) = sim.client.of(KeysReady)
+    assert ready.epoch and ready.cipher == "AES-256-GCM"
 
 
 @settings(max_examples=300, deadline=None)

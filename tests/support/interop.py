@@ -126,14 +126,19 @@ def pids(ns: Namespace) -> list[str]:
     return out.stdout.split()
 
 
-_REDIRECTED = """
+_VERDICT = """
 import sys
 from xdp_ovpn.loader.classifier import open_attached
 from xdp_ovpn.loader.maps import Verdict
-print(open_attached(sys.argv[1]).verdict_counts()[Verdict.REDIRECT])
+print(open_attached(sys.argv[1]).verdict_counts()[Verdict[sys.argv[2]]])
 """
 
 
 def redirected(ns, ifname: str = "veth0") -> int:
     """DATA_V2 packets the classifier on ifname sent to AF_XDP, read from its maps."""
-    return int(ns.run([sys.executable, "-c", _REDIRECTED, ifname]).stdout)
+    return int(ns.run([sys.executable, "-c", _VERDICT, ifname, "REDIRECT"]).stdout)
+
+
+def fragments_passed(ns, ifname: str = "veth0") -> int:
+    """IP fragments the classifier on ifname passed to the socket (mssfix too large)."""
+    return int(ns.run([sys.executable, "-c", _VERDICT, ifname, "PASS_FRAGMENT"]).stdout)

@@ -23,7 +23,10 @@ from typing import Any
 from xdp_ovpn.dataplane.api import Address, KeySlot
 from xdp_ovpn.dataplane.engine import EngineConfig
 from xdp_ovpn.dataplane.xsk import XskSocket, _Ring
+from xdp_ovpn.proto.constants import EPOCH_KEY_LEN
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
+from xdp_ovpn.proto.epoch import EpochDataChannel
+from xdp_ovpn.proto.epochkeys import EpochKey
 
 FRAME_SIZE = 2048
 FRAMES = 256
@@ -106,19 +109,26 @@ def float_address(spec: PeerSpec) -> Address:
     return spec.host.replace("127.0.0.", "127.0.1."), spec.port
 
 
-def key_material(peer_id: int, key_id: int, cipher: str) -> tuple[bytes, bytes, bytes, bytes]:
-    """Both directions' key and nonce tail, distinct per peer and key-id."""
-    n = KEYS[cipher]
+def key_material(peer_id: int, key_id: int, cipher: str,
+                 epoch: bool = False) -> tuple[bytes, bytes, bytes, bytes]:
+    """Both directions' key and nonce tail, distinct per peer and key-id; for the epoch
+    format both directions' E_1 secret and empty tails."""
+    n = EPOCH_KEY_LEN if epoch else KEYS[cipher]
+    tail = 0 if epoch else 8
     seed = peer_id * 8 + key_id
     def run(mult: int, size: int) -> bytes:
         return bytes((seed * mult + i) & 0xFF for i in range(size))
 
-    return run(1, n), run(3, 8), run(5, n), run(7, 8)
+    return run(1, n), run(3, tail), run(5, n), run(7, tail)
 
 
-def remote_crypto(peer_id: int, key_id: int, cipher: str) -> DataChannelCrypto:
+def remote_crypto(peer_id: int, key_id: int, cipher: str,
+                  epoch: bool = False) -> DataChannelCrypto | EpochDataChannel:
     """The peer's side of a key: it encrypts with our decrypt key and vice versa."""
-    ek, en, dk, dn = key_material(peer_id, key_id, cipher)
+    ek, en, dk, dn = key_material(peer_id, key_id, cipher, epoch)
+    if epoch:
+        return EpochDataChannel(key_id, peer_id, cipher, EpochKey(1, dk), EpochKey(1, ek),
+                                replay_window=65536, replay_time=0)
     return DataChannelCrypto(key_id, peer_id, DataKey(cipher, dk, dn), DataKey(cipher, ek, en),
                              replay_window=65536, replay_time=0)
 
@@ -229,6 +239,7 @@ def frame_header6(src: str, sport: int, dst: str, dport: int, payload: bytes) ->
 
 
 def set_slot(engine: Any, peer_id: int, slot: int, key_id: int, cipher: str,
-             ledger: memoryview | None, index: int) -> None:
-    ek, en, dk, dn = key_material(peer_id, key_id, cipher)
-    engine.new_key(peer_id, KeySlot(slot), key_id, cipher, ek, en, dk, dn, ledger, index)
+             ledger: memoryview | None, index: int, epoch: bool = False) -> None:
+    ek, en, dk, dn = key_material(peer_id, key_id, cipher, epoch)
+    engine.new_key(peer_id, KeySlot(slot), key_id, cipher, ek, en, dk, dn, ledger, index,
+                   epoch=epoch)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -121,7 +122,11 @@ def _run_instance(cfg: Config, data_path: str, allow_ekm: bool,
             interfaces=cfg.xdp_interfaces, xdp_mode=cfg.xdp_mode,
             control_limits=cfg.xdp_control_limit,
             mss=mssfix_mss(cfg.mssfix, cfg.mssfix_mode, cfg.tun_mtu, ipv6_underlay),
+            mss_epoch=mssfix_mss(cfg.mssfix, cfg.mssfix_mode, cfg.tun_mtu, ipv6_underlay,
+                                 epoch=True),
         )
+        # The epoch data format is offered only where the engine can do it.
+        scfg = dataclasses.replace(scfg, epoch_data=dataplane.epoch_format)
         if cfg.writepid:
             cfg.writepid.write_text(f"{os.getpid()}\n")
         return asyncio.run(_Instance(cfg, scfg, sock, dataplane, metrics, reload).main())

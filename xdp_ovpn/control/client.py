@@ -349,7 +349,7 @@ class SinglePeer:
             self.log.info("cannot install data channel keys: %s", exc)
             self._finish("dataplane-error")
             return
-        how = "EKM" if event.ekm else "PRF"
+        how = ("EKM" if event.ekm else "PRF") + (", epoch data format" if event.epoch else "")
         self.log.info("Data Channel: cipher '%s', peer-id %d, key-id %d (%s)", event.cipher,
                       event.peer_id, event.key_id, how)
         self._maybe_complete()

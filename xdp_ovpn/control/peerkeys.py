@@ -48,12 +48,12 @@ class PeerKeys:
             self.peer_id, self.gone = event.peer_id, False
             dp.new_peer(event.peer_id, self.remote, self.vpn_ipv4, self.vpn_ipv6, self.iroutes)
             self._apply_keepalive()
-            dp.new_key(event.peer_id, KeySlot.PRIMARY, event.key_id, *args)
+            dp.new_key(event.peer_id, KeySlot.PRIMARY, event.key_id, *args, epoch=event.epoch)
             self._slots = {KeySlot.PRIMARY: event.key_id}
             self._counted = (0, 0)  # a new peer's counters start at zero
             return
         self._counted = self._link_totals() or self._counted  # the old key's, not the new
-        dp.new_key(self.peer_id, KeySlot.SECONDARY, event.key_id, *args)
+        dp.new_key(self.peer_id, KeySlot.SECONDARY, event.key_id, *args, epoch=event.epoch)
         dp.swap_keys(self.peer_id)
         old = self._slots.get(KeySlot.PRIMARY)
         self._slots = {KeySlot.PRIMARY: event.key_id}

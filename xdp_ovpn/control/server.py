@@ -280,7 +280,7 @@ class Server:
             self.counts["connections_total"] += 1
             self._add_routes(client)
             self._spawn(self._learn(client, "add"), "learn-address")
-        how = "EKM" if event.ekm else "PRF"
+        how = ("EKM" if event.ekm else "PRF") + (", epoch data format" if event.epoch else "")
         self.log.info("%s Data Channel: cipher '%s', peer-id %d, key-id %d (%s)",
                       client.driver.label, event.cipher, event.peer_id, event.key_id, how)
 

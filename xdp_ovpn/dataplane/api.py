@@ -110,6 +110,9 @@ class DataPlane(Protocol):
     engine: str  # the per-packet engine its worker runs: "native" or "python" (engine.py)
     # True when the data path writes GSO super-packets: the TUN must be opened IFF_VNET_HDR.
     tun_vnet_hdr: bool
+    # Its engine can do 2.7's epoch data format (new_key with epoch=True): only then may
+    # the sessions offer it (SessionConfig.epoch_data).
+    epoch_format: bool
     # Capabilities (capabilities.py) the thread that starts a replacement worker has to
     # keep when the process gives up root.
     restart_capabilities: frozenset[int]
@@ -147,7 +150,11 @@ class DataPlane(Protocol):
         encrypt_nonce_tail: bytes,
         decrypt_key: bytes,
         decrypt_nonce_tail: bytes,
-    ) -> None: ...
+        epoch: bool = False,
+    ) -> None:
+        """Install a key; with `epoch` in the epoch data format, the keys then being the
+        first epoch secrets and the nonce tails empty (events.KeysReady)."""
+        ...
 
     def swap_keys(self, peer_id: int) -> None: ...
 

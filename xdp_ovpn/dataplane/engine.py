@@ -50,6 +50,7 @@ from xdp_ovpn.dataplane.api import (
     PeerFloated,
     PeerStats,
 )
+from xdp_ovpn.dataplane.mss import mss_for
 
 ENGINES = ("auto", "native", "python")
 RX_BATCH = 64  # AF_XDP descriptors an rx_xsk call
@@ -78,12 +79,22 @@ class EngineConfig:
     mss: int = 0  # clamp TCP SYNs to this IPv4 MSS; 0: leave them alone
     gso: bool = False  # egress in UDP_SEGMENT runs (XDP path) or a datagram a packet
     check_source: bool = False  # server: the inner source must belong to the peer
+    # The MSS for SYNs of peers whose key is in the epoch format (4 bytes more overhead
+    # unless mssfix is "fixed"); None: mss.
+    mss_epoch: int | None = None
+
+    def mss_for(self, overhead: int) -> int:
+        """The MSS for a key whose packets add `overhead` bytes (its data format)."""
+        return mss_for(overhead, self.mss, self.mss_epoch)
 
 
 class Engine(Protocol):
     """The per-packet work of one worker (see the module docstring)."""
 
     name: str  # "python" or "native"
+    # Whether new_key takes epoch=True (2.7's epoch data format); the control plane offers
+    # the format only when the engine has it (epoch_format below).
+    epoch_format: bool
 
     # -- peers and keys: the data of the DCO verbs -------------------------------------
     def add_peer(self, peer_id: int, remote: Address, vpn_ipv4: str | None,
@@ -100,11 +111,14 @@ class Engine(Protocol):
     def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes, decrypt_key: bytes,
                 decrypt_nonce_tail: bytes, ledger: memoryview | None = None,
-                ledger_index: int = 0, shared: memoryview | None = None) -> None:
+                ledger_index: int = 0, shared: memoryview | None = None,
+                epoch: bool = False) -> None:
         """Install a key in slot 0 (primary) or 1; with `ledger` (a shared "I" array) the
         sender reserves packet-ids in ledger[ledger_index] before using them. `shared`
         (native engine only, instead of the ledger): the key's slot of ledger.Ledger that
-        several workers share, holding the live packet-id counter and the replay window."""
+        several workers share, holding the live packet-id counter and the replay window.
+        `epoch`: the key is in the epoch data format (encrypt_key and decrypt_key are the
+        E_1 secrets, events.KeysReady); an engine without `epoch_format` refuses it."""
         ...
 
     def swap_keys(self, peer_id: int) -> None: ...
@@ -236,6 +250,17 @@ def check_workers(count: int, engine: str) -> None:
     if count > 1 and engine != "native":
         raise DataPlaneError(f"--workers {count} needs the native engine (the python engine "
                              "keeps its replay windows in one process: one worker)")
+
+
+def epoch_format(name: str) -> bool:
+    """Whether the engine `name` (after `resolve`) does the epoch data format."""
+    if resolve(name) == "native":
+        from xdp_ovpn.dataplane.nativeengine import NativeEngine
+
+        return NativeEngine.epoch_format
+    from xdp_ovpn.dataplane.pyengine import PythonEngine
+
+    return PythonEngine.epoch_format
 
 
 def make_engine(name: str, sock: socket.socket, config: EngineConfig) -> Engine:

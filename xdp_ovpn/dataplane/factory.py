@@ -60,14 +60,16 @@ def open_dataplane(
     control_limits: ControlLimits | None = DEFAULT_CONTROL_LIMITS,
     mss: int | None = None,
     workers: int | None = None,
+    mss_epoch: int | None = None,
 ) -> DataPlane:
     """Start the chosen data path, with the chosen engine, on the bound UDP socket; XDP on
     `interfaces` (default: every interface the socket's traffic can use) in `xdp_mode`
     (auto|native|generic); `control_limits` are the XDP classifier's (the socket path has
     no classifier: it says so when they were set); `mss` is mssfix's IPv4 MSS (0: no
     clamping; None: the XDP path fits the smallest underlay, the socket path leaves SYNs
-    alone); `workers`: the XDP path's worker processes (default: one per RX queue in use,
-    at most the CPUs)."""
+    alone), `mss_epoch` the same for keys in the epoch format (None: as mss, or what
+    fits the underlay); `workers`: the XDP path's worker processes (default: one per RX
+    queue in use, at most the CPUs)."""
     if kind not in DATA_PATHS:
         raise DataPlaneError(f"unknown data path {kind!r} (auto, xdp or socket)")
     if xdp_mode not in (None, *XDP_MODES):
@@ -93,7 +95,7 @@ def open_dataplane(
                                          interfaces=interfaces or None,
                                          xdp_mode=None if xdp_mode == "auto" else xdp_mode,
                                          control_limits=control_limits, engine=engine,
-                                         mss=mss, workers=workers)
+                                         mss=mss, mss_epoch=mss_epoch, workers=workers)
             except DataPlaneError as exc:
                 if kind == "xdp":
                     raise DataPlaneError(f"--data-path xdp: {exc}") from None
@@ -114,7 +116,8 @@ def open_dataplane(
     if control_limits is not DEFAULT_CONTROL_LIMITS:
         log.info("WARNING: xdp-control-limit has no effect on the socket data path")
     return SocketDataPlane(sock, single_peer=single_peer, replay_window=replay_window,
-                           replay_time=replay_time, engine=engine, mss=mss or 0)
+                           replay_time=replay_time, engine=engine, mss=mss or 0,
+                           mss_epoch=mss_epoch)
 
 
 def offloaded(dataplane: DataPlane) -> bool:

@@ -115,9 +115,10 @@ class WorkerHandle:
 
     def new_key(self, peer_id: int, slot: KeySlot, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes,
-                decrypt_key: bytes, decrypt_nonce_tail: bytes) -> None:
+                decrypt_key: bytes, decrypt_nonce_tail: bytes, epoch: bool = False) -> None:
         self._call("new_key", peer_id, int(slot), key_id, cipher, bytes(encrypt_key),
-                   bytes(encrypt_nonce_tail), bytes(decrypt_key), bytes(decrypt_nonce_tail))
+                   bytes(encrypt_nonce_tail), bytes(decrypt_key), bytes(decrypt_nonce_tail),
+                   epoch)
 
     def swap_keys(self, peer_id: int) -> None:
         self._call("swap_keys", peer_id)

@@ -39,7 +39,7 @@ from xdp_ovpn.dataplane.api import (
     PeerExpired,
     PeerFloated,
 )
-from xdp_ovpn.dataplane.mss import SYN_MAX_LEN, clamp_mss
+from xdp_ovpn.dataplane.mss import SYN_MAX_LEN, clamp_mss, mss_for
 from xdp_ovpn.dataplane.offload import VNET_HDR_LEN, TcpCoalescer
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
 from xdp_ovpn.dataplane.xsk import XskSocket
@@ -53,6 +53,7 @@ from xdp_ovpn.proto.constants import (
     Opcode,
 )
 from xdp_ovpn.proto.datachannel import DataChannelCrypto
+from xdp_ovpn.proto.epoch import EpochDataChannel
 from xdp_ovpn.proto.errors import ProtocolError, drop_reason
 
 ETH_HLEN = 14
@@ -78,6 +79,10 @@ _EXIT_LEN = len(OCC_EXIT_PAYLOAD)
 
 # Called with (DATA_V2-or-other payload bytes, source address) for packets to hand up.
 ControlHandler = Callable[[bytes, Address], None]
+# A key slot in either data format: the 2.6 one (plaintext 24 bytes into a packet, the tag
+# before it) or 2.7's epoch format (12 bytes in, the tag after it); both say where
+# (`plaintext_offset`) and how long their framing is (`overhead`).
+DataCrypto = DataChannelCrypto | EpochDataChannel
 
 
 class Ingress:
@@ -94,6 +99,7 @@ class Ingress:
         clock: Callable[[], float] = time.monotonic,
         mapped_v4: bool = False,
         mss: int = 0,
+        mss_epoch: int | None = None,
     ) -> None:
         self.xsk = xsk
         self.tun_fd = tun_fd
@@ -107,7 +113,9 @@ class Ingress:
         self.drops: dict[str, int] = {}  # drops not attributable to a peer
         # An IPv6 socket sends to IPv4 peers by their IPv4-mapped address: report those.
         self.mapped_v4 = mapped_v4
-        self.mss = mss  # clamp SYNs to this IPv4 MSS (mss.py); 0: leave them alone
+        # Clamp SYNs to this IPv4 MSS (mss.py), mss_epoch for epoch-format keys; 0: leave
+        # them alone.
+        self.mss, self.mss_epoch = mss, mss_epoch
         self.coalescer: TcpCoalescer | None = None
         # peer-id -> (packed source address, port) of the peer's remote, for float checks.
         self._remote_keys: dict[int, tuple[bytes, int]] = {}
@@ -129,6 +137,8 @@ class Ingress:
         owns_source = self.peers.owns_source
         last_word = -1  # the DATA_V2 word the cached peer and crypto belong to
         peer = crypto = stats = None
+        off = DATA_V2_HEADER_LEN  # where the cached crypto leaves the plaintext
+        mss = self.mss  # the cached crypto's
         remote: tuple[bytes, int] | None = None
         for addr, length in zip(addrs, lens, strict=True):
             # -- Ethernet, IP, UDP, the DATA_V2 word: one unpack for the usual frame ----
@@ -161,6 +171,8 @@ class Ingress:
                     continue
                 last_word, stats = word, peer.stats
                 remote = self._remote_keys.get(peer.peer_id)
+                off = crypto.plaintext_offset
+                mss = mss_for(crypto.overhead, self.mss, self.mss_epoch)
             # -- decrypt in place (replay window inside), up to the end of the chunk --
             frame = umem[payload : (addr & chunk_mask) + chunk_size]
             try:
@@ -174,16 +186,16 @@ class Ingress:
             if remote is None or src != remote[0] or sport != remote[1]:
                 remote = self._check_float(peer, src, sport)
             # -- deliver ---------------------------------------------------------------
-            if n < SYN_MAX_LEN and self._short(peer, frame, n):
+            if n < SYN_MAX_LEN and self._short(peer, frame, off, n, mss):
                 last_word = -1  # the peer is gone
                 continue
-            if not owns_source(peer, frame, DATA_V2_HEADER_LEN, n):  # counted there
+            if not owns_source(peer, frame, off, n):  # counted there
                 continue
             if coalesce is not None:  # counts rx (or the drop) when it writes
-                coalesce(frame, DATA_V2_HEADER_LEN, n, peer)
+                coalesce(frame, off, n, peer)
                 continue
             try:
-                os.write(self.tun_fd, frame[DATA_V2_HEADER_LEN : DATA_V2_HEADER_LEN + n])
+                os.write(self.tun_fd, frame[off : off + n])
             except OSError:
                 peer.drop("tun write")
                 continue
@@ -197,7 +209,7 @@ class Ingress:
     def _count(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
-    def _resolve(self, word: int) -> tuple[Peer | None, DataChannelCrypto | None]:
+    def _resolve(self, word: int) -> tuple[Peer | None, DataCrypto | None]:
         """The peer and key slot a DATA_V2 word names; (peer or None, None) is counted."""
         peer = self.peers.by_id(word & 0xFFFFFF)
         if peer is None and self.peers.single:
@@ -212,9 +224,9 @@ class Ingress:
         peer.drop("no key")
         return peer, None
 
-    def _short(self, peer: Peer, frame: memoryview, n: int) -> bool:
+    def _short(self, peer: Peer, frame: memoryview, off: int, n: int, mss: int) -> bool:
         """Pings, OCC exit and SYNs are short: consume the first two (True), clamp SYNs."""
-        plain = frame[DATA_V2_HEADER_LEN : DATA_V2_HEADER_LEN + n]
+        plain = frame[off : off + n]
         if n == _PING_LEN and plain == PING_PAYLOAD:
             return True
         if n == _EXIT_LEN and plain == OCC_EXIT_PAYLOAD:
@@ -222,8 +234,8 @@ class Ingress:
             self._remote_keys.pop(peer.peer_id, None)
             self.notify(PeerExpired(peer.peer_id, "exit"))
             return True
-        if self.mss:
-            clamp_mss(frame, DATA_V2_HEADER_LEN, n, self.mss)
+        if mss:
+            clamp_mss(frame, off, n, mss)
         return False
 
     def _check_float(self, peer: Peer, src: bytes, sport: int) -> tuple[bytes, int]:
@@ -326,6 +338,7 @@ class Egress:
         batch: int = GSO_MAX_SEGMENTS,
         clock: Callable[[], float] = time.monotonic,
         mss: int = 0,
+        mss_epoch: int | None = None,
         vnet_hdr: bool = False,
         reader: Callable[[memoryview], int | None] | None = None,
     ) -> None:
@@ -336,7 +349,9 @@ class Egress:
         self._skip = VNET_HDR_LEN if vnet_hdr else 0
         # `reader` stands in for the TUN read in benchmarks (bench/perpacket.py).
         self._readinto = reader or io.FileIO(tun_fd, "r", closefd=False).readinto
-        self.mss = mss  # clamp SYNs to this IPv4 MSS (mss.py); 0: leave them alone
+        # Clamp SYNs to this IPv4 MSS (mss.py), mss_epoch for epoch-format keys; 0: leave
+        # them alone.
+        self.mss, self.mss_epoch = mss, mss_epoch
         self.peers = peers
         self.notify = notify
         self.batch = batch
@@ -348,23 +363,26 @@ class Egress:
             bytearray(GSO_MAX_BYTES + DATA_V2_HEADER_LEN + _MAX_IP + AEAD_TAG_LEN)
         )
         self._run_peer: Peer | None = None
-        self._run_crypto: DataChannelCrypto | None = None
+        self._run_crypto: DataCrypto | None = None
         self._run_seg = 0  # wire size of every segment but the last
         self._run_len = 0  # bytes in _out
         self._run_count = 0
+        # Where the next packet's plaintext is read to, after the run's end: its key's
+        # plaintext_offset (the last run's, which the next packet nearly always shares).
+        self._head = DATA_V2_HEADER_LEN
         self.renewing: set[tuple[int, int]] = set()  # (peer-id, key-id) reported exhausted
         self.drops: dict[str, int] = {}  # drops not attributable to a peer
         self.sends = 0  # sendmsg calls, to see the batching work
 
     def poll(self) -> int:
         """Read up to `batch` packets from the TUN and send them; return how many were read."""
-        out, readinto, skip, mss = self._out, self._readinto, self._skip, self.mss
+        out, readinto, skip = self._out, self._readinto, self._skip
         now = self.clock()
         count = 0
         # Client and p2p: the one peer takes everything (verbs run between polls only).
         only = next(iter(self.peers), None) if self.peers.single else None
         while count < self.batch:
-            pos = self._run_len + DATA_V2_HEADER_LEN  # where the plaintext lands
+            pos = self._run_len + self._head  # where the plaintext lands
             try:
                 n = readinto(out[pos - skip : pos + _MAX_IP])
             except InterruptedError:
@@ -376,12 +394,9 @@ class Egress:
                 break
             n -= skip
             count += 1
-            if n < SYN_MAX_LEN:
-                if n <= 0:
-                    self._count("not IP")
-                    continue
-                if mss:
-                    clamp_mss(out, pos, n, mss)
+            if n <= 0:
+                self._count("not IP")
+                continue
             version = out[pos] >> 4
             if only is not None and version in (4, 6):
                 self._add(only, pos, n, now)
@@ -414,7 +429,9 @@ class Egress:
         if crypto is None:
             peer.drop("no key")
             return
-        wire = n + DATA_V2_HEADER_LEN
+        if n < SYN_MAX_LEN and (mss := mss_for(crypto.overhead, self.mss, self.mss_epoch)):
+            clamp_mss(self._out, pos, n, mss)  # the MSS of the key's data format
+        wire = n + crypto.overhead
         run_len = self._run_len
         if run_len and (
             crypto is not self._run_crypto
@@ -422,18 +439,21 @@ class Egress:
             or run_len + wire > GSO_MAX_BYTES
             or self._run_count >= GSO_MAX_SEGMENTS
         ):
-            self.flush(now)  # its last tag spills into this packet's header slot only
-            self._out[DATA_V2_HEADER_LEN:wire] = self._out[pos : pos + n]
+            self.flush(now)  # a 2.6 run's last tag spills into this packet's header slot only
             run_len = 0
+        head = crypto.plaintext_offset
+        if run_len + head != pos:  # after a flush, or read for the other data format
+            self._out[run_len + head : run_len + head + n] = self._out[pos : pos + n]
         if not run_len:
             self._run_peer, self._run_crypto, self._run_seg = peer, crypto, wire
+            self._head = head
             self._check_renewal(peer, crypto)  # once a run is plenty: 2^32 ids, 64 a run
         self._run_len = run_len + wire
         self._run_count += 1
         if wire < self._run_seg:
             self.flush(now)  # a short segment can only be the last one of a run
 
-    def _check_renewal(self, peer: Peer, crypto: DataChannelCrypto) -> None:
+    def _check_renewal(self, peer: Peer, crypto: DataCrypto) -> None:
         if crypto.needs_renegotiation and (peer.peer_id, crypto.key_id) not in self.renewing:
             self.renewing.add((peer.peer_id, crypto.key_id))
             self.notify(KeyNeedsRenewal(peer.peer_id, crypto.key_id))
@@ -447,16 +467,16 @@ class Egress:
             return
         self._run_len = self._run_count = 0
         self._run_peer = self._run_crypto = None
+        overhead = crypto.overhead
         try:
-            crypto.seal_run(self._out, seg, count, length - (count - 1) * seg
-                            - DATA_V2_HEADER_LEN, now)
+            crypto.seal_run(self._out, seg, count, length - (count - 1) * seg - overhead, now)
         except ProtocolError as exc:
             for _ in range(count):
                 peer.drop(drop_reason(exc))
             return
         stats = peer.stats
         stats.tx_packets += count
-        stats.tx_bytes += length - count * DATA_V2_HEADER_LEN
+        stats.tx_bytes += length - count * overhead
         peer.last_tx = now
         self._send(self._out[:length], seg, peer)
 

@@ -2,7 +2,8 @@
 
 Per key slot it holds the highest packet-id reserved. A sender reserves ids in blocks
 there before it uses them, so a worker that replaces a dead one starts above every id
-its predecessor may have sent: no nonce is ever used twice (the python engine).
+its predecessor may have sent: no nonce is ever used twice (the python engine). For a key
+in the epoch data format the slot holds its send and receive epochs instead (`track_epochs`).
 
 The native engine instead keeps, per key slot, a block the workers share: the live
 packet-id counter and the replay window (`Ledger.slot`; native/pktid.c key_shared).
@@ -14,6 +15,7 @@ import contextlib
 import mmap
 
 from xdp_ovpn.dataplane.api import DataPlaneError
+from xdp_ovpn.proto.epoch import EpochDataChannel
 from xdp_ovpn.proto.errors import PacketIdExhausted
 from xdp_ovpn.proto.pktid import PACKET_ID_MAX, PacketIdSender
 
@@ -91,3 +93,21 @@ class LedgerSender(PacketIdSender):
             self.ids[self.index] = self.reserved
         first, self.last = self.last + 1, last
         return first
+
+
+def track_epochs(channel: EpochDataChannel, ids: memoryview, index: int) -> None:
+    """An epoch-format key: ids[index] holds its receive epoch << 16 | its send epoch. A
+    worker that replaces a dead one sends in the next epoch, a fresh key with a fresh
+    counter, so none of its predecessor's nonces comes again (the peer takes it as a future
+    key: it keeps EPOCH_FUTURE_KEYS of them, so as many restarts without a packet in
+    between), and receives from the epoch its predecessor had followed the peer to."""
+    used = ids[index]
+    if used:
+        channel.advance_send((used & 0xFFFF) + 1)
+        channel.advance_receive(used >> 16)
+
+    def record(send: int, receive: int) -> None:
+        ids[index] = receive << 16 | send
+
+    channel.on_epochs = record
+    record(channel.send_epoch, channel.receive_epoch)

@@ -15,7 +15,7 @@ import socket
 import struct
 
 from xdp_ovpn.dataplane.offload import fold
-from xdp_ovpn.proto.constants import DATA_V2_HEADER_LEN
+from xdp_ovpn.proto.constants import DATA_V2_EPOCH_OVERHEAD, DATA_V2_HEADER_LEN
 
 SYN_MAX_LEN = 128  # longer packets are never SYNs worth reading (IPv6 40 + TCP 60 < 128)
 _U16 = struct.Struct("!H")
@@ -28,17 +28,25 @@ MSSFIX_DEFAULT = 1492  # openvpn 2.6's, in "mtu" mode, when tun-mtu is the defau
 TUN_MTU_DEFAULT = 1500
 
 
-def max_mss(link_mtu: int, outer_ipv6: bool) -> int:
+def mss_for(overhead: int, mss: int, mss_epoch: int | None) -> int:
+    """The MSS for a key whose packets add `overhead` bytes: `mss` for the 2.6 format,
+    `mss_epoch` (None: mss) for the epoch format."""
+    return mss if overhead == DATA_V2_HEADER_LEN or mss_epoch is None else mss_epoch
+
+
+def max_mss(link_mtu: int, outer_ipv6: bool, epoch: bool = False) -> int:
     """The MSS of an IPv4 TCP connection whose tunnelled segments fit link_mtu exactly."""
-    return mssfix_mss(link_mtu, "mtu", TUN_MTU_DEFAULT, outer_ipv6)
+    return mssfix_mss(link_mtu, "mtu", TUN_MTU_DEFAULT, outer_ipv6, epoch)
 
 
-def mssfix_mss(mssfix: int | None, mode: str, tun_mtu: int, outer_ipv6: bool) -> int:
-    """The IPv4 MSS that openvpn 2.6's `mssfix` clamps SYNs to; 0: no clamping.
+def mssfix_mss(mssfix: int | None, mode: str, tun_mtu: int, outer_ipv6: bool,
+               epoch: bool = False) -> int:
+    """The IPv4 MSS that openvpn's `mssfix` clamps SYNs to; 0: no clamping.
 
     `mssfix N` bounds the UDP payload (the DATA_V2 packet), `mssfix N mtu` the outer IP
     packet, `mssfix N fixed` the inner IP packet. Absent (None): `1492 mtu`, or
-    `tun-mtu fixed` when tun-mtu is not 1500 (openvpn's defaults).
+    `tun-mtu fixed` when tun-mtu is not 1500 (openvpn's defaults). With `epoch` for keys
+    in 2.7's epoch format, whose packets are 4 bytes longer (mtu.c: calc_packet_id_size_dc).
     """
     if mssfix is None:
         mssfix, mode = ((MSSFIX_DEFAULT, "mtu") if tun_mtu == TUN_MTU_DEFAULT
@@ -47,7 +55,7 @@ def mssfix_mss(mssfix: int | None, mode: str, tun_mtu: int, outer_ipv6: bool) ->
         return 0
     overhead = _IPV4_HLEN + _TCP_HLEN  # of the inner packet, as openvpn counts it
     if mode != "fixed":
-        overhead += DATA_V2_HEADER_LEN
+        overhead += DATA_V2_EPOCH_OVERHEAD if epoch else DATA_V2_HEADER_LEN
     if mode == "mtu":
         overhead += (_IPV6_HLEN if outer_ipv6 else _IPV4_HLEN) + _UDP_HLEN
     return mssfix - overhead

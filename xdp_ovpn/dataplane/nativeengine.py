@@ -104,6 +104,7 @@ class NativeEngine:
     """engine.Engine over the C extension (see the module docstring)."""
 
     name = "native"
+    epoch_format = True  # one worker's: an epoch key takes the ledger, not a shared slot
 
     def __init__(self, sock: socket.socket, config: EngineConfig) -> None:
         self.config = config
@@ -113,7 +114,7 @@ class NativeEngine:
         self._c = _native.Engine(
             sock.fileno(), int(sock.family), config.single_peer, config.replay_window,
             float(config.replay_time), config.mss, config.gso, config.check_source,
-            self._mapped_v4,
+            self._mapped_v4, -1 if config.mss_epoch is None else config.mss_epoch,
         )
         self._raw = self._c.events  # the C side appends tuples as things happen
         self._events: list[EngineEvent] = []
@@ -208,14 +209,16 @@ class NativeEngine:
     def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes, decrypt_key: bytes,
                 decrypt_nonce_tail: bytes, ledger: memoryview | None = None,
-                ledger_index: int = 0, shared: memoryview | None = None) -> None:
+                ledger_index: int = 0, shared: memoryview | None = None,
+                epoch: bool = False) -> None:
         self._known(peer_id)
         code = _CIPHERS.get(cipher)
         if code is None:
             raise DataPlaneError(f"unsupported data cipher {cipher!r}")
         try:
             self._c.new_key(peer_id, int(slot), key_id, code, encrypt_key, encrypt_nonce_tail,
-                            decrypt_key, decrypt_nonce_tail, ledger, ledger_index, shared)
+                            decrypt_key, decrypt_nonce_tail, ledger, ledger_index, shared,
+                            epoch)
         except (ValueError, IndexError, OSError) as exc:
             raise DataPlaneError(f"peer {peer_id}: {exc}") from None
 

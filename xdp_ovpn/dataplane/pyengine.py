@@ -25,7 +25,7 @@ from xdp_ovpn.dataplane.api import (
 )
 from xdp_ovpn.dataplane.engine import ControlDatagram, EngineConfig, EngineEvent, poll_and_handle
 from xdp_ovpn.dataplane.io import Egress, Ingress
-from xdp_ovpn.dataplane.ledger import LedgerSender
+from xdp_ovpn.dataplane.ledger import LedgerSender, track_epochs
 from xdp_ovpn.dataplane.mss import SYN_MAX_LEN, clamp_mss
 from xdp_ovpn.dataplane.offload import VNET_HDR_LEN
 from xdp_ovpn.dataplane.peers import Peer, PeerTable
@@ -37,6 +37,8 @@ from xdp_ovpn.proto.constants import (
     Opcode,
 )
 from xdp_ovpn.proto.datachannel import DataChannelCrypto, DataKey
+from xdp_ovpn.proto.epoch import EpochDataChannel
+from xdp_ovpn.proto.epochkeys import EpochKey
 from xdp_ovpn.proto.errors import ProtocolError, drop_reason
 
 BUF_SIZE = 65536 + 256
@@ -49,6 +51,7 @@ class PythonEngine:
     """The per-packet loops in Python (implements engine.Engine)."""
 
     name = "python"
+    epoch_format = True
 
     def __init__(self, sock: socket.socket, config: EngineConfig) -> None:
         self.sock = sock
@@ -94,17 +97,29 @@ class PythonEngine:
     def new_key(self, peer_id: int, slot: int, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes, decrypt_key: bytes,
                 decrypt_nonce_tail: bytes, ledger: memoryview | None = None,
-                ledger_index: int = 0, shared: memoryview | None = None) -> None:
+                ledger_index: int = 0, shared: memoryview | None = None,
+                epoch: bool = False) -> None:
         if shared is not None:  # its windows are in-process: it runs as one worker only
             raise DataPlaneError("the python engine keeps no key state shared by workers")
         peer = self.peers.get(peer_id)
-        crypto = DataChannelCrypto(
-            key_id, peer_id, DataKey(cipher, encrypt_key, encrypt_nonce_tail),
-            DataKey(cipher, decrypt_key, decrypt_nonce_tail),
-            replay_window=self.config.replay_window, replay_time=self.config.replay_time,
-        )
-        if ledger is not None:
-            crypto.sender = LedgerSender(ledger, ledger_index)
+        window = {"replay_window": self.config.replay_window,
+                  "replay_time": self.config.replay_time}
+        crypto: DataChannelCrypto | EpochDataChannel
+        if epoch:  # the keys are the E_1 secrets of the two chains
+            try:
+                crypto = EpochDataChannel(key_id, peer_id, cipher, EpochKey(1, encrypt_key),
+                                          EpochKey(1, decrypt_key), **window)
+                if ledger is not None:
+                    track_epochs(crypto, ledger, ledger_index)
+            except (ProtocolError, ValueError) as exc:
+                raise DataPlaneError(f"peer {peer_id}: {exc}") from None
+        else:
+            crypto = DataChannelCrypto(
+                key_id, peer_id, DataKey(cipher, encrypt_key, encrypt_nonce_tail),
+                DataKey(cipher, decrypt_key, decrypt_nonce_tail), **window,
+            )
+            if ledger is not None:
+                crypto.sender = LedgerSender(ledger, ledger_index)
         peer.keys[slot] = crypto
         self._slot_ids(peer)
 
@@ -141,7 +156,7 @@ class PythonEngine:
     def add_xsk(self, xsk: Any) -> int:
         ingress = Ingress(xsk, -1, self.peers, self._events.append,
                           on_control=self._hand_up, mapped_v4=self._mapped_v4,
-                          mss=self.config.mss)
+                          mss=self.config.mss, mss_epoch=self.config.mss_epoch)
         if self._tun_fd is not None:
             ingress.set_tun(self._tun_fd, self._vnet_hdr)
         self._ingress.append(ingress)
@@ -154,7 +169,8 @@ class PythonEngine:
             ingress.set_tun(fd, vnet_hdr)
         if self.config.gso:
             self._egress = Egress(fd, self.sock, self.peers, self._events.append,
-                                  mss=self.config.mss, vnet_hdr=vnet_hdr)
+                                  mss=self.config.mss, mss_epoch=self.config.mss_epoch,
+                                  vnet_hdr=vnet_hdr)
             self._egress.renewing = self._renewing
 
     def rx_xsk(self, index: int, budget: int, now: float) -> int:
@@ -239,8 +255,8 @@ class PythonEngine:
         if self._tun_fd is None:
             peer.drop("no tun")
             return
-        if self.config.mss and n < SYN_MAX_LEN:
-            clamp_mss(plain, 0, n, self.config.mss)
+        if n < SYN_MAX_LEN and (mss := self.config.mss_for(crypto.overhead)):
+            clamp_mss(plain, 0, n, mss)
         try:
             if self._vnet_hdr:
                 os.writev(self._tun_fd, (_ZERO_VNET_HDR, plain))
@@ -343,7 +359,7 @@ class PythonEngine:
         self._events.clear()
 
 
-def _key_for(peer: Peer, key_id: int) -> DataChannelCrypto | None:
+def _key_for(peer: Peer, key_id: int) -> DataChannelCrypto | EpochDataChannel | None:
     for crypto in peer.keys:
         if crypto is not None and crypto.key_id == key_id:
             return crypto

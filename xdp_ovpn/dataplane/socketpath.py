@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import socket
 
-from xdp_ovpn.dataplane.engine import EngineConfig, make_engine, resolve
+from xdp_ovpn.dataplane.engine import EngineConfig, epoch_format, make_engine, resolve
 from xdp_ovpn.dataplane.handle import CALL_TIMEOUT, WorkerHandle
 from xdp_ovpn.dataplane.worker import Worker, seqpacket_pair
 from xdp_ovpn.proto.constants import DEFAULT_REPLAY_TIME, DEFAULT_REPLAY_WINDOW
@@ -44,10 +44,13 @@ class SocketDataPlane(WorkerHandle):
         replay_time: float = DEFAULT_REPLAY_TIME,
         engine: str = "auto",
         mss: int = 0,
+        mss_epoch: int | None = None,
     ) -> None:
         super().__init__()
         self.engine = resolve(engine)  # the engine's name, for the log and reports
+        self.epoch_format = epoch_format(self.engine)
         config = EngineConfig(single_peer, replay_window, replay_time, mss=mss,
+                              mss_epoch=mss_epoch,
                               check_source=not single_peer)
         cmd, worker_cmd = seqpacket_pair()
         pid = os.fork()

@@ -193,8 +193,8 @@ class Worker:
         self._gone(peer_id)
 
     def cmd_new_key(self, peer_id: int, slot: int, key_id: int, cipher: str, ek: bytes,
-                    en: bytes, dk: bytes, dn: bytes) -> None:
-        self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn)
+                    en: bytes, dk: bytes, dn: bytes, epoch: bool = False) -> None:
+        self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn, epoch=epoch)
 
     def cmd_swap_keys(self, peer_id: int) -> None:
         self.engine.swap_keys(peer_id)

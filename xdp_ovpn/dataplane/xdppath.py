@@ -75,6 +75,7 @@ from xdp_ovpn.dataplane.engine import (
     Engine,
     EngineConfig,
     check_workers,
+    epoch_format,
     make_engine,
     resolve,
 )
@@ -381,15 +382,17 @@ class _XdpWorker(Worker):
         super().cmd_del_peer(peer_id, reason)
 
     def cmd_new_key(self, peer_id: int, slot: int, key_id: int, cipher: str, ek: bytes,
-                    en: bytes, dk: bytes, dn: bytes, ledger_index: int) -> None:
+                    en: bytes, dk: bytes, dn: bytes, epoch: bool, ledger_index: int) -> None:
         if self.engine.key_ids(peer_id)[slot] is not None:  # replaced: stop steering it first
             self._mirror(peer_id, self._key_ids(peer_id, without=slot))
-        shared = self.ledger.slot(ledger_index) if self.engine.name == "native" else None
+        shared = (self.ledger.slot(ledger_index) if self.engine.name == "native" and not epoch
+                  else None)
         if shared is not None:  # the live packet-id counter and window the workers share
-            self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn, shared=shared)
+            self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn, shared=shared,
+                                epoch=epoch)
         else:
             self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn,
-                                self.ledger.ids, ledger_index)
+                                self.ledger.ids, ledger_index, epoch=epoch)
         self._mirror(peer_id, self._key_ids(peer_id))
 
     def cmd_del_key(self, peer_id: int, slot: int) -> None:
@@ -437,6 +440,7 @@ class XdpDataPlane(WorkerHandle):
         engine: str = "auto",
         mss: int | None = None,
         workers: int | None = None,
+        mss_epoch: int | None = None,
     ) -> None:
         """`control_limits`: token buckets for control packets from addresses that are not
         a connected peer's; None: no limit. `workers`: data-plane worker processes, each
@@ -444,6 +448,7 @@ class XdpDataPlane(WorkerHandle):
         one with the python engine)."""
         super().__init__()
         self.engine = resolve(engine)  # the engine's name, for the log and reports
+        self.epoch_format = False  # set once the workers are planned
         self._sock = sock
         self._control_limits = control_limits
         self._log = log or logging.getLogger(__name__)
@@ -462,11 +467,17 @@ class XdpDataPlane(WorkerHandle):
             self._attach(interfaces, xdp_mode)
             self._limit_control(True)
             if mss is None:  # no mssfix given: TCP never needs fragments on any underlay
-                mss = max_mss(min(u.mtu for u in self._underlays),
-                              outer_ipv6=sock.family == socket.AF_INET6)
+                link_mtu = min(u.mtu for u in self._underlays)
+                outer_ipv6 = sock.family == socket.AF_INET6
+                mss = max_mss(link_mtu, outer_ipv6)
+                mss_epoch = max_mss(link_mtu, outer_ipv6, epoch=True)
             self._config = EngineConfig(single_peer, replay_window, replay_time, mss=mss,
-                                        gso=True, check_source=not single_peer)
+                                        gso=True, check_source=not single_peer,
+                                        mss_epoch=mss_epoch)
             self._workers = self._plan_workers(workers)
+            # An epoch key's receive windows live in one worker (its ledger slot keeps only
+            # its epochs): the format needs the data plane on one.
+            self.epoch_format = epoch_format(self.engine) and len(self._workers) == 1
             for slot in self._workers:
                 self._spawn(slot)
             if len(self._workers) > 1 and not self.af_xdp_queues:
@@ -771,10 +782,10 @@ class XdpDataPlane(WorkerHandle):
 
     def new_key(self, peer_id: int, slot: KeySlot, key_id: int, cipher: str,
                 encrypt_key: bytes, encrypt_nonce_tail: bytes,
-                decrypt_key: bytes, decrypt_nonce_tail: bytes) -> None:
+                decrypt_key: bytes, decrypt_nonce_tail: bytes, epoch: bool = False) -> None:
         index = self._ledger.allocate()
         args = (key_id, cipher, bytes(encrypt_key), bytes(encrypt_nonce_tail),
-                bytes(decrypt_key), bytes(decrypt_nonce_tail), index)
+                bytes(decrypt_key), bytes(decrypt_nonce_tail), epoch, index)
         try:
             self._call("new_key", peer_id, int(slot), *args)
         except BaseException:

@@ -94,6 +94,7 @@ class DataChannelCrypto:
     """One key slot (key-id) of one peer: encrypts outgoing and decrypts incoming DATA_V2."""
 
     overhead = DATA_V2_HEADER_LEN
+    plaintext_offset = DATA_V2_HEADER_LEN  # where *_frame and seal_run keep the plaintext
 
     def __init__(
         self,

@@ -27,12 +27,14 @@ crypto_check_replay; packet_id.c: packet_id_move_recv).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .constants import (
     AEAD_CIPHERS,
+    AEAD_TAG_LEN,
     DATA_V2_EPOCH_AAD_LEN,
     DATA_V2_EPOCH_OVERHEAD,
     DEFAULT_REPLAY_TIME,
@@ -115,11 +117,23 @@ class _SendKey(_EpochKeyState):
 
 
 class _RecvKey(_EpochKeyState):
-    __slots__ = ("replay",)
+    """A receive epoch's key: only its secret until a packet names the epoch (`ready`), then
+    its AEAD context and replay window, so the future keys cost little while unused."""
 
-    def __init__(self, data_key: EpochDataKey, window: int, window_time: float) -> None:
-        super().__init__(data_key)
-        self.replay = ReplayWindow(window, window_time)
+    __slots__ = ("_pending", "replay")
+
+    def __init__(self, secret: EpochKey, cipher: str, window: int, window_time: float) -> None:
+        self.epoch = secret.epoch
+        self._pending: tuple[EpochKey, str, int, float] | None = (
+            secret, cipher, window, window_time)
+
+    def ready(self) -> _RecvKey:
+        if self._pending is not None:
+            secret, cipher, window, window_time = self._pending
+            super().__init__(secret.data_key(cipher))
+            self.replay = ReplayWindow(window, window_time)
+            self._pending = None
+        return self
 
 
 class EpochDataChannel:
@@ -127,6 +141,7 @@ class EpochDataChannel:
     DataChannelCrypto, with the same encrypt/decrypt calls and counters."""
 
     overhead = DATA_V2_EPOCH_OVERHEAD
+    plaintext_offset = DATA_V2_EPOCH_AAD_LEN  # where *_frame and seal_run keep the plaintext
     is_ping = staticmethod(is_ping)
     is_occ_exit = staticmethod(is_occ_exit)
 
@@ -163,8 +178,12 @@ class EpochDataChannel:
         self._head_word = self._op << 24 | peer_id
         self._send_secret = send
         self._tx = _SendKey(send.data_key(cipher))
+        # Called with (send epoch, receive epoch) whenever either changes: the data plane
+        # records them so that a replacement worker never reuses an epoch's nonces and
+        # still reads a peer that has moved on.
+        self.on_epochs: Callable[[int, int], None] | None = None
         self._recv_secret = receive  # the newest receive epoch key derived so far
-        self._rx = self._recv_key(receive)
+        self._rx = self._recv_key(receive).ready()
         self._retiring: _RecvKey | None = None
         self._future: list[_RecvKey] = []
         self._derive_future()
@@ -212,7 +231,7 @@ class EpochDataChannel:
     # ------------------------------------------------------------ keys
 
     def _recv_key(self, secret: EpochKey) -> _RecvKey:
-        return _RecvKey(secret.data_key(self.cipher), *self._window)
+        return _RecvKey(secret, self.cipher, *self._window)
 
     def _derive_future(self) -> None:
         """Top the future keys up to the `future_keys` epochs after the current one."""
@@ -244,9 +263,49 @@ class EpochDataChannel:
         """Move the send key to the next epoch (epoch_iterate_send_key)."""
         if self._send_secret.epoch >= EPOCH_MAX:
             raise PacketIdExhausted("the send epoch chain is spent: the key must be renegotiated")
-        self._send_secret = self._send_secret.next()
+        self._send_to(self._send_secret.epoch + 1)
+
+    def advance_send(self, epoch: int) -> None:
+        """Move the send key forward to `epoch` (not back), e.g. past the epochs a previous
+        process may have used with this key."""
+        if epoch > EPOCH_MAX:
+            raise PacketIdExhausted("the send epoch chain is spent: the key must be renegotiated")
+        if epoch > self._send_secret.epoch:
+            self._send_to(epoch)
+
+    def _send_to(self, epoch: int) -> None:
+        while self._send_secret.epoch < epoch:
+            self._send_secret = self._send_secret.next()
         self._tx = _SendKey(self._send_secret.data_key(self.cipher))
         self.tx_rotations += 1
+        self._report()
+
+    def _report(self) -> None:
+        if self.on_epochs is not None:
+            self.on_epochs(self._tx.epoch, self._rx.epoch)
+
+    def advance_receive(self, epoch: int) -> None:
+        """Make `epoch` the current receive epoch (forward only; the retiring key goes), e.g.
+        where a previous process had followed the peer to."""
+        if epoch > EPOCH_MAX:
+            raise KeyError_(f"epoch {epoch} beyond the chain")
+        if epoch <= self._rx.epoch:
+            return
+        if epoch <= self._recv_secret.epoch:  # one of the future keys
+            index = epoch - self._rx.epoch - 1
+            self._rx = self._future[index]
+            del self._future[: index + 1]
+        else:
+            secret = self._recv_secret
+            while secret.epoch < epoch:
+                secret = secret.next()
+            self._recv_secret = secret
+            self._rx = self._recv_key(secret)
+            self._future = []
+        self._rx.ready()
+        self._retiring = None
+        self._derive_future()
+        self._report()
 
     def move_receive_to(self, epoch: int) -> None:
         """Make the future key of `epoch` current (epoch_replace_update_recv_key).
@@ -258,15 +317,13 @@ class EpochDataChannel:
         if not 0 <= index < len(self._future):
             raise KeyError_(f"epoch {epoch} is not a future receive epoch")
         if self._tx.epoch < epoch:
-            while self._send_secret.epoch < epoch:
-                self._send_secret = self._send_secret.next()
-            self._tx = _SendKey(self._send_secret.data_key(self.cipher))
-            self.tx_rotations += 1
+            self._send_to(epoch)
         self._retiring = self._rx
         self._rx = self._future[index]
         del self._future[: index + 1]
         self._derive_future()
         self.rx_rotations += 1
+        self._report()
 
     def _check_send_rotation(self) -> None:
         """epoch_check_send_iterate, before every packet."""
@@ -295,6 +352,13 @@ class EpochDataChannel:
         view = out if type(out) is memoryview else memoryview(out)
         if not 0 < n <= MAX_PAYLOAD or len(view) < end:
             raise ValueError("plaintext must be 1..65535 bytes and fit in the output")
+        self._seal(view, 0, plaintext, n)
+        self.tx_packets += 1
+        self.tx_bytes += n
+        return end
+
+    def _seal(self, view: memoryview, start: int, plaintext: Buffer, n: int) -> None:
+        """One packet at view[start:]: rotation check, header, ciphertext and tag."""
         self._check_send_rotation()
         tx = self._tx
         if tx.counter >= EPOCH_COUNTER_MAX:
@@ -302,18 +366,36 @@ class EpochDataChannel:
                                     "the key must be renegotiated")
         tx.counter += 1
         packet_id = tx.epoch << 48 | tx.counter
-        _HEAD.pack_into(view, 0, self._head_word, packet_id)
+        _HEAD.pack_into(view, start, self._head_word, packet_id)
+        body = start + DATA_V2_EPOCH_AAD_LEN
         tx.aead.encrypt_into(
             tx.nonce_for(packet_id),
             plaintext,
-            view[:DATA_V2_EPOCH_AAD_LEN],
-            view[DATA_V2_EPOCH_AAD_LEN:end],
+            view[start:body],
+            view[body : body + n + AEAD_TAG_LEN],
         )
         # The usage count covers what openvpn's work buffer holds: header, id, ciphertext.
         tx.blocks += (DATA_V2_EPOCH_AAD_LEN + n + LIMIT_BLOCK - 1) // LIMIT_BLOCK
-        self.tx_packets += 1
-        self.tx_bytes += n
-        return end
+
+    def seal_run(self, buf: memoryview, stride: int, count: int, last: int, now: float) -> None:
+        """In place, a GSO run: `count` packets at buf[i*stride:], each with its plaintext
+        12 bytes in (stride - 28 bytes long, the last one `last`), become packets.
+
+        The tag lands right behind each ciphertext, which is where the next packet starts:
+        no slack is needed and nothing moves. The rotation check runs per packet, so a run
+        may cross into the next epoch as single packets would.
+        """
+        size = stride - DATA_V2_EPOCH_OVERHEAD
+        end = (count - 1) * stride + DATA_V2_EPOCH_OVERHEAD + last
+        if count < 1 or not 0 < last <= size or size > MAX_PAYLOAD or len(buf) < end:
+            raise ValueError("run does not fit the buffer")
+        seal = self._seal
+        for start in range(0, count * stride, stride):
+            n = size if start + stride < end else last
+            body = start + DATA_V2_EPOCH_AAD_LEN
+            seal(buf, start, buf[body : body + n], n)
+        self.tx_packets += count
+        self.tx_bytes += end - count * DATA_V2_EPOCH_OVERHEAD
 
     def encrypt(self, plaintext: bytes, now: float) -> bytes:
         """Convenience (tests, control plane): the packet as bytes."""
@@ -354,6 +436,7 @@ class EpochDataChannel:
         if key is None:
             self.rx_unknown_epoch += 1
             raise KeyError_(f"data packet with unknown epoch {epoch}")
+        key.ready()
         if key.failed > FAILED_VERIFY_LIMIT:
             self.rx_auth_failed += 1
             raise AuthError(f"epoch {epoch} key failed verification too often")

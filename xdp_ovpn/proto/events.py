@@ -15,6 +15,11 @@ class KeysReady(Event):
 
     `peer_id` is what goes into outgoing DATA_V2 headers (and what the peer
     puts in its own). Nonce tails are the 8-byte implicit IVs.
+
+    With `epoch` the keys are in 2.7's epoch data format: encrypt_key and decrypt_key are
+    then the 32-byte first epoch secrets (E_1) of the send and receive chains (the data
+    plane derives each epoch's key and IV from them, epochkeys.py) and the nonce tails are
+    empty.
     """
 
     key_id: int
@@ -26,6 +31,7 @@ class KeysReady(Event):
     decrypt_nonce_tail: bytes = field(repr=False)
     # EKM (tls-ekm) or the legacy TLS 1.0 PRF derived these keys.
     ekm: bool = False
+    epoch: bool = False
 
 
 @dataclass(frozen=True)

@@ -279,7 +279,8 @@ class KeyStateMachine:
             peer_info = ""  # push_peer_info_detail 0
         else:
             info = client_peer_info(
-                cfg.data_ciphers, pull=self.role == SessionRole.CLIENT, tun_mtu=cfg.tun_mtu
+                cfg.data_ciphers, pull=self.role == SessionRole.CLIENT, tun_mtu=cfg.tun_mtu,
+                epoch=cfg.epoch_data,
             )
             if not cfg.allow_ekm:
                 bits = IVProto(int(info["IV_PROTO"])) & ~IVProto.TLS_KEY_EXPORT

@@ -124,15 +124,14 @@ class P2PParams:
     peer_id: int
     use_ekm: bool
     cc_exit: bool
+    epoch: bool = False  # 2.7's epoch data format
 
 
-def select_p2p_cipher(
-    data_ciphers: Sequence[str],
-    peer_info: Mapping[str, str],
-    is_server: bool,
-    fallback: str | None = None,
-) -> str:
-    """First cipher in the tls-server's list that the tls-client also has (get_p2p_ncp_cipher).
+def common_p2p_cipher(
+    data_ciphers: Sequence[str], peer_info: Mapping[str, str], is_server: bool
+) -> str | None:
+    """First cipher in the tls-server's list that the tls-client also has, None when the
+    peer sent no IV_CIPHERS or shares none (get_p2p_ncp_cipher).
 
     Both ends run the same rule, so they agree without another message.
     """
@@ -142,6 +141,19 @@ def select_p2p_cipher(
         for cipher in server_list:
             if cipher in client_list:
                 return cipher
+    return None
+
+
+def select_p2p_cipher(
+    data_ciphers: Sequence[str],
+    peer_info: Mapping[str, str],
+    is_server: bool,
+    fallback: str | None = None,
+) -> str:
+    """The common cipher (common_p2p_cipher), else data-ciphers-fallback."""
+    cipher = common_p2p_cipher(data_ciphers, peer_info, is_server)
+    if cipher is not None:
+        return cipher
     if fallback is not None:
         return normalize_cipher(fallback)
     raise NegotiationError("p2p: no common cipher and no data-ciphers-fallback")
@@ -154,12 +166,15 @@ def negotiate_p2p(
     fallback: str | None = None,
     export_peer_id: bytes | None = None,
     local_ekm: bool = True,
+    local_epoch: bool = False,
 ) -> P2PParams:
     """Cipher, peer-id and key derivation for a TLS p2p session (p2p_ncp_set_options).
 
     `export_peer_id` is the 3-byte TLS export under EKM_P2P_PEER_ID_LABEL; it gives the
     peer-id when both sides can export keys, otherwise the fixed 'vpn' id is used.
-    `local_ekm` says whether we announced TLS_KEY_EXPORT ourselves.
+    `local_ekm` says whether we announced TLS_KEY_EXPORT ourselves, `local_epoch` whether
+    we announced DATA_EPOCH: the epoch format needs it from both and a common cipher that
+    was negotiated (not the fallback) and is AEAD, as 2.7 decides (p2p_ncp_set_options).
     """
     bits = iv_proto(peer_info)
     if IVProto.NCP_P2P not in bits or IVProto.DATA_V2 not in bits:
@@ -169,5 +184,8 @@ def negotiate_p2p(
     peer_id = P2P_DEFAULT_PEER_ID
     if use_ekm and export_peer_id is not None:
         peer_id = p2p_peer_id_from_ekm(export_peer_id)
+    common = common_p2p_cipher(data_ciphers, peer_info, is_server)
     cipher = select_p2p_cipher(data_ciphers, peer_info, is_server, fallback)
-    return P2PParams(cipher, peer_id, use_ekm, IVProto.CC_EXIT_NOTIFY in bits)
+    epoch = (local_epoch and common is not None and common in AEAD_CIPHERS
+             and IVProto.DATA_EPOCH in bits)
+    return P2PParams(cipher, peer_id, use_ekm, IVProto.CC_EXIT_NOTIFY in bits, epoch)

@@ -8,11 +8,12 @@ session's state and are only ever called through a Session."""
 from __future__ import annotations
 
 from .constants import (
+    EPOCH_PROTOCOL_FLAG,
     KEY2_LEN,
     TLS_EKM_LABEL,
     IVProto,
 )
-from .epochkeys import epoch_format_pushed
+from .epochkeys import epoch_format_agreed, epoch_format_pushed, initial_epoch_keys
 from .errors import NegotiationError
 from .events import (
     KeysReady,
@@ -29,6 +30,7 @@ from .ncp import (
     check_pushed_cipher,
     client_cipher_without_push,
     negotiate_p2p,
+    peer_cipher_list,
     peer_supports_ncp,
     select_server_cipher,
 )
@@ -59,6 +61,12 @@ class Negotiation:
             self._fail_auth(f"Data channel cipher negotiation failed ({exc})")
             return
         self.use_ekm = self.config.allow_ekm and IVProto.TLS_KEY_EXPORT in bits
+        # 2.7 turns the epoch format on only for a cipher NCP chose, not the fallback
+        # (multi.c: multi_client_set_protocol_options); key derivation does not matter.
+        via_ncp = bool(peer_cipher_list(self.peer_info)) or bool(
+            _remote_cipher(self.remote_options))
+        self.use_epoch = via_ncp and epoch_format_agreed(
+            self.peer_info, self.negotiated_cipher, self.config.epoch_data)
         self.peer_cc_exit = IVProto.CC_EXIT_NOTIFY in bits
         if IVProto.REQUEST_PUSH in bits:
             self._push_requested = True
@@ -76,6 +84,8 @@ class Negotiation:
                 flags += " tls-ekm"
         elif self.use_ekm:
             opts.append("key-derivation tls-ekm")
+        if self.use_epoch:
+            flags += " " + EPOCH_PROTOCOL_FLAG
         if flags:
             opts.append("protocol-flags" + flags)
         if "IV_MTU" in self.peer_info:
@@ -94,10 +104,12 @@ class Negotiation:
             self.config.data_ciphers_fallback,
             export_peer_id=export,
             local_ekm=self.config.allow_ekm,
+            local_epoch=self.config.epoch_data,
         )
         self.negotiated_cipher = params.cipher
         self.peer_id = params.peer_id
         self.use_ekm = params.use_ekm
+        self.use_epoch = params.epoch
         self.peer_cc_exit = params.cc_exit
 
     def _client_pushed(self, options: list[str]) -> None:
@@ -116,9 +128,12 @@ class Negotiation:
                 self.use_ekm = self.config.allow_ekm
             elif words[0] == "protocol-flags":
                 if epoch_format_pushed(words[1:]):
-                    # We never offer IV_PROTO_DATA_EPOCH (the data plane lacks it): a server
-                    # that turns it on anyway would get packets it cannot read.
-                    raise NegotiationError("server pushed the epoch data format, not offered")
+                    if not self.config.epoch_data:
+                        # Not offered (the data plane lacks it): the server's packets
+                        # would be unreadable.
+                        raise NegotiationError(
+                            "server pushed the epoch data format, not offered")
+                    self.use_epoch = True
                 if "tls-ekm" in words[1:]:
                     self.use_ekm = self.config.allow_ekm
                 if "cc-exit" in words[1:]:
@@ -154,18 +169,14 @@ class Negotiation:
         ks.keys = split_key2(key2, cipher, is_server=self.role.tls_server)
         ks.state = KS.GENERATED_KEYS
         ks.established = ks.established or self._now
-        self._events.append(
-            KeysReady(
-                key_id=ks.key_id,
-                cipher=cipher,
-                peer_id=self.peer_id,
-                encrypt_key=ks.keys.encrypt_key,
-                encrypt_nonce_tail=ks.keys.encrypt_nonce_tail,
-                decrypt_key=ks.keys.decrypt_key,
-                decrypt_nonce_tail=ks.keys.decrypt_nonce_tail,
-                ekm=self.use_ekm,
-            )
-        )
+        if self.use_epoch:  # E_1 of each direction (ssl.c: init_epoch_keys)
+            send, receive = initial_epoch_keys(key2, self.role.tls_server)
+            keys = (send.secret, b"", receive.secret, b"")
+        else:
+            keys = (ks.keys.encrypt_key, ks.keys.encrypt_nonce_tail, ks.keys.decrypt_key,
+                    ks.keys.decrypt_nonce_tail)
+        self._events.append(KeysReady(ks.key_id, cipher, self.peer_id, *keys,
+                                      ekm=self.use_ekm, epoch=self.use_epoch))
 
     def _prf_key2(self, ks: KeyState) -> bytes:
         local, remote = ks.local_km, ks.remote_km

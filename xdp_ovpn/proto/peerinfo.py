@@ -16,8 +16,9 @@ from .keys import cipher_key_len
 
 # What we implement, hence announce (ssl.c: push_peer_info): a pulling client
 # takes pushed options without a round trip, AUTH_PENDING keywords, AUTH_FAILED,TEMP,
-# TLS-EKM keys and the control-channel EXIT. DNS options, dynamic tls-crypt and the
-# epoch data format are left out until they are implemented.
+# TLS-EKM keys and the control-channel EXIT. DNS options and dynamic tls-crypt are left out
+# until they are implemented; IV_PROTO_DATA_EPOCH is added only where the data plane's
+# engine can do the epoch format (`client_peer_info(epoch=True)`).
 CLIENT_IV_PROTO = (
     IVProto.DATA_V2
     | IVProto.REQUEST_PUSH
@@ -92,9 +93,11 @@ def client_peer_info(
     version: str = DEFAULT_IV_VER,
     platform: str = "linux",
     proto: IVProto | None = None,
+    epoch: bool = False,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The peer-info a 2.6 client sends (push_peer_info, detail level 2).
+    """The peer-info a 2.6 client sends (push_peer_info, detail level 2); with `epoch`,
+    2.7's IV_PROTO_DATA_EPOCH too (the data plane can do the epoch format).
 
     A server in p2mp mode sends no peer-info at all (detail 0).
     """
@@ -106,6 +109,8 @@ def client_peer_info(
             info["IV_NCP"] = "2"
     info["IV_CIPHERS"] = ":".join(data_ciphers)
     bits = proto if proto is not None else (CLIENT_IV_PROTO if pull else P2P_IV_PROTO)
+    if epoch:
+        bits |= IVProto.DATA_EPOCH
     info["IV_PROTO"] = str(int(bits))
     info["IV_GUI_VER"] = IV_GUI_VER
     if extra:

@@ -83,6 +83,9 @@ class SessionConfig:
     data_ciphers: tuple[str, ...] = DEFAULT_DATA_CIPHERS
     data_ciphers_fallback: str | None = None
     allow_ekm: bool = True
+    # The data plane can do 2.7's epoch data format: offer it (IV_PROTO_DATA_EPOCH) and
+    # use it with peers that offer it too. False: the 2.6 format only.
+    epoch_data: bool = False
     options_string: str | None = None
     peer_info_extra: dict[str, str] = field(default_factory=dict)
     username: str | None = None
@@ -119,6 +122,7 @@ class Session(KeyStateMachine, Negotiation):
         self.negotiated_cipher: str | None = None
         self.peer_id: int | None = config.peer_id if config.role == SessionRole.SERVER else None
         self.use_ekm = False
+        self.use_epoch = False  # data keys in the epoch format (negotiation.py)
         self.peer_cc_exit = False
         self.remote_options: str | None = None
         self.tls_crypt_v2_metadata: tuple[int, bytes] | None = None
