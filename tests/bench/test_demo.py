@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -67,10 +66,11 @@ def test_ctrl_c_tears_the_demo_down():
            "--seconds", "30"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
-    for line in proc.stdout:  # interrupt in the middle of the iperf3 run
-        if "iperf3" in line:
+    seen_iperf = False
+    for line in proc.stdout:  # interrupt in the middle of the iperf3 run: once its first
+        seen_iperf = seen_iperf or "iperf3" in line  # progress line is out
+        if seen_iperf and re.match(r"\s+\d+\.\d s", line):
             break
-    time.sleep(1)
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=60)[0]
     assert proc.returncode == 130, out[-2000:]
