@@ -14,6 +14,7 @@ from xdp_ovpn.vm.command import vmtest
 from xdp_ovpn.vm.errors import BuildError, KernelNotFound
 from xdp_ovpn.vm.initramfs import _Cpio, module_load_order
 from xdp_ovpn.vm.kernels import Kernel, _build_dco, pick_release, root_flavour
+from xdp_ovpn.vm.matrix import COMPARE_KERNEL, DCO_KERNELS, GUEST_KERNELS, _interop_failures
 from xdp_ovpn.vm.native import venv_fits, venv_python
 from xdp_ovpn.vm.qemu import _prepare_run_dir
 from xdp_ovpn.vm.report import render_markdown
@@ -217,3 +218,36 @@ def test_guest_env_uses_the_venv_or_the_roots_python_with_the_tree(tmp_path: Pat
         env = (run_dir / "env").read_text()
         assert (f"{project}/.venv/bin:" in env) is use_venv
         assert (f"export PYTHONPATH={project}\n" in env) is not use_venv
+
+
+def test_matrix_runs_dco_interop_on_6_1_with_dkms_and_7_2_with_the_sid_root() -> None:
+    assert "7.2" in GUEST_KERNELS and set(DCO_KERNELS) <= set(GUEST_KERNELS)
+    assert [root_flavour(k).name for k in DCO_KERNELS] == ["root", "root-sid"]
+    assert root_flavour("6.1").dkms  # 6.1's DCO is ovpn-dco-v2, 7.2's the kernel's own
+    assert COMPARE_KERNEL in DCO_KERNELS
+
+
+def _interop_run(kernel: str, status: str) -> dict:
+    return {"kernel": kernel, "where": "tcg", "result": [
+        {"pair": "openvpn+DCO client -> xdp-ovpn server",
+         "checks": [{"check": "ping", "status": "ok", "detail": "3 received"},
+                    {"check": "client uses DCO", "status": status, "detail": "x"}]}]}
+
+
+def test_interop_failures_name_their_kernel() -> None:
+    runs = [_interop_run("6.1", "ok"), _interop_run("7.2", "FAIL"),
+            {"kernel": "7.2", "where": "not booted", "error": "boom"}]
+    assert _interop_failures(runs) == [
+        "DCO interop (7.2): openvpn+DCO client -> xdp-ovpn server: client uses DCO",
+        "DCO interop (7.2): boom",
+    ]
+    assert _interop_failures(runs[:1]) == []
+
+
+def test_markdown_has_an_interop_section_per_dco_kernel() -> None:
+    report = {"generated": "now", "commit": "abc", "columns": [],
+              "dco_interop": [_interop_run("6.1", "ok"), _interop_run("7.2", "FAIL")]}
+    lines = render_markdown(report).splitlines()
+    assert [ln for ln in lines if ln.startswith("## DCO interop")] == [
+        "## DCO interop (6.1 guest, tcg)", "## DCO interop (7.2 guest, tcg)"]
+    assert "| client uses DCO | **FAIL**: x |" in lines
