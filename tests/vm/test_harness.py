@@ -15,7 +15,7 @@ from xdp_ovpn.vm.errors import BuildError, KernelNotFound
 from xdp_ovpn.vm.initramfs import _Cpio, module_load_order
 from xdp_ovpn.vm.kernels import Kernel, _build_dco, pick_release, root_flavour
 from xdp_ovpn.vm.matrix import COMPARE_KERNEL, DCO_KERNELS, GUEST_KERNELS, _interop_failures
-from xdp_ovpn.vm.native import venv_fits, venv_python
+from xdp_ovpn.vm.native import ensure_native, venv_fits, venv_python
 from xdp_ovpn.vm.qemu import _prepare_run_dir
 from xdp_ovpn.vm.report import render_markdown
 from xdp_ovpn.vm.rootfs import BOOKWORM, SID, debian_mirror, guest_sources, security_mirror
@@ -169,6 +169,8 @@ def test_kernel_7_2_boots_the_sid_root_and_older_lines_bookworm() -> None:
     for version in ("6.1", "6.12", "6.1.0-56-amd64", "6.12.117+deb12-amd64", "7.20"):
         assert root_flavour(version) is BOOKWORM
     assert BOOKWORM.dkms and not SID.dkms  # sid's 7.2 has ovpn in-kernel: no dkms there
+    # bookworm runs the host's venv and its _native; sid builds its own.
+    assert SID.builds_native and not BOOKWORM.builds_native
     assert {"openvpn", "python3-bpfcc", "python3-dev", "gcc", "libssl-dev"} <= set(SID.packages)
 
 
@@ -251,3 +253,13 @@ def test_markdown_has_an_interop_section_per_dco_kernel() -> None:
     assert [ln for ln in lines if ln.startswith("## DCO interop")] == [
         "## DCO interop (6.1 guest, tcg)", "## DCO interop (7.2 guest, tcg)"]
     assert "| client uses DCO | **FAIL**: x |" in lines
+
+
+def test_native_is_built_only_for_a_root_that_can_and_needs_to(tmp_path: Path) -> None:
+    project, root = tmp_path / "project", tmp_path / "root"
+    project.mkdir()
+    root.mkdir()
+    ensure_native(root, BOOKWORM, project, None)  # no venv, no compiler: the python engine
+    with pytest.raises(BuildError, match=r"build xdp_ovpn\._native"):
+        ensure_native(root, SID, project, tmp_path / "log")  # an empty root cannot chroot
+    assert (root / str(project).lstrip("/")).is_dir()  # the tree's mount point was made

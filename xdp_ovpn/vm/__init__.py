@@ -33,9 +33,10 @@ def prepare(version: str, log: Path | None = None) -> tuple[Path, Kernel]:
     ensure_host_tools()
     cache = cache_dir()
     log = log or cache / "build.log"
-    root = ensure_root(cache, log, root_flavour(version))
+    flavour = root_flavour(version)
+    root = ensure_root(cache, log, flavour)
     kernel = ensure_kernel(cache, root, version, log)
-    ensure_native(root, PROJECT, log)
+    ensure_native(root, flavour, PROJECT, log)
     return root, kernel
 
 

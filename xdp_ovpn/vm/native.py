@@ -15,7 +15,7 @@ import re
 import shlex
 from pathlib import Path
 
-from xdp_ovpn.vm.rootfs import run
+from xdp_ovpn.vm.rootfs import Flavour, run
 
 
 def venv_python(project: Path) -> str | None:
@@ -34,14 +34,15 @@ def venv_fits(root: Path, project: Path) -> bool:
     return version is not None and (root / f"usr/bin/python{version}").exists()
 
 
-def ensure_native(root: Path, project: Path, log: Path | None) -> None:
-    """Build xdp_ovpn._native for the root's python3 unless the venv serves the root.
+def ensure_native(root: Path, flavour: Flavour, project: Path, log: Path | None) -> None:
+    """Build xdp_ovpn._native for the root's python3 unless the venv serves the root (or
+    the root cannot build it: bookworm without a venv runs the python engine, as before).
 
     setuptools rebuilds only when a source is newer than the .so, so this is cheap when
     nothing changed. The tree is bound into the chroot in a private mount namespace of the
     build's own: nothing stays mounted on the host.
     """
-    if venv_fits(root, project):
+    if venv_fits(root, project) or not flavour.builds_native:
         return
     project = project.resolve()
     inner = root / str(project).lstrip("/")

@@ -96,6 +96,11 @@ class Flavour:
     def dkms(self) -> bool:
         return "openvpn-dco-dkms" in self.packages
 
+    @property
+    def builds_native(self) -> bool:
+        """Has what building xdp_ovpn._native for its own Python takes (native.py)."""
+        return {"gcc", "python3-dev", "libssl-dev"} <= set(self.packages)
+
 
 BOOKWORM = Flavour("root", SUITE, GUEST_PACKAGES)
 SID = Flavour("root-sid", "sid", SID_PACKAGES)
