@@ -65,8 +65,10 @@ def run_pair(server_prog: str, client_prog: str) -> list[dict]:
                 side = "server" if end is server else "client"
                 if end.program == "openvpn":
                     line = _line_with(end.log(), DCO_LINE)
-                    check(checks, f"{side} uses DCO", line is not None,
-                          line or _dco_hint(end.log()))
+                    driver = _driver(end)
+                    check(checks, f"{side} uses DCO", line is not None and driver != "tun",
+                          f"{line}; {end.dev} driver: {driver}" if line
+                          else _dco_hint(end.log()))
                 else:
                     check(checks, f"{side} data path", "Data path: xdp" in end.log(),
                           data_path(end))
@@ -97,6 +99,14 @@ def _wait_handshakes(end: Endpoint, count: int, timeout: float) -> bool:
         return len(re.findall(HANDSHAKE, end.log())) >= count
 
     return end.ns.lab.wait_for(enough, timeout=timeout, interval=0.5)
+
+
+def _driver(end: Endpoint) -> str:
+    """The kernel driver behind the openvpn end's device (ethtool -i): ovpn or ovpn-dco
+    with DCO, tun without; the second witness beside openvpn's own log line."""
+    out = end.ns.run(["ethtool", "-i", end.dev], check=False)
+    found = re.search(r"^driver:\s*(\S+)", out.stdout, re.MULTILINE)
+    return found.group(1) if found else f"unknown ({(out.stderr or out.stdout).strip()[:80]})"
 
 
 def _line_with(log: str, text: str) -> str | None:
