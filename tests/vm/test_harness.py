@@ -13,9 +13,12 @@ from xdp_ovpn.vm.cache import building
 from xdp_ovpn.vm.command import vmtest
 from xdp_ovpn.vm.errors import BuildError, KernelNotFound
 from xdp_ovpn.vm.initramfs import _Cpio, module_load_order
-from xdp_ovpn.vm.kernels import pick_release
+from xdp_ovpn.vm.kernels import Kernel, _build_dco, pick_release, root_flavour
+from xdp_ovpn.vm.matrix import COMPARE_KERNEL, DCO_KERNELS, GUEST_KERNELS, _interop_failures
+from xdp_ovpn.vm.native import ensure_native, venv_fits, venv_python
+from xdp_ovpn.vm.qemu import _prepare_run_dir
 from xdp_ovpn.vm.report import render_markdown
-from xdp_ovpn.vm.rootfs import debian_mirror, guest_sources, security_mirror
+from xdp_ovpn.vm.rootfs import BOOKWORM, SID, debian_mirror, guest_sources, security_mirror
 
 NAMES = [
     "linux-image-6.1.0-9-amd64", "linux-image-6.1.0-56-amd64", "linux-image-6.1.0-56-rt-amd64",
@@ -137,7 +140,8 @@ def test_cli_needs_exactly_one_of_kernel_or_matrix() -> None:
 def test_cli_refuses_a_malformed_version_in_one_line_before_building() -> None:
     result = CliRunner().invoke(vmtest, ["--kernel", "../../etc"])
     assert result.exit_code == 1
-    assert result.output.strip() == "Error: not a kernel version: '../../etc' (try 6.1 or 6.12)"
+    assert result.output.strip() == (
+        "Error: not a kernel version: '../../etc' (try 6.1, 6.12 or 7.2)")
 
 
 def test_guest_root_uses_the_hosts_apt_mirror_and_its_security_archive(tmp_path: Path) -> None:
@@ -152,3 +156,110 @@ def test_guest_root_uses_the_hosts_apt_mirror_and_its_security_archive(tmp_path:
         "deb http://mirror.example/debian-security bookworm-security main",
     ]
     assert "security" not in guest_sources(mirror, security_mirror((tmp_path / "none",)))
+
+
+def test_sid_sources_have_no_updates_or_security_suite() -> None:
+    assert guest_sources("http://m/debian", "http://m/debian-security", "sid") == (
+        "deb http://m/debian sid main\n")
+
+
+def test_kernel_7_2_boots_the_sid_root_and_older_lines_bookworm() -> None:
+    assert root_flavour("7.2") is SID
+    assert root_flavour("7.2.13+deb14-amd64") is SID
+    for version in ("6.1", "6.12", "6.1.0-56-amd64", "6.12.117+deb12-amd64", "7.20"):
+        assert root_flavour(version) is BOOKWORM
+    assert BOOKWORM.dkms and not SID.dkms  # sid's 7.2 has ovpn in-kernel: no dkms there
+    # bookworm runs the host's venv and its _native; sid builds its own.
+    assert SID.builds_native and not BOOKWORM.builds_native
+    assert {"openvpn", "python3-bpfcc", "python3-dev", "gcc", "libssl-dev"} <= set(SID.packages)
+
+
+def test_sid_kernel_picks_its_image() -> None:
+    names = ["linux-image-7.2.13+deb14-amd64", "linux-image-7.2.13+deb14-cloud-amd64",
+             "linux-image-7.2.13+deb14-rt-amd64-dbg", "linux-image-amd64"]
+    assert pick_release(names, "7.2") == "7.2.13+deb14-amd64"
+
+
+def test_in_kernel_ovpn_is_the_dco_module_where_the_kernel_ships_it(tmp_path: Path) -> None:
+    release = "7.2.13+deb14-amd64"
+    assert _build_dco(tmp_path, release, None) == {
+        "built": False, "module": "ovpn-dco-v2",
+        "detail": "no in-kernel ovpn and openvpn-dco-dkms is not installed in the guest"}
+    ovpn = tmp_path / "lib/modules" / release / "kernel/drivers/net/ovpn"
+    ovpn.mkdir(parents=True)
+    (ovpn / "ovpn.ko.xz").write_bytes(b"")
+    dco = _build_dco(tmp_path, release, None)
+    assert dco == {"built": True, "module": "ovpn",
+                   "detail": "in-kernel kernel/drivers/net/ovpn/ovpn.ko.xz"}
+    kernel = Kernel("7.2", release, tmp_path, tmp_path, dco)
+    assert kernel.dco_module == "ovpn"
+    # A 6.1 kernel.json written before the module was recorded still means ovpn-dco-v2.
+    assert Kernel("6.1", "6.1.0-56-amd64", tmp_path, tmp_path,
+                  {"built": True, "detail": "dkms"}).dco_module == "ovpn-dco-v2"
+
+
+def test_the_hosts_venv_serves_only_a_root_with_its_python(tmp_path: Path) -> None:
+    project, root = tmp_path / "project", tmp_path / "root"
+    (project / ".venv").mkdir(parents=True)
+    (root / "usr/bin").mkdir(parents=True)
+    assert not venv_fits(root, project)  # no pyvenv.cfg: no venv
+    (project / ".venv/pyvenv.cfg").write_text("home = /usr/bin\nversion = 3.11.2\n")
+    assert venv_python(project) == "3.11"
+    (root / "usr/bin/python3.13").touch()
+    assert not venv_fits(root, project)  # sid: another Python
+    (root / "usr/bin/python3.11").touch()
+    assert venv_fits(root, project)  # bookworm
+
+
+def test_guest_env_uses_the_venv_or_the_roots_python_with_the_tree(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    for use_venv in (True, False):
+        run_dir = tmp_path / f"run-{use_venv}"
+        run_dir.mkdir()
+        _prepare_run_dir(run_dir, project, ["true"], {}, use_venv)
+        env = (run_dir / "env").read_text()
+        assert (f"{project}/.venv/bin:" in env) is use_venv
+        assert (f"export PYTHONPATH={project}\n" in env) is not use_venv
+
+
+def test_matrix_runs_dco_interop_on_6_1_with_dkms_and_7_2_with_the_sid_root() -> None:
+    assert "7.2" in GUEST_KERNELS and set(DCO_KERNELS) <= set(GUEST_KERNELS)
+    assert [root_flavour(k).name for k in DCO_KERNELS] == ["root", "root-sid"]
+    assert root_flavour("6.1").dkms  # 6.1's DCO is ovpn-dco-v2, 7.2's the kernel's own
+    assert COMPARE_KERNEL in DCO_KERNELS
+
+
+def _interop_run(kernel: str, status: str) -> dict:
+    return {"kernel": kernel, "where": "tcg", "result": [
+        {"pair": "openvpn+DCO client -> xdp-ovpn server",
+         "checks": [{"check": "ping", "status": "ok", "detail": "3 received"},
+                    {"check": "client uses DCO", "status": status, "detail": "x"}]}]}
+
+
+def test_interop_failures_name_their_kernel() -> None:
+    runs = [_interop_run("6.1", "ok"), _interop_run("7.2", "FAIL"),
+            {"kernel": "7.2", "where": "not booted", "error": "boom"}]
+    assert _interop_failures(runs) == [
+        "DCO interop (7.2): openvpn+DCO client -> xdp-ovpn server: client uses DCO",
+        "DCO interop (7.2): boom",
+    ]
+    assert _interop_failures(runs[:1]) == []
+
+
+def test_markdown_has_an_interop_section_per_dco_kernel() -> None:
+    report = {"generated": "now", "commit": "abc", "columns": [],
+              "dco_interop": [_interop_run("6.1", "ok"), _interop_run("7.2", "FAIL")]}
+    lines = render_markdown(report).splitlines()
+    assert [ln for ln in lines if ln.startswith("## DCO interop")] == [
+        "## DCO interop (6.1 guest, tcg)", "## DCO interop (7.2 guest, tcg)"]
+    assert "| client uses DCO | **FAIL**: x |" in lines
+
+
+def test_native_is_built_only_for_a_root_that_can_and_needs_to(tmp_path: Path) -> None:
+    project, root = tmp_path / "project", tmp_path / "root"
+    project.mkdir()
+    root.mkdir()
+    ensure_native(root, BOOKWORM, project, None)  # no venv, no compiler: the python engine
+    with pytest.raises(BuildError, match=r"build xdp_ovpn\._native"):
+        ensure_native(root, SID, project, tmp_path / "log")  # an empty root cannot chroot
+    assert (root / str(project).lstrip("/")).is_dir()  # the tree's mount point was made

@@ -1,9 +1,10 @@
 """Run commands from the project tree inside qemu guests booting other Debian kernels.
 
 `run_in_vm("6.1", ["python3", "-m", "xdp_ovpn.doctor"])` builds (once, cached) a Debian guest
-root with the project's dependencies, installs the newest Debian 6.1 kernel with headers and
-modules, boots it (KVM if it really works, else TCG) with the project tree shared read-only at
-its host path, runs the command there and returns its output and exit status.
+root with the project's dependencies (bookworm; sid for 7.2), installs the newest Debian 6.1
+kernel with headers and modules, boots it (KVM if it really works, else TCG) with the project
+tree shared read-only at its host path, runs the command there and returns its output and
+exit status.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from xdp_ovpn.vm.accel import choose_accel
 from xdp_ovpn.vm.cache import cache_dir
 from xdp_ovpn.vm.errors import GuestTimeout, VMError
 from xdp_ovpn.vm.host import ensure_host_tools
-from xdp_ovpn.vm.kernels import Kernel, check_version, ensure_kernel
+from xdp_ovpn.vm.kernels import Kernel, check_version, ensure_kernel, root_flavour
+from xdp_ovpn.vm.native import ensure_native
 from xdp_ovpn.vm.qemu import GuestRun, boot
 from xdp_ovpn.vm.rootfs import ensure_root
 
@@ -30,8 +32,12 @@ def prepare(version: str, log: Path | None = None) -> tuple[Path, Kernel]:
     check_version(version)
     ensure_host_tools()
     cache = cache_dir()
-    root = ensure_root(cache, log or cache / "build.log")
-    return root, ensure_kernel(cache, root, version, log or cache / "build.log")
+    log = log or cache / "build.log"
+    flavour = root_flavour(version)
+    root = ensure_root(cache, log, flavour)
+    kernel = ensure_kernel(cache, root, version, log)
+    ensure_native(root, flavour, PROJECT, log)
+    return root, kernel
 
 
 def run_in_vm(version: str, command: list[str], *, timeout: float = DEFAULT_TIMEOUT,

@@ -11,7 +11,8 @@ DEFAULT_COMMAND = ("python3", "-m", "xdp_ovpn.vm.guest.probe", "--quick")
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.option("--kernel", "version", metavar="VERSION",
-              help="Debian kernel to boot: 6.1, 6.12 or a full release like 6.1.0-56-amd64.")
+              help="Debian kernel to boot: 6.1, 6.12, 7.2 (sid) or a full release "
+              "like 6.1.0-56-amd64.")
 @click.option("--matrix", is_flag=True, help="Run the feature x kernel matrix and write "
               "docs/kernel-matrix.md and .json.")
 @click.option("--timeout", default=600.0, show_default=True, metavar="SECONDS",

@@ -1,6 +1,8 @@
 """The feature x kernel matrix: the probe (xdp_ovpn.vm.guest.probe) run natively on the host
-kernel and inside a guest for each Debian kernel; then, in the guest whose kernel loads ovpn-dco,
-the DCO interop run and the data-path comparison. Written as docs/kernel-matrix.md and .json.
+kernel and inside a guest for each Debian kernel; then the DCO interop run in each guest with
+a DCO module (6.1: ovpn-dco-v2 from dkms with openvpn 2.6; 7.2: the in-kernel ovpn with sid's
+openvpn 2.7), and the data-path comparison in the 6.1 guest. Written as
+docs/kernel-matrix.md and .json.
 
 Every cell comes from doing the thing in that kernel, never from a version check.
 """
@@ -18,15 +20,17 @@ from typing import TextIO
 from xdp_ovpn.vm import PROJECT, VMError, prepare, run_in_vm
 from xdp_ovpn.vm.report import render_markdown
 
-GUEST_KERNELS = ("6.1", "6.12")
-DCO_KERNEL = "6.1"  # the Debian kernel openvpn-dco-dkms builds for
+GUEST_KERNELS = ("6.1", "6.12", "7.2")
+# 6.1: openvpn-dco-dkms builds for it (not for 6.12); 7.2 ships ovpn itself (sid root).
+DCO_KERNELS = ("6.1", "7.2")
+COMPARE_KERNEL = "6.1"
 PROBE = ["python3", "-m", "xdp_ovpn.vm.guest.probe"]
 DCO_INTEROP = ["python3", "-m", "xdp_ovpn.vm.guest.dco_interop"]
 COMPARE = ["python3", "-m", "xdp_ovpn.vm.guest.compare", "2"]
 RESULT_PREFIX = "XO-MATRIX "
 GUEST_TIMEOUT = 3600.0
 DOCS = PROJECT / "docs"
-DCO_BUILD = "ovpn-dco builds (dkms)"
+DCO_BUILD = "DCO module (in-kernel ovpn, or ovpn-dco by dkms)"
 # The cells the XDP data path cannot do without: a failure here fails the command.
 REQUIRED = ("bcc compile", "bcc compiles classifier.c", "verifier accepts classifier.c",
             "AF_XDP bind", "fast-path tests")
@@ -44,8 +48,9 @@ def run_matrix(echo: TextIO | None = None, kernels: tuple[str, ...] = GUEST_KERN
         "columns": columns,
     }
     if interop:
-        report["dco_interop"] = _guest_script(DCO_KERNEL, DCO_INTEROP, echo)
-        report["comparison"] = _guest_script(DCO_KERNEL, COMPARE, echo)
+        report["dco_interop"] = [_guest_script(version, DCO_INTEROP, echo)
+                                 for version in DCO_KERNELS if version in kernels]
+        report["comparison"] = _guest_script(COMPARE_KERNEL, COMPARE, echo)
     DOCS.mkdir(exist_ok=True)
     (DOCS / "kernel-matrix.json").write_text(json.dumps(report, indent=1) + "\n")
     (DOCS / "kernel-matrix.md").write_text(render_markdown(report))
@@ -60,11 +65,17 @@ def run_matrix(echo: TextIO | None = None, kernels: tuple[str, ...] = GUEST_KERN
     return 1 if failed else 0
 
 
-def _interop_failures(dco: dict) -> list[str]:
-    if dco.get("error"):
-        return [f"DCO interop: {dco['error']}"]
-    return [f"DCO interop: {p['pair']}: {c['check']}" for p in dco["result"]
-            for c in p["checks"] if c["status"] != "ok"]
+def _interop_failures(runs: list[dict]) -> list[str]:
+    """One line per failed check (or run that gave no result), named by its kernel."""
+    failed = []
+    for run in runs:
+        where = f"DCO interop ({run['kernel']})"
+        if run.get("error"):
+            failed.append(f"{where}: {run['error']}")
+            continue
+        failed += [f"{where}: {p['pair']}: {c['check']}" for p in run["result"]
+                   for c in p["checks"] if c["status"] != "ok"]
+    return failed
 
 
 def _guest_script(version: str, command: list[str], echo: TextIO | None) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from xdp_ovpn.vm.errors import GuestTimeout, VMError
+from xdp_ovpn.vm.native import venv_fits
 
 STAGE2 = resources.files("xdp_ovpn.vm") / "stage2.sh"  # package data
 BEGIN, END = "XO-VMTEST-BEGIN", "XO-VMTEST-END"
@@ -41,7 +42,7 @@ def boot(vmlinuz: Path, initrd: Path, root: Path, project: Path, command: list[s
     """Run `command` (cwd = project) in a guest; `echo` receives its output live."""
     run_dir = Path(tempfile.mkdtemp(prefix="xdp-ovpn-vm-"))
     try:
-        _prepare_run_dir(run_dir, project, command, env or {})
+        _prepare_run_dir(run_dir, project, command, env or {}, venv_fits(root, project))
         argv = qemu_argv(vmlinuz, initrd, root, project, run_dir, accel)
         started = time.monotonic()
         console, finished = _supervise(argv, timeout, echo)
@@ -61,17 +62,20 @@ def boot(vmlinuz: Path, initrd: Path, root: Path, project: Path, command: list[s
 
 
 def _prepare_run_dir(run_dir: Path, project: Path, command: list[str],
-                     env: dict[str, str]) -> None:
+                     env: dict[str, str], use_venv: bool) -> None:
     run_dir.chmod(0o755)
     (run_dir / "project").write_text(str(project))
     (run_dir / "stage2.sh").write_bytes(STAGE2.read_bytes())  # init runs it with /bin/sh
     path = "/usr/sbin:/usr/bin:/sbin:/bin"
-    venv = project / ".venv/bin"
-    if (venv / "python3").exists():
-        # The host's venv works in the guest: same Debian Python, same path (see rootfs.py).
-        path = f"{venv}:{path}"
-    base = {"XO_PROJECT": str(project), "PATH": path, "HOME": "/root", "LC_ALL": "C.UTF-8",
+    base = {"XO_PROJECT": str(project), "HOME": "/root", "LC_ALL": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "XDP_OVPN_IN_VM": "1"}
+    if use_venv:
+        # The host's venv works in the guest: same Debian Python, same path (see native.py).
+        path = f"{project / '.venv/bin'}:{path}"
+    else:
+        # The root's own Python, its Debian libraries and the tree itself (see native.py).
+        base["PYTHONPATH"] = str(project)
+    base["PATH"] = path
     lines = [f"export {k}={shlex.quote(v)}" for k, v in {**base, **env}.items()]
     (run_dir / "env").write_text("\n".join(lines) + "\n")
     (run_dir / "cmd.sh").write_text(shlex.join(command) + "\n")

@@ -1,5 +1,5 @@
-"""docs/kernel-matrix.md from the matrix run's JSON: feature x kernel table, DCO interop,
-and the emulated-CPU data-path comparison."""
+"""docs/kernel-matrix.md from the matrix run's JSON: feature x kernel table, DCO interop
+(a section per DCO kernel), and the emulated-CPU data-path comparison."""
 
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ Guests run under TCG (software emulation) unless a column says kvm: slow, and no
 is a performance measurement. A fast-path test that fails in a TCG guest only may be a
 timeout of the emulated CPU; the failing tests are named.
 """]
-    if dco := report.get("dco_interop"):
-        parts.append(_interop_section(dco))
+    parts += [_interop_section(run) for run in report.get("dco_interop", [])]
     if comparison := report.get("comparison"):
         parts.append(_comparison_section(comparison))
     return "\n".join(parts)
@@ -55,9 +54,9 @@ def _interop_section(dco: dict) -> str:
     head = f"## DCO interop ({dco['kernel']} guest, {dco['where']})"
     if dco.get("error"):
         return f"{head}\n\nNot run: {dco['error']}\n"
-    lines = [head, "", "`xdp_ovpn/vm/guest/dco_interop.py`: the openvpn side must log "
-             "`DCO device tun0 opened`; ping, iperf3 both ways, renegotiation with "
-             "`reneg-sec 10`.", ""]
+    lines = [head, "", "`xdp_ovpn/vm/guest/dco_interop.py` with the guest's openvpn and DCO "
+             "module: the openvpn side must log `DCO device tun0 opened`; ping, iperf3 both "
+             "ways, renegotiation with `reneg-sec 10`.", ""]
     for pair in dco["result"]:
         lines += [f"### {pair['pair']}", "",
                   _table([["check", "result"],

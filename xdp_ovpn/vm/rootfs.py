@@ -1,8 +1,11 @@
-"""The Debian guest root: debootstrap plus the packages the project needs inside a VM.
+"""The Debian guest roots: debootstrap plus the packages the project needs inside a VM.
 
-Built once into <cache>/root (temp dir, renamed when complete). Later runs only install
-packages added to GUEST_PACKAGES since. Kernels are added by `kernels.py`. The root is
-shared read-only into every guest, so one copy serves every kernel.
+Two roots, each built once (temp dir, renamed when complete) and topped up when its package
+list grows: BOOKWORM in <cache>/root, the host's own Debian, whose Python runs the host's
+virtualenv, for the 6.1 and 6.12 kernels; SID in <cache>/root-sid for sid's kernel (7.2),
+with openvpn 2.7 and sid's Python, whose libraries come from Debian packages instead.
+Kernels are added by `kernels.py`. A root is shared read-only into every guest, so one
+copy serves all of its kernels.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from xdp_ovpn.vm.cache import building, locked, unmount_all
@@ -28,6 +32,15 @@ GUEST_PACKAGES = (
     "python3", "python3-bpfcc", "python3-cryptography", "python3-openssl",
     "python3-pyroute2", "python3-click", "python3-pytest",
     "openvpn", "openvpn-dco-dkms", "iproute2", "iperf3", "iputils-ping", "ethtool",
+    "kmod", "procps", "busybox-static", "tcpdump", "strace",
+)
+# sid's Python is not the host's, so the host's virtualenv cannot serve it: the project's
+# dependencies come from Debian, and gcc + headers build the native engine for it.
+SID_PACKAGES = (
+    "python3", "python3-bpfcc", "python3-cryptography", "python3-openssl",
+    "python3-pyroute2", "python3-click", "python3-pytest", "python3-hypothesis",
+    "python3-setuptools", "python3-dev", "gcc", "libc6-dev", "libssl-dev",
+    "openvpn", "iproute2", "iperf3", "iputils-ping", "ethtool",
     "kmod", "procps", "busybox-static", "tcpdump", "strace",
 )
 STAMP = "etc/xdp-ovpn-vm-packages"
@@ -71,31 +84,56 @@ def _apt_uris(sources: tuple[Path, ...]) -> Iterator[str]:
                 yield m.group(1).rstrip("/")
 
 
-def guest_sources(mirror: str, security: str | None) -> str:
-    """The guest's sources.list: the host's mirror for SUITE (and its security archive)."""
-    lines = [f"deb {mirror} {SUITE} main", f"deb {mirror} {SUITE}-updates main"]
-    if security is not None:
-        lines.append(f"deb {security} {SUITE}-security main")
+@dataclass(frozen=True)
+class Flavour:
+    """One kind of guest root: which Debian suite, which packages, where in the cache."""
+
+    name: str  # the directory under the cache
+    suite: str
+    packages: tuple[str, ...]
+
+    @property
+    def dkms(self) -> bool:
+        return "openvpn-dco-dkms" in self.packages
+
+    @property
+    def builds_native(self) -> bool:
+        """Has what building xdp_ovpn._native for its own Python takes (native.py)."""
+        return {"gcc", "python3-dev", "libssl-dev"} <= set(self.packages)
+
+
+BOOKWORM = Flavour("root", SUITE, GUEST_PACKAGES)
+SID = Flavour("root-sid", "sid", SID_PACKAGES)
+
+
+def guest_sources(mirror: str, security: str | None, suite: str = SUITE) -> str:
+    """The guest's sources.list: the host's mirror for `suite` (and its security archive;
+    sid, being unstable, has neither -updates nor -security)."""
+    lines = [f"deb {mirror} {suite} main"]
+    if suite != "sid":
+        lines.append(f"deb {mirror} {suite}-updates main")
+        if security is not None:
+            lines.append(f"deb {security} {suite}-security main")
     return "\n".join(lines) + "\n"
 
 
-def ensure_root(cache: Path, log: Path | None = None) -> Path:
-    """Return <cache>/root, building or topping it up first if needed."""
-    root = cache / "root"
+def ensure_root(cache: Path, log: Path | None = None, flavour: Flavour = BOOKWORM) -> Path:
+    """Return <cache>/<flavour.name>, building or topping it up first if needed."""
+    root = cache / flavour.name
     with locked(cache):
         if not root.exists():
             started = time.monotonic()
             with building(root) as tmp:
-                _debootstrap(tmp, log)
-                _install_packages(tmp, log)
-            _note(log, f"guest root built in {time.monotonic() - started:.0f} s")
-        elif _stamp(root) != _wanted():
-            _install_packages(root, log)
+                _debootstrap(tmp, flavour.suite, log)
+                _install_packages(tmp, flavour, log)
+            _note(log, f"guest root {flavour.suite} built in {time.monotonic() - started:.0f} s")
+        elif _stamp(root) != _wanted(flavour):
+            _install_packages(root, flavour, log)
     return root
 
 
-def _wanted() -> str:
-    return " ".join(sorted(GUEST_PACKAGES))
+def _wanted(flavour: Flavour) -> str:
+    return " ".join(sorted(flavour.packages))
 
 
 def _stamp(root: Path) -> str:
@@ -105,13 +143,19 @@ def _stamp(root: Path) -> str:
         return ""
 
 
-def _debootstrap(root: Path, log: Path | None) -> None:
-    run(["debootstrap", "--variant=minbase", SUITE, str(root), debian_mirror()], log,
-        what="debootstrap")
+def _debootstrap(root: Path, suite: str, log: Path | None) -> None:
+    run(["debootstrap", "--variant=minbase", suite, str(root), debian_mirror()], log,
+        what=f"debootstrap {suite}")
 
 
-def _install_packages(root: Path, log: Path | None) -> None:
-    (root / "etc/apt/sources.list").write_text(guest_sources(debian_mirror(), security_mirror()))
+def _install_packages(root: Path, flavour: Flavour, log: Path | None) -> None:
+    (root / "etc/apt/sources.list").write_text(
+        guest_sources(debian_mirror(), security_mirror(), flavour.suite))
+    if flavour.suite == "sid":
+        # sid's Release file is valid for a week only; a mirror that lags behind (or a
+        # snapshot) would otherwise stop apt-get update here, as debootstrap did not.
+        (root / "etc/apt/apt.conf.d/99xdp-ovpn-sid").write_text(
+            'Acquire::Check-Valid-Until "false";\n')
     # No daemons may start inside the chroot while packages install.
     policy = root / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")
@@ -120,13 +164,13 @@ def _install_packages(root: Path, log: Path | None) -> None:
         chroot(root, ["dpkg", "--configure", "-a"], log)  # recover an interrupted install
         chroot(root, ["apt-get", "update", "-qq"], log)
         # openvpn-dco-dkms installs first with no kernel headers present: nothing builds.
-        for hook in DKMS_HOOKS:
+        for hook in DKMS_HOOKS if flavour.dkms else ():
             chroot(root, ["dpkg-divert", "--local", "--rename", "--divert",
                           f"/{hook}.disabled", "--add", f"/{hook}"], log)
         chroot(root, ["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                      *GUEST_PACKAGES], log)
+                      *flavour.packages], log)
         chroot(root, ["apt-get", "clean"], log)
-    (root / STAMP).write_text(_wanted() + "\n")
+    (root / STAMP).write_text(_wanted(flavour) + "\n")
 
 
 @contextlib.contextmanager

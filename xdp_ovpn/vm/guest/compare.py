@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 from xdp_ovpn.lab import Lab
+from xdp_ovpn.vm.guest.probe import load_dco
 from xdp_ovpn.vm.guest.tunnel import SERVER_IP, namespaces, tunnel
 from xdp_ovpn.vm.matrix import RESULT_PREFIX
 
@@ -56,7 +57,7 @@ def _mode(log: str, program: str) -> str:
 
 
 def main(rounds: int) -> int:
-    subprocess.run(["modprobe", "ovpn-dco-v2"], capture_output=True)
+    load_dco()  # ovpn-dco-v2 (6.1) or the in-kernel ovpn (7.2); without one, openvpn says so
     names: list[str | None] = [None, *SCENARIOS]
     samples: dict[str, list[float]] = {}
     modes: dict[str, str] = {}

@@ -1,15 +1,18 @@
-"""DCO interop, run inside a guest whose kernel loads ovpn-dco (Debian 6.1):
+"""DCO interop, run inside a guest whose kernel has a DCO module: ovpn-dco-v2 with openvpn 2.6
+(Debian 6.1, bookworm root) or the in-kernel ovpn with openvpn 2.7 (Debian 7.2, sid root);
+`openvpn` is whichever the guest root has:
 
   1. openvpn+DCO client  -> openvpn+DCO server   (the baseline: DCO itself works here)
   2. openvpn+DCO client  -> xdp-ovpn server
   3. xdp-ovpn client     -> openvpn+DCO server
 
-Each pair: the openvpn side must log `DCO device tun0 opened`; ping through the tunnel;
+Each pair: the openvpn side must log that it opened its DCO device; ping through the tunnel;
 iperf3 both ways (3 s each); reneg-sec 10, then wait for a second TLS handshake and ping
 again. The xdp-ovpn side reports which data path it ran ("Data path: ..." in its log).
 Prints one JSON line prefixed with RESULT_PREFIX; exits 1 if a check failed.
 
     xdp-ovpn vmtest --kernel 6.1 -- python3 -m xdp_ovpn.vm.guest.dco_interop
+    xdp-ovpn vmtest --kernel 7.2 -- python3 -m xdp_ovpn.vm.guest.dco_interop
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import re
 import subprocess
 
 from xdp_ovpn.lab.openvpn import Endpoint
+from xdp_ovpn.vm.guest.probe import load_dco
 from xdp_ovpn.vm.guest.tunnel import namespaces, tunnel
 from xdp_ovpn.vm.matrix import RESULT_PREFIX
 
-DCO_LINE = "DCO device tun0 opened"
+DCO_LINE = "DCO device tun0 opened"  # openvpn 2.6 and 2.7 alike
 HANDSHAKE = r"Control Channel: TLSv1\.\d"
 RENEG_SEC = 10
 PAIRS = (("openvpn", "openvpn"), ("xdp-ovpn", "openvpn"), ("openvpn", "xdp-ovpn"))
@@ -61,8 +65,10 @@ def run_pair(server_prog: str, client_prog: str) -> list[dict]:
                 side = "server" if end is server else "client"
                 if end.program == "openvpn":
                     line = _line_with(end.log(), DCO_LINE)
-                    check(checks, f"{side} uses DCO", line is not None,
-                          line or _dco_hint(end.log()))
+                    driver = _driver(end)
+                    check(checks, f"{side} uses DCO", line is not None and driver != "tun",
+                          f"{line}; {end.dev} driver: {driver}" if line
+                          else _dco_hint(end.log()))
                 else:
                     check(checks, f"{side} data path", "Data path: xdp" in end.log(),
                           data_path(end))
@@ -95,6 +101,14 @@ def _wait_handshakes(end: Endpoint, count: int, timeout: float) -> bool:
     return end.ns.lab.wait_for(enough, timeout=timeout, interval=0.5)
 
 
+def _driver(end: Endpoint) -> str:
+    """The kernel driver behind the openvpn end's device (ethtool -i): ovpn or ovpn-dco
+    with DCO, tun without; the second witness beside openvpn's own log line."""
+    out = end.ns.run(["ethtool", "-i", end.dev], check=False)
+    found = re.search(r"^driver:\s*(\S+)", out.stdout, re.MULTILINE)
+    return found.group(1) if found else f"unknown ({(out.stderr or out.stdout).strip()[:80]})"
+
+
 def _line_with(log: str, text: str) -> str | None:
     """The log line itself, so the report quotes what openvpn wrote."""
     return next((ln.strip() for ln in log.splitlines() if text in ln), None)
@@ -111,10 +125,13 @@ def _ping_summary(out: str) -> str:
 
 
 def main() -> int:
-    load = subprocess.run(["modprobe", "ovpn-dco-v2"], capture_output=True, text=True)
-    if load.returncode != 0:
-        print(f"dco_interop: cannot load ovpn-dco-v2: {load.stderr.strip()}")
+    module, error = load_dco()
+    if error is not None:
+        print(f"dco_interop: cannot load {module}: {error}")
         return 1
+    version = subprocess.run(["openvpn", "--version"], capture_output=True, text=True)
+    print(f"dco_interop: {module} loaded; {(version.stdout.splitlines() or ['?'])[0]}",
+          flush=True)
     results = []
     for server_prog, client_prog in PAIRS:
         name = f"{_label(client_prog)} client -> {_label(server_prog)} server"

@@ -2,8 +2,9 @@
 
 Every cell is the outcome of actually doing the thing in the running kernel: compile with bcc
 against its headers, load the project's classifier through the verifier, attach native and
-generic XDP on a veth in a scratch namespace, bind AF_XDP, open TUN, load ovpn-dco, run the
-fast-path tests. Prints the cells as one JSON line prefixed with RESULT_PREFIX.
+generic XDP on a veth in a scratch namespace, bind AF_XDP, open TUN, load the DCO module
+(the in-kernel ovpn where the kernel has it, else ovpn-dco-v2 from dkms), run the fast-path
+tests. Prints the cells as one JSON line prefixed with RESULT_PREFIX.
 
     python3 -m xdp_ovpn.vm.guest.probe [--quick]
         (--quick: doctor probes only, for the CI smoke test)
@@ -19,6 +20,7 @@ import subprocess
 import sys
 
 from xdp_ovpn.vm import PROJECT
+from xdp_ovpn.vm.kernels import DKMS_DCO, IN_KERNEL_DCO
 from xdp_ovpn.vm.matrix import RESULT_PREFIX
 
 # Cells taken as they are from `xdp-ovpn doctor`'s probes.
@@ -68,12 +70,28 @@ def classifier_cells() -> dict[str, dict[str, str]]:
     return {COMPILE_CELL: compiled, VERIFIER_CELL: cell("ok", "xdp_classify loaded")}
 
 
-def dco_cell() -> dict[str, str]:
-    """Can this kernel load ovpn-dco? (Built per kernel by the harness with dkms.)"""
-    out = subprocess.run(["modprobe", "ovpn-dco-v2"], capture_output=True, text=True)
+def dco_module() -> str:
+    """The DCO module this kernel would load: its own ovpn (mainline since 6.16) if it has
+    one, else ovpn-dco-v2 (built per kernel by the harness with dkms)."""
+    own = subprocess.run(["modinfo", "-n", IN_KERNEL_DCO], capture_output=True, text=True)
+    return IN_KERNEL_DCO if own.returncode == 0 else DKMS_DCO
+
+
+def load_dco() -> tuple[str, str | None]:
+    """modprobe the DCO module: (module, None) or (module, why it failed)."""
+    module = dco_module()
+    out = subprocess.run(["modprobe", module], capture_output=True, text=True)
     if out.returncode == 0:
-        return cell("ok", "modprobe ovpn-dco-v2 loaded the module")
-    return cell("FAIL", _one_line(RuntimeError(out.stderr or out.stdout or "modprobe failed")))
+        return module, None
+    return module, _one_line(RuntimeError(out.stderr or out.stdout or "modprobe failed"))
+
+
+def dco_cell() -> dict[str, str]:
+    """Can this kernel load a DCO module?"""
+    module, error = load_dco()
+    if error is None:
+        return cell("ok", f"modprobe {module} loaded the module")
+    return cell("FAIL", error)
 
 
 def fast_path_tests_cell() -> dict[str, str]:
