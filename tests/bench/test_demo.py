@@ -57,6 +57,10 @@ def test_demo_carries_the_tunnel_over_xdp():
     assert "the tunnel worked over XDP" in out
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.root
 @pytest.mark.openvpn
 def test_ctrl_c_tears_the_demo_down():
@@ -64,7 +68,10 @@ def test_ctrl_c_tears_the_demo_down():
 
     cmd = [sys.executable, "-m", "xdp_ovpn.cli", "lab", "demo", "--data-path", "socket",
            "--seconds", "30"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Ctrl-C's default meaning, whatever this run inherited: a shell without job control
+    # starts background jobs with SIGINT ignored, and Python then installs no handler.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_default_sigint)
     assert proc.stdout is not None
     seen_iperf = False
     for line in proc.stdout:  # interrupt in the middle of the iperf3 run: once its first
