@@ -18,6 +18,7 @@ from pathlib import Path
 
 from xdp_ovpn.lab.netns import Lab, LabError, Namespace
 from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNClient, OpenVPNServer, TunnelSpec, started
+from xdp_ovpn.vm.kernels import DKMS_DCO, IN_KERNEL_DCO
 
 UNDERLAY = ("10.1.0.1", "10.1.0.2")
 UNDERLAY_PREFIX = 24
@@ -51,9 +52,12 @@ class Scenario:
             from xdp_ovpn.dataplane.factory import xdp_unavailable
 
             return xdp_unavailable()
-        if self.dco and kernel_dco() is None:
+        if not self.dco:
+            return None
+        module = kernel_dco()
+        if module is None:
             return "the kernel has neither the ovpn nor the ovpn-dco-v2 module"
-        if self.dco and kernel_dco() == "ovpn":
+        if module == IN_KERNEL_DCO:
             from xdp_ovpn.lab import sidroot
 
             if not sidroot.is_built():
@@ -62,7 +66,7 @@ class Scenario:
 
     def openvpn_version(self) -> str:
         """Which openvpn its openvpn ends run: 2.7 (the sid root) for the in-kernel ovpn."""
-        return "2.7" if self.dco and kernel_dco() == "ovpn" else "2.6"
+        return "2.7" if self.dco and kernel_dco() == IN_KERNEL_DCO else "2.6"
 
     def openvpn_extra(self, program: str) -> tuple[str, ...]:
         """Config lines for an end running `program`: openvpn without DCO says so, so a
@@ -70,7 +74,7 @@ class Scenario:
         return ("disable-dco",) if program == "openvpn" and not self.dco else ()
 
 
-DCO_MODULES = ("ovpn", "ovpn-dco-v2")  # Linux's own (6.16+, openvpn 2.7) and the out-of-tree
+DCO_MODULES = (IN_KERNEL_DCO, DKMS_DCO)  # Linux's own (openvpn 2.7), the out-of-tree one
 
 
 def kernel_dco() -> str | None:
