@@ -1,7 +1,8 @@
 /* AEAD for DATA_V2 (proto/datachannel.py; ovpn's crypto_aead.c): one EVP context per key
  * and direction, keyed once; per packet only the nonce (packet-id + the 8-byte implicit IV)
- * and the 8-byte AAD go in (the epoch format, epoch.c, passes its own nonce and AAD). The tag travels before the ciphertext on the wire, so it is
- * taken from / given to its own place instead of being moved behind the ciphertext. */
+ * and the 8-byte AAD go in (the epoch format, epoch.c, passes its own nonce and AAD). The
+ * tag travels before the ciphertext on the wire, so it is taken from / given to its own
+ * place instead of being moved behind the ciphertext. */
 #include "engine.h"
 
 static const struct { int key_len; const EVP_CIPHER *(*get)(void); } CIPHERS[C_COUNT] = {
