@@ -27,8 +27,8 @@ pytestmark = [pytest.mark.root, pytest.mark.openvpn]
 
 # Scripts get openvpn's environment only (no PATH): absolute paths throughout.
 RECORDER = """#!/bin/sh
-/usr/bin/env > "{out}/$script_type.env"
 echo "$@" > "{out}/$script_type.args"
+/usr/bin/env > "{out}/$script_type.partial" && /bin/mv "{out}/$script_type.partial" "{out}/$script_type.env"
 """
 
 

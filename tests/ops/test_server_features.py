@@ -30,10 +30,11 @@ pytestmark = [pytest.mark.root, pytest.mark.openvpn]
 
 METRICS = "127.0.0.1:9176"
 HOOK = """#!/bin/sh
-# Records every call; accepts a user whose password is "<user>-pw".
+# Records every call; accepts a user whose password is "<user>-pw". The .env file appears
+# whole (written aside, then renamed): the test polls for it while the script runs.
 out={hooks}/$script_type.$$
 for a in "$@"; do printf '%s\\n' "$a"; done > "$out.args"
-env > "$out.env"
+env > "$out.partial" && mv "$out.partial" "$out.env"
 case "$script_type" in
 user-pass-verify)
     if [ -n "$1" ]; then u=$(sed -n 1p "$1"); p=$(sed -n 2p "$1"); else u=$username; p=$password; fi
