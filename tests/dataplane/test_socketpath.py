@@ -6,9 +6,12 @@ import json
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from xdp_ovpn.vm.pace import scaled
 
 pytestmark = pytest.mark.root
 
@@ -54,10 +57,12 @@ def test_ping_crosses_the_tunnel_both_ways(lab, family: str) -> None:
 def test_silent_peer_expires_and_keepalive_keeps_a_live_one(lab) -> None:
     a, b = lab.add_namespace("a"), lab.add_namespace("b")
     lab.link(a, b, addrs=("10.1.0.1/24", "10.1.0.2/24"))
-    pa = _start(a, "10.1.0.1", "10.1.0.2", "10.9.0.1/24", 0, timeout=1.5)
-    pb = _start(b, "10.1.0.2", "10.1.0.1", "10.9.0.2/24", 1, timeout=1.5)
+    # The timeout must outlast b's start (seconds of Python under an emulated CPU): scaled.
+    timeout = scaled(1.5)
+    pa = _start(a, "10.1.0.1", "10.1.0.2", "10.9.0.1/24", 0, timeout=timeout)
+    pb = _start(b, "10.1.0.2", "10.1.0.1", "10.9.0.2/24", 1, timeout=timeout)
     # Both ping each other while idle: neither expires for well over the timeout.
-    b.run(["sleep", "4"])
+    time.sleep(timeout * 8 / 3)
     assert not select.select([pa.stdout, pb.stdout], [], [], 0)[0], "a live peer expired"
     pb.kill()  # b goes silent without a word
     pb.wait()

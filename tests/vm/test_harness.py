@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import re
 import stat
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from xdp_ovpn.vm import pace
 from xdp_ovpn.vm.accel import ENV_ACCEL, choose_accel
 from xdp_ovpn.vm.cache import building
 from xdp_ovpn.vm.command import vmtest
 from xdp_ovpn.vm.errors import BuildError, KernelNotFound
+from xdp_ovpn.vm.guest.probe import group_skips
 from xdp_ovpn.vm.initramfs import _Cpio, module_load_order
 from xdp_ovpn.vm.kernels import Kernel, _build_dco, pick_release, root_flavour
-from xdp_ovpn.vm.matrix import COMPARE_KERNEL, DCO_KERNELS, GUEST_KERNELS, _interop_failures
+from xdp_ovpn.vm.matrix import DCO_KERNELS, GUEST_KERNELS, _interop_failures
 from xdp_ovpn.vm.native import ensure_native, venv_fits, venv_python
 from xdp_ovpn.vm.qemu import _prepare_run_dir
 from xdp_ovpn.vm.report import render_markdown
@@ -220,13 +224,38 @@ def test_guest_env_uses_the_venv_or_the_roots_python_with_the_tree(tmp_path: Pat
         env = (run_dir / "env").read_text()
         assert (f"{project}/.venv/bin:" in env) is use_venv
         assert (f"export PYTHONPATH={project}\n" in env) is not use_venv
+        assert re.search(r"^export XDP_OVPN_HOST_PACE=0\.\d+$", env, re.M)
+
+
+def test_waits_scale_by_the_guests_pace_over_the_hosts(monkeypatch) -> None:
+    monkeypatch.delenv(pace.ENV_SLOWDOWN, raising=False)
+    monkeypatch.delenv(pace.ENV_HOST_PACE, raising=False)
+    assert pace.scaled(10) == 10  # on the host: no factor
+    monkeypatch.delenv(pace.ENV_SLOWDOWN)
+    monkeypatch.setenv(pace.ENV_HOST_PACE, f"{pace.pace() / 6:.6f}")  # a host 6x as fast
+    assert 3 < pace.slowdown() < 12
+    assert os.environ[pace.ENV_SLOWDOWN]  # measured once, inherited by children
+    monkeypatch.setenv(pace.ENV_SLOWDOWN, "100")
+    assert pace.scaled(2) == 200
+
+
+def test_markdown_has_a_comparison_section_per_dco_kernel() -> None:
+    row = {"scenario": "xdp-ovpn, native engine", "mode": "Data path: xdp", "median_mbps": 50.0,
+           "samples": [49.0, 51.0], "vs_bare": 0.25}
+    result = {"seconds": 5, "rounds": 2, "openvpn": "OpenVPN 2.7.8 x86_64", "rows": [row]}
+    report = {"generated": "now", "commit": "abc", "columns": [],
+              "comparisons": [{"kernel": "6.1", "where": "tcg", "result": result},
+                              {"kernel": "7.2", "where": "tcg", "error": "no result: boom"}]}
+    text = render_markdown(report)
+    assert "## Data paths compared (6.1 guest, tcg)" in text and "OpenVPN 2.7.8" in text
+    assert "| xdp-ovpn, native engine | Data path: xdp | 50.0 | 0.250 | 49.0, 51.0 |" in text
+    assert "## Data paths compared (7.2 guest, tcg)\n\nNot run: no result: boom" in text
 
 
 def test_matrix_runs_dco_interop_on_6_1_with_dkms_and_7_2_with_the_sid_root() -> None:
     assert "7.2" in GUEST_KERNELS and set(DCO_KERNELS) <= set(GUEST_KERNELS)
     assert [root_flavour(k).name for k in DCO_KERNELS] == ["root", "root-sid"]
     assert root_flavour("6.1").dkms  # 6.1's DCO is ovpn-dco-v2, 7.2's the kernel's own
-    assert COMPARE_KERNEL in DCO_KERNELS
 
 
 def _interop_run(kernel: str, status: str) -> dict:
@@ -263,3 +292,15 @@ def test_native_is_built_only_for_a_root_that_can_and_needs_to(tmp_path: Path) -
     with pytest.raises(BuildError, match=r"build xdp_ovpn\._native"):
         ensure_native(root, SID, project, tmp_path / "log")  # an empty root cannot chroot
     assert (root / str(project).lstrip("/")).is_dir()  # the tree's mount point was made
+
+
+def test_fast_path_cell_names_skipped_tests_with_their_reason() -> None:
+    lines = ["SKIPPED [2] tests/dataplane/test_xdppath.py:40: needs openvpn 2.6",
+             "SKIPPED [1] tests/loader/test_steer.py:12: needs openvpn 2.6",
+             "SKIPPED [1] tests/dataplane/test_xdppath.py:90: needs openvpn 2.6",
+             "SKIPPED [1] tests/dataplane/test_io.py:7: needs bcc",
+             "= 5 skipped, 90 passed in 500s ="]
+    assert group_skips(lines) == (
+        "skipped, needs openvpn 2.6: dataplane/test_xdppath.py (3), loader/test_steer.py (1); "
+        "skipped, needs bcc: dataplane/test_io.py (1)")
+    assert group_skips(lines[-1:]) == ""

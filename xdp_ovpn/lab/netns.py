@@ -17,6 +17,8 @@ from pathlib import Path
 
 from pyroute2 import IPRoute, NetNS, netns
 
+from xdp_ovpn.vm.pace import scaled
+
 NETNS_DIR = Path("/var/run/netns")
 _PREFIX = "xo"
 _counter = itertools.count()
@@ -231,8 +233,9 @@ class Lab:
         return names
 
     def wait_for(self, predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
-        """Poll until predicate() is true; False on timeout (tests decide what that means)."""
-        deadline = time.monotonic() + timeout
+        """Poll until predicate() is true; False on timeout (tests decide what that means).
+        The timeout is the host's: an emulated CPU gets it scaled (vm.pace)."""
+        deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
             if predicate():
                 return True

@@ -33,6 +33,7 @@ from pathlib import Path
 from xdp_ovpn.lab import sidroot
 from xdp_ovpn.lab.netns import LabError, Namespace
 from xdp_ovpn.lab.pki import PKI, Credential
+from xdp_ovpn.vm.pace import scaled
 
 READY = "Initialization Sequence Completed"
 WRAPPINGS = ("none", "tls-auth", "tls-crypt", "tls-crypt-v2")
@@ -313,6 +314,7 @@ class Endpoint:
     def wait_for_log(self, pattern: str, timeout: float = 10.0, since: int = 0) -> re.Match:
         """Wait until the log (from byte offset `since`) matches the regex `pattern`."""
         regex = re.compile(pattern)
+        timeout = scaled(timeout)  # the host's wait, as long as this CPU needs (vm.pace)
         deadline = time.monotonic() + timeout
         while True:
             found = regex.search(self.log(), since)

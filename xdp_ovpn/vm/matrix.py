@@ -1,7 +1,7 @@
 """The feature x kernel matrix: the probe (xdp_ovpn.vm.guest.probe) run natively on the host
 kernel and inside a guest for each Debian kernel; then the DCO interop run in each guest with
 a DCO module (6.1: ovpn-dco-v2 from dkms with openvpn 2.6; 7.2: the in-kernel ovpn with sid's
-openvpn 2.7), and the data-path comparison in the 6.1 guest. Written as
+openvpn 2.7), and the data-path comparison in each of those guests. Written as
 docs/kernel-matrix.md and .json.
 
 Every cell comes from doing the thing in that kernel, never from a version check.
@@ -23,7 +23,6 @@ from xdp_ovpn.vm.report import render_markdown
 GUEST_KERNELS = ("6.1", "6.12", "7.2")
 # 6.1: openvpn-dco-dkms builds for it (not for 6.12); 7.2 ships ovpn itself (sid root).
 DCO_KERNELS = ("6.1", "7.2")
-COMPARE_KERNEL = "6.1"
 PROBE = ["python3", "-m", "xdp_ovpn.vm.guest.probe"]
 DCO_INTEROP = ["python3", "-m", "xdp_ovpn.vm.guest.dco_interop"]
 COMPARE = ["python3", "-m", "xdp_ovpn.vm.guest.compare", "2"]
@@ -31,7 +30,8 @@ RESULT_PREFIX = "XO-MATRIX "
 GUEST_TIMEOUT = 3600.0
 DOCS = PROJECT / "docs"
 DCO_BUILD = "DCO module (in-kernel ovpn, or ovpn-dco by dkms)"
-# The cells the XDP data path cannot do without: a failure here fails the command.
+# The cells the XDP data path cannot do without: a failure here fails the command ("warn",
+# e.g. tests skipped for a named reason, does not).
 REQUIRED = ("bcc compile", "bcc compiles classifier.c", "verifier accepts classifier.c",
             "AF_XDP bind", "fast-path tests")
 
@@ -50,12 +50,13 @@ def run_matrix(echo: TextIO | None = None, kernels: tuple[str, ...] = GUEST_KERN
     if interop:
         report["dco_interop"] = [_guest_script(version, DCO_INTEROP, echo)
                                  for version in DCO_KERNELS if version in kernels]
-        report["comparison"] = _guest_script(COMPARE_KERNEL, COMPARE, echo)
+        report["comparisons"] = [_guest_script(version, COMPARE, echo)
+                                 for version in DCO_KERNELS if version in kernels]
     DOCS.mkdir(exist_ok=True)
     (DOCS / "kernel-matrix.json").write_text(json.dumps(report, indent=1) + "\n")
     (DOCS / "kernel-matrix.md").write_text(render_markdown(report))
     failed = [f"{c['kernel']}: {name}" for c in columns for name in REQUIRED
-              if c["cells"].get(name, {}).get("status") != "ok"]
+              if c["cells"].get(name, {}).get("status") not in ("ok", "warn")]
     failed += [f"{c['kernel']}: no XDP attach mode works" for c in columns
                if not _any_attach(c["cells"])]
     if interop:

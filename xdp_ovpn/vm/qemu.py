@@ -21,6 +21,7 @@ from typing import TextIO
 
 from xdp_ovpn.vm.errors import GuestTimeout, VMError
 from xdp_ovpn.vm.native import venv_fits
+from xdp_ovpn.vm.pace import ENV_HOST_PACE, pace
 
 STAGE2 = resources.files("xdp_ovpn.vm") / "stage2.sh"  # package data
 BEGIN, END = "XO-VMTEST-BEGIN", "XO-VMTEST-END"
@@ -68,7 +69,8 @@ def _prepare_run_dir(run_dir: Path, project: Path, command: list[str],
     (run_dir / "stage2.sh").write_bytes(STAGE2.read_bytes())  # init runs it with /bin/sh
     path = "/usr/sbin:/usr/bin:/sbin:/bin"
     base = {"XO_PROJECT": str(project), "HOME": "/root", "LC_ALL": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "XDP_OVPN_IN_VM": "1"}
+            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "XDP_OVPN_IN_VM": "1",
+            ENV_HOST_PACE: f"{pace():.6f}"}  # the guest scales its waits by it
     if use_venv:
         # The host's venv works in the guest: same Debian Python, same path (see native.py).
         path = f"{project / '.venv/bin'}:{path}"

@@ -20,12 +20,12 @@ means it works with a caveat; the reason follows the verdict.
 
 Probe wall time: {', '.join(f"{c['kernel']} {c['seconds']} s" for c in report['columns'])}.
 Guests run under TCG (software emulation) unless a column says kvm: slow, and no figure here
-is a performance measurement. A fast-path test that fails in a TCG guest only may be a
-timeout of the emulated CPU; the failing tests are named.
+is a performance measurement. The lab's waits (a start, a handshake, a log line) scale with
+the guest's measured slowdown against the host (`xdp_ovpn/vm/pace.py`); failing tests are
+named, and so are skipped ones, with pytest's reason.
 """]
     parts += [_interop_section(run) for run in report.get("dco_interop", [])]
-    if comparison := report.get("comparison"):
-        parts.append(_comparison_section(comparison))
+    parts += [_comparison_section(run) for run in report.get("comparisons", [])]
     return "\n".join(parts)
 
 
@@ -81,4 +81,5 @@ def _comparison_section(comp: dict) -> str:
         rows.append([r["scenario"], r["mode"], median, ratio, samples])
     return (f"{head}\n\n`xdp_ovpn/vm/guest/compare.py`: iperf3 TCP, "
             f"{result['seconds']} s a run, {result['rounds']} rounds in alternating order, "
-            f"both ends the same implementation.\n{note}\n\n{_table(rows)}\n")
+            f"both ends the same implementation; {result.get('openvpn', 'openvpn')}.\n"
+            f"{note}\n\n{_table(rows)}\n")

@@ -10,23 +10,31 @@ Prints one JSON line prefixed with RESULT_PREFIX.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 
+from xdp_ovpn.dataplane.engine import ENGINE_ENV
 from xdp_ovpn.lab import Lab
 from xdp_ovpn.vm.guest.probe import load_dco
 from xdp_ovpn.vm.guest.tunnel import SERVER_IP, namespaces, tunnel
 from xdp_ovpn.vm.matrix import RESULT_PREFIX
+from xdp_ovpn.vm.pace import scaled
 
 SECONDS = 5
-# name -> (program, extra config lines): both ends run the same implementation.
+# name -> (program, extra config lines, xdp-ovpn engine): both ends run the same
+# implementation. "openvpn+DCO" is ovpn-dco-v2 with openvpn 2.6 (6.1) or the in-kernel
+# ovpn with openvpn 2.7 (7.2): whichever load_dco() found.
 SCENARIOS = {
-    "openvpn (userspace)": ("openvpn", ["disable-dco"]),
-    "openvpn+DCO": ("openvpn", []),
-    "xdp-ovpn": ("xdp-ovpn", []),
+    "openvpn (userspace)": ("openvpn", ["disable-dco"], None),
+    "openvpn+DCO": ("openvpn", [], None),
+    "xdp-ovpn, native engine": ("xdp-ovpn", [], "native"),
+    "xdp-ovpn, python engine": ("xdp-ovpn", [], "python"),
 }
 
 
@@ -34,7 +42,7 @@ def iperf_mbps(lab: Lab, server_ns, client_ns, target: str) -> float:
     server = server_ns.popen(["iperf3", "-s", "-1", "-B", target],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lab.wait_for(lambda: ":5201" in server_ns.run(["ss", "-ltn"], check=False).stdout)
-    out = client_ns.run(["iperf3", "-c", target, "-t", str(SECONDS), "-J"], timeout=120)
+    out = client_ns.run(["iperf3", "-c", target, "-t", str(SECONDS), "-J"], timeout=scaled(30))
     server.wait(timeout=30)
     return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
 
@@ -44,15 +52,36 @@ def measure(name: str | None) -> tuple[float, str]:
     with namespaces() as (lab, a, b):
         if name is None:
             return iperf_mbps(lab, a, b, SERVER_IP), "veth"
-        program, extra = SCENARIOS[name]
-        with tunnel(a, b, program, program, extra) as (server, client):
+        program, extra, engine = SCENARIOS[name]
+        with _engine(engine), tunnel(a, b, program, program, extra) as (server, client):
             return iperf_mbps(lab, a, b, server.tunnel_ipv4), _mode(client.log(), program)
+
+
+@contextlib.contextmanager
+def _engine(engine: str | None) -> Iterator[None]:
+    """xdp-ovpn's `--engine auto` means $XDP_OVPN_ENGINE: both ends started meanwhile run it."""
+    before = os.environ.get(ENGINE_ENV)
+    if engine:
+        os.environ[ENGINE_ENV] = engine
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENGINE_ENV, None)
+        else:
+            os.environ[ENGINE_ENV] = before
+
+
+def openvpn_version() -> str:
+    out = subprocess.run(["openvpn", "--version"], capture_output=True, text=True)
+    return (out.stdout.splitlines() or ["openvpn: no version"])[0]
 
 
 def _mode(log: str, program: str) -> str:
     if program == "xdp-ovpn":
         found = re.search(r"Data path: .*", log)
-        return found.group(0) if found else "data path not logged"
+        epoch = "; epoch data format" if re.search(r"epoch data format", log) else ""
+        return found.group(0) + epoch if found else "data path not logged"
     return "DCO" if "DCO device tun0 opened" in log else "userspace"
 
 
@@ -82,7 +111,8 @@ def main(rounds: int) -> int:
                      "median_mbps": median, "samples": values,
                      "vs_bare": median / bare if median else None})
     print(RESULT_PREFIX + json.dumps({"emulated_cpu": True, "seconds": SECONDS,
-                                      "rounds": rounds, "rows": rows}), flush=True)
+                                      "rounds": rounds, "openvpn": openvpn_version(),
+                                      "rows": rows}), flush=True)
     return 0 if all(r["median_mbps"] for r in rows) else 1
 
 

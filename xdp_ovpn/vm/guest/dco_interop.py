@@ -26,6 +26,7 @@ from xdp_ovpn.lab.openvpn import Endpoint
 from xdp_ovpn.vm.guest.probe import load_dco
 from xdp_ovpn.vm.guest.tunnel import namespaces, tunnel
 from xdp_ovpn.vm.matrix import RESULT_PREFIX
+from xdp_ovpn.vm.pace import scaled
 
 DCO_LINE = "DCO device tun0 opened"  # openvpn 2.6 and 2.7 alike
 HANDSHAKE = r"Control Channel: TLSv1\.\d"
@@ -41,7 +42,7 @@ def check(checks: list[dict], name: str, ok: bool, detail: str) -> bool:
 
 def iperf(client_ns, server_ip: str, reverse: bool) -> tuple[bool, str]:
     cmd = ["iperf3", "-c", server_ip, "-t", "3", "-J", *(["-R"] if reverse else [])]
-    out = client_ns.run(cmd, check=False, timeout=60)
+    out = client_ns.run(cmd, check=False, timeout=scaled(20))  # a 3 s run and its set-up
     try:
         bps = json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]
     except (ValueError, KeyError):

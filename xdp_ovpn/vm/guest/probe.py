@@ -95,7 +95,7 @@ def dco_cell() -> dict[str, str]:
 
 
 def fast_path_tests_cell() -> dict[str, str]:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
            "-m", "not vm and not slow", *FAST_PATH_TESTS]
     # Streamed, not captured: under emulation this takes minutes and should show progress.
     proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.PIPE, text=True,
@@ -108,10 +108,23 @@ def fast_path_tests_cell() -> dict[str, str]:
     proc.wait()
     lines = [ln for ln in lines if ln.strip()]
     summary = lines[-1].strip("= ") if lines else "no output"
+    skipped = group_skips(lines)
     if proc.returncode == 0:
-        return cell("ok", summary)
+        return cell("warn" if skipped else "ok", f"{summary}; {skipped}" if skipped else summary)
     failed = [m.group(1) for ln in lines if (m := re.match(r"^(?:FAILED|ERROR) (\S+)", ln))]
-    return cell("FAIL", f"{summary}; failing: {group_failures(failed)}" if failed else summary)
+    detail = f"{summary}; failing: {group_failures(failed)}" if failed else summary
+    return cell("FAIL", f"{detail}; {skipped}" if skipped else detail)
+
+
+def group_skips(lines: list[str]) -> str:
+    """pytest -rs lines ("SKIPPED [n] file:line: reason") as "skipped: reason: files (n)"."""
+    by_reason: dict[str, dict[str, int]] = {}
+    for ln in lines:
+        if m := re.match(r"^SKIPPED \[(\d+)\] (?:tests/)?([^:]+):\d+: (.*)$", ln):
+            files = by_reason.setdefault(m.group(3), {})
+            files[m.group(2)] = files.get(m.group(2), 0) + int(m.group(1))
+    return "; ".join(f"skipped, {reason}: " + ", ".join(f"{f} ({n})" for f, n in files.items())
+                     for reason, files in by_reason.items())
 
 
 def group_failures(node_ids: list[str]) -> str:
