@@ -27,8 +27,9 @@ pytestmark = [pytest.mark.root, pytest.mark.openvpn]
 
 # Scripts get openvpn's environment only (no PATH): absolute paths throughout.
 RECORDER = """#!/bin/sh
-echo "$@" > "{out}/$script_type.args"
-/usr/bin/env > "{out}/$script_type.partial" && /bin/mv "{out}/$script_type.partial" "{out}/$script_type.env"
+f="{out}/$script_type"
+echo "$@" > "$f.args"
+/usr/bin/env > "$f.partial" && /bin/mv "$f.partial" "$f.env"
 """
 
 

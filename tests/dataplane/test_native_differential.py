@@ -279,7 +279,7 @@ def scenarios(draw: Any) -> Scenario:
     single = draw(st.booleans())
     peers = PEERS[:1] if single else PEERS
     gso = draw(st.booleans())
-    mss = draw(st.sampled_from([0, 1300])) if gso else 0  # the socket worker never clamps
+    mss = draw(st.sampled_from([0, 1300]))
     config = EngineConfig(
         single_peer=single,
         replay_window=draw(st.sampled_from([4, 16, 64])),

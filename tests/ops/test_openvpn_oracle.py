@@ -43,9 +43,9 @@ def recorder(directory: Path) -> Path:
     writes a push for client-connect."""
     path = directory / "hook.sh"
     path.write_text(f"""#!/bin/sh
-n=$$
-for a in "$@"; do printf '%s\\n' "$a"; done > {directory}/$script_type.$n.args
-env > {directory}/$script_type.$n.partial && mv {directory}/$script_type.$n.partial {directory}/$script_type.$n.env
+f={directory}/$script_type.$$
+for a in "$@"; do printf '%s\\n' "$a"; done > $f.args
+env > $f.partial && mv $f.partial $f.env
 if [ "$script_type" = user-pass-verify ]; then [ "$(head -n1 "$1")" = good ] || exit 1; fi
 if [ "$script_type" = client-connect ]; then echo 'push "route 192.0.2.0 255.255.255.0"' > "$1"; fi
 exit 0

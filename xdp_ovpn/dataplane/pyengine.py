@@ -297,6 +297,9 @@ class PythonEngine:
             if peer is None:
                 self._count("no route to peer")
                 continue
+            key = peer.keys[0]
+            if key is not None and n < SYN_MAX_LEN and (mss := self.config.mss_for(key.overhead)):
+                clamp_mss(view, 0, n, mss)  # mssfix both ways, as the XDP path's egress
             if self._send(peer, view[:n], now):  # inbuf -> outbuf
                 peer.stats.tx_packets += 1
                 peer.stats.tx_bytes += n
