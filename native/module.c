@@ -23,6 +23,9 @@ const char *const DROP_NAMES[D_COUNT] = {
     [D_NO_ROUTE] = "no route to peer",
 };
 
+#ifndef XO_SOURCES_DIGEST /* setup.py defines it (dataplane/nativesrc.py) */
+#define XO_SOURCES_DIGEST "unknown"
+#endif
 #define XSK_BUFS 5 /* rx words, rx descriptors, fill words, fill addresses, UMEM */
 
 typedef struct {
@@ -1066,7 +1069,8 @@ PyMODINIT_FUNC PyInit__native(void)
         || PyModule_AddIntConstant(m, "AES_128_GCM", C_AES_128_GCM) < 0
         || PyModule_AddIntConstant(m, "AES_192_GCM", C_AES_192_GCM) < 0
         || PyModule_AddIntConstant(m, "AES_256_GCM", C_AES_256_GCM) < 0
-        || PyModule_AddIntConstant(m, "CHACHA20_POLY1305", C_CHACHA20_POLY1305) < 0) {
+        || PyModule_AddIntConstant(m, "CHACHA20_POLY1305", C_CHACHA20_POLY1305) < 0
+        || PyModule_AddStringConstant(m, "SOURCES_DIGEST", XO_SOURCES_DIGEST) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -225,8 +225,10 @@ def collect() -> list[Check]:
 
 def _engine() -> Check:
     """Which per-packet engine `run --engine auto` takes (never stops the data path)."""
-    from xdp_ovpn.dataplane.engine import native_available
+    from xdp_ovpn.dataplane.engine import native_available, native_stale
 
+    if native_available() and (stale := native_stale()):
+        return Check("engine", FAIL, stale)
     if native_available():
         return Check("engine", OK, "native: the C batch engine (xdp_ovpn._native) is built")
     return Check("engine", WARN, "python: the native engine is not built (xdp_ovpn._native "

@@ -42,6 +42,24 @@ def test_engine_names_resolve_or_fail_with_one_line(monkeypatch) -> None:
         resolve("auto")
 
 
+@pytest.mark.skipif(not native_available(), reason="the native engine is not built")
+def test_a_build_older_than_its_sources_is_refused_in_one_line(monkeypatch, tmp_path) -> None:
+    from xdp_ovpn.dataplane import nativesrc
+
+    monkeypatch.delenv("XDP_OVPN_ENGINE", raising=False)
+    assert resolve("native") == "native"  # this build is its sources'
+    for src in nativesrc.NATIVE_DIR.iterdir():
+        (tmp_path / src.name).write_bytes(src.read_bytes())
+    monkeypatch.setattr(nativesrc, "NATIVE_DIR", tmp_path)
+    assert resolve("auto") == "native"
+    with (tmp_path / "io.c").open("a") as f:
+        f.write("/* edited after the build */\n")
+    for name in ("auto", "native"):
+        with pytest.raises(DataPlaneError, match=r"^the native engine was built from other"):
+            resolve(name)
+    assert resolve("python") == "python"
+
+
 class _Rig:
     """A server-side engine on a loopback UDP socket, one client peer, a datagram TUN."""
 

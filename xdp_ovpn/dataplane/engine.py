@@ -235,11 +235,28 @@ def resolve(name: str) -> str:
         raise DataPlaneError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")
     if name == "auto" and os.environ.get(ENGINE_ENV, "auto") != "auto":
         return resolve(os.environ[ENGINE_ENV])
-    if name == "auto":
-        return "native" if native_available() else "python"
-    if name == "native" and not native_available():
-        raise DataPlaneError("the native engine is not built (xdp_ovpn._native missing)")
+    if name == "auto" and not native_available():
+        return "python"
+    if name in ("auto", "native"):
+        if not native_available():
+            raise DataPlaneError("the native engine is not built (xdp_ovpn._native missing)")
+        if reason := native_stale():
+            raise DataPlaneError(reason)
+        return "native"
     return name
+
+
+def native_stale() -> str | None:
+    """Why the built extension does not match the native/ sources beside it (None: it does,
+    or there are no sources here to compare with)."""
+    from xdp_ovpn import _native
+    from xdp_ovpn.dataplane.nativesrc import sources_digest
+
+    here = sources_digest()
+    if here is None or getattr(_native, "SOURCES_DIGEST", None) == here:
+        return None
+    return ("the native engine was built from other sources than native/ holds now: "
+            "rebuild it (scripts/setup.sh env)")
 
 
 def check_workers(count: int, engine: str) -> None:
