@@ -22,6 +22,7 @@ import sys
 from xdp_ovpn.vm import PROJECT
 from xdp_ovpn.vm.kernels import DKMS_DCO, IN_KERNEL_DCO
 from xdp_ovpn.vm.matrix import RESULT_PREFIX
+from xdp_ovpn.vm.pace import slowdown
 
 # Cells taken as they are from `xdp-ovpn doctor`'s probes.
 DOCTOR_CELLS = ("BTF", "kernel headers", "bcc compile", "XDP native", "XDP generic",
@@ -141,6 +142,8 @@ def group_failures(node_ids: list[str]) -> str:
 
 def probe(quick: bool) -> dict:
     cells = doctor_cells()
+    cells["CPU pace"] = cell("ok", f"{slowdown():.1f}x the host's time for the same Python "
+                             "work; the lab's waits scale by it")
     if not quick:
         cells |= classifier_cells()
         cells["ovpn-dco loads"] = dco_cell()
