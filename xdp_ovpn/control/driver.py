@@ -15,7 +15,7 @@ from typing import Any
 from xdp_ovpn.control.log import get_logger, peer_label
 from xdp_ovpn.dataplane.api import Address
 from xdp_ovpn.proto.errors import ProtocolError
-from xdp_ovpn.proto.events import Event
+from xdp_ovpn.proto.events import Event, KeysReady
 
 EventHandler = Callable[["SessionDriver", Event], None]
 
@@ -62,19 +62,32 @@ class SessionDriver:
         self.pump()
 
     def pump(self) -> None:
-        """Flush datagrams and events until the session is quiet, then re-arm the timer."""
+        """Flush datagrams and events until the session is quiet, then re-arm the timer.
+
+        New keys are installed before the datagrams that go with them: the key-method-2
+        message (or its ACK) lets the peer send with the new key at once, and a data plane
+        still without it would drop what comes (openvpn installs its DCO key first too)."""
         for _ in range(100):  # events may queue datagrams and the other way round
-            busy = False
-            for datagram in self.session.datagrams_to_send(time.monotonic()):
+            datagrams = self.session.datagrams_to_send(time.monotonic())
+            events = []
+            while (event := self.session.next_event()) is not None:
+                events.append(event)
+            keys = max((i + 1 for i, e in enumerate(events) if isinstance(e, KeysReady)),
+                       default=0)
+            self._handle(events[:keys])
+            for datagram in datagrams if not self.closed else ():
                 self.tx_bytes += len(datagram)
                 self._send(datagram, self.remote)
-                busy = True
-            while not self.closed and (event := self.session.next_event()) is not None:
-                busy = True
-                self._on_event(self, event)
-            if not busy or self.closed:
+            self._handle(events[keys:])
+            if not (datagrams or events) or self.closed:
                 break
         self._arm_timer()
+
+    def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            if self.closed:
+                return
+            self._on_event(self, event)
 
     def _arm_timer(self) -> None:
         at = None if self.closed else self.session.get_timer()

@@ -33,6 +33,8 @@ GUEST_PACKAGES = (
     "python3-pyroute2", "python3-click", "python3-pytest",
     "openvpn", "openvpn-dco-dkms", "iproute2", "iperf3", "iputils-ping", "ethtool",
     "kmod", "procps", "busybox-static", "tcpdump", "strace",
+    # The fast-path tests build the native engine under ASan/UBSan (dkms brings gcc).
+    "python3-dev", "libc6-dev", "libssl-dev",
 )
 # sid's Python is not the host's, so the host's virtualenv cannot serve it: the project's
 # dependencies come from Debian, and gcc + headers build the native engine for it.

@@ -96,7 +96,7 @@ def dco_cell() -> dict[str, str]:
 
 
 def fast_path_tests_cell() -> dict[str, str]:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs",
            "-m", "not vm and not slow", *FAST_PATH_TESTS]
     # Streamed, not captured: under emulation this takes minutes and should show progress.
     proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.PIPE, text=True,
