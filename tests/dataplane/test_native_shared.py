@@ -6,6 +6,7 @@ receive epochs (native/epoch.c). No root (loopback sockets, a socketpair as the 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import sys
@@ -276,3 +277,44 @@ def test_a_replacement_engine_goes_on_from_the_slot() -> None:
         assert [c for _e, c in _sent_epoch_ids(rig.peer)] == [1, 2, 3, 4]
         assert not c.receive(packet, rig.peer)
         assert c.receive(crypto.encrypt(INNER, 1.0), rig.peer)
+
+
+def _send_in_child(rig: _Rig, go: tuple[int, int], count: int) -> int:
+    """Fork a worker that waits for the pipe `go` to close, then sends `count` packets."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.close(go[1])
+        worker = _Worker(rig.peer, rig.slot, True, "CHACHA20-POLY1305")
+        os.read(go[0], 1)
+        for _ in range(count):
+            worker.send_one()
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def test_epoch_ids_stay_unique_with_two_processes_sending_at_once() -> None:
+    """Two processes, as two workers are, send at once across a send-epoch rotation: the
+    slot's word hands each (epoch, counter) out once."""
+    count = 3000
+    with _rig(True, epoch=True, cipher="CHACHA20-POLY1305") as rig:
+        rig.worker()  # sets the slot up, then stands by
+        _set_send_word(rig.slot, 1, COUNTER_MAX - count)
+        rig.peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        go = os.pipe()
+        children = [_send_in_child(rig, go, count) for _ in range(2)]
+        os.close(go[1])
+        ids: list[tuple[int, int]] = []
+        codes = []
+        for pid in children:
+            while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0):
+                ids += _sent_epoch_ids(rig.peer)
+            codes.append(os.waitstatus_to_exitcode(done[1]))
+        ids += _sent_epoch_ids(rig.peer)
+        os.close(go[0])
+    assert codes == [0, 0]
+    assert len(set(ids)) == len(ids) > count  # the socket may drop some, never repeat one
+    assert {epoch for epoch, _ in ids} == {1, 2}
