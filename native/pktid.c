@@ -1,6 +1,7 @@
 /* Packet-ids (proto/pktid.py, openvpn's packet_id.c): the receiver's replay window with its
  * one-second time marks, and the sender with the shared ledger (xdppath.LedgerSender) or,
- * for several workers, the key's shared slot (a live counter, the window under a lock). */
+ * for several workers, the key's shared slot (a live counter, the window under a lock; its
+ * set-up and window blocks serve epoch.c's part of a slot too). */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -176,12 +177,17 @@ int replay_update(struct replay *r, uint64_t pid, double now)
 
 /* -- several workers: the window under the slot's lock ---------------------------------- */
 
-void key_shared_lock(struct key_shared *ks)
+static void lock_robust(pthread_mutex_t *m)
 {
     /* Robust: a worker killed while holding it leaves it to the next one, which takes the
      * state as it stands (at worst one id's bit or mark half written). */
-    if (pthread_mutex_lock(&ks->lock) == EOWNERDEAD)
-        pthread_mutex_consistent(&ks->lock);
+    if (pthread_mutex_lock(m) == EOWNERDEAD)
+        pthread_mutex_consistent(m);
+}
+
+void key_shared_lock(struct key_shared *ks)
+{
+    lock_robust(&ks->lock);
 }
 
 void key_shared_unlock(struct key_shared *ks)
@@ -191,8 +197,7 @@ void key_shared_unlock(struct key_shared *ks)
 
 static void lock(struct replay *r)
 {
-    if (pthread_mutex_lock(r->lock) == EOWNERDEAD) /* as key_shared_lock */
-        pthread_mutex_consistent(r->lock);
+    lock_robust(r->lock);
 }
 
 int replay_admit(struct replay *r, uint64_t pid, double now)
