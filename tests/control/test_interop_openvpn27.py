@@ -174,12 +174,16 @@ def test_several_native_workers_use_the_epoch_format(lab) -> None:
     """Two native workers share each epoch key through its slot, so the data plane offers the
     format and 2.7 takes it. The client is moved between CPUs 0 and 1, so between the RX
     queues and the workers (tests/support/multicore.py): 4 TCP streams run through both
-    workers in the epoch format with no drop, no replay in particular."""
+    workers in the epoch format with no drop, no replay in particular.
+
+    A move reorders the flow by the old worker's backlog; on a loaded machine (workers
+    descheduled) that went beyond test_multicore's window of 4096 (seen: 346 drops, all of
+    ids more than 4096 below the highest, none of an id taken twice): the widest window."""
     if not {0, 1} <= os.sched_getaffinity(0):
         pytest.skip("needs CPUs 0 and 1")
     net, server, client, ours, theirs = _tunnel(
         lab, "server", "tls-crypt", None, 4, "native", workers=2,
-        ours={**OURS, "extra": ("replay-window 4096",)})  # as test_multicore: moves reorder
+        ours={**OURS, "extra": ("replay-window 65536",)})  # moves reorder: see below
     mc.xps(net.client_ns)
     with contextlib.ExitStack() as stack:
         _start(stack, "server", server, client)
