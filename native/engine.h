@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <sys/uio.h>
 #include <openssl/evp.h>
 
@@ -75,10 +76,36 @@ static inline int sender_needs_renewal(const struct sender *s)
 /* A key's state shared by the workers of one data plane, in a slot of shared memory the
  * control plane zeroes before the first worker installs the key: the sender's live
  * packet-id counter (one atomic add per run: no id is handed out twice whichever worker
- * sends, a restarted worker goes on from it) and the replay window under a robust lock. */
+ * sends, a restarted worker goes on from it) and the replay window under a robust lock.
+ * An epoch-format key keeps its epochs and windows in the same slot instead (epoch.c). */
+struct key_shared {
+    uint32_t ready;      /* 0: fresh (zeroed), 1: being set up, 2: ready */
+    uint32_t m_cap;      /* marks each window of the slot has room for */
+    uint64_t live;       /* a 2.6 key's last packet-id handed out */
+    double last_rx;      /* the last packet any worker took with this key */
+    pthread_mutex_t lock;
+    /* then, at KEY_SHARED_HEAD: a 2.6 key's window block, or an epoch key's area */
+};
+#define SLOT_ALIGN 64 /* a cache line: two keys' slots never share one */
+#define ALIGN_UP(n) (((n) + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN)
+#define KEY_SHARED_HEAD ALIGN_UP(sizeof(struct key_shared))
+/* Bytes of every key's slot: room for either format (a multiple of SLOT_ALIGN). */
 size_t key_shared_size(uint32_t size, double time_window);
 int key_shared_attach(struct replay *r, struct sender *s, void *slot, uint32_t size,
                       double time_window); /* -1: the lock refused */
+/* The slot's set-up: 1 when the caller is the first and must set the format's part up,
+ * then call key_shared_ready; 0: set up already; -1: the lock refused. */
+int key_shared_open(struct key_shared *ks, double time_window);
+void key_shared_ready(struct key_shared *ks);
+void key_shared_lock(struct key_shared *ks);
+void key_shared_unlock(struct key_shared *ks);
+/* A window block in shared memory (its state, marks, bits): its size, a window `r` working
+ * on it (replay_admit/commit take ks's lock; a caller holding it uses check/update), and
+ * the window emptied (under the lock). */
+size_t replay_block_size(uint32_t size, double time_window);
+void replay_share(struct replay *r, struct key_shared *ks, void *block, uint32_t size,
+                  double time_window);
+void replay_reset(struct replay *r);
 
 /* -- crypto_aead.c ---------------------------------------------------------------------- */
 enum cipher { C_AES_128_GCM, C_AES_192_GCM, C_AES_256_GCM, C_CHACHA20_POLY1305, C_COUNT };
@@ -112,9 +139,11 @@ struct epoch_dir {        /* one epoch's key in one direction */
     uint8_t iv[AEAD_NONCE_LEN];
     uint64_t blocks, failed; /* for the usage limit */
 };
+struct epoch_window;
 struct epoch_recv {       /* d.epoch always; d's context and the window once `ready` */
     struct epoch_dir d;
-    struct replay replay;
+    struct replay replay;     /* its own, or (shared) the slot's window of its epoch */
+    struct epoch_window *w;   /* shared: that window's usage counters; NULL: d's */
     uint8_t secret[EPOCH_KEY_LEN];
     uint8_t live, ready;
 };
@@ -129,10 +158,17 @@ struct epoch_state {
     struct epoch_recv rx, retiring, future[EPOCH_FUTURE_KEYS];
     uint32_t nfuture;
     uint32_t *ledger;        /* receive << 16 | send epoch, for a replacement worker */
+    /* several workers: the key's slot, where the send word, the receive epochs and their
+     * windows are; this worker's contexts follow them (NULL: all in this worker) */
+    struct key_shared *ks;
+    struct epoch_shared *sh;
+    size_t window_stride;
 };
+/* `slot`: a key_shared slot the workers share (key_shared_size bytes), or NULL. */
 struct epoch_state *epoch_new(int cipher, const uint8_t send[EPOCH_KEY_LEN],
                               const uint8_t recv[EPOCH_KEY_LEN], uint32_t window,
-                              double window_time);
+                              double window_time, void *slot);
+size_t epoch_shared_size(uint32_t size, double time_window); /* its part of a slot */
 void epoch_free(struct epoch_state *s);
 int epoch_advance_send(struct epoch_state *s, uint32_t epoch); /* -1: chain spent */
 /* The current receive key to `epoch` (forward only, the retiring one gone); -1: refused. */

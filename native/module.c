@@ -335,11 +335,6 @@ static PyObject *Engine_new_key(EngineObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "bad key material");
         goto out;
     }
-    if (epoch && shared != Py_None) { /* its windows are per epoch, in this worker */
-        PyErr_SetString(PyExc_ValueError, "an epoch-format key takes the ledger, not a "
-                                          "shared slot");
-        goto out;
-    }
     k = calloc(1, sizeof(*k));
     if (!k) {
         PyErr_NoMemory();
@@ -379,13 +374,17 @@ static PyObject *Engine_new_key(EngineObject *self, PyObject *args)
     if (epoch) {
         k->plain_off = DATA_V2_EPOCH_AAD_LEN;
         k->overhead = DATA_V2_EPOCH_OVERHEAD;
+        /* several workers: its epochs and windows in the slot, which it shares with them */
         k->epoch = epoch_new(cipher, ek.buf, dk.buf, self->e.replay_window,
-                             self->e.replay_time);
+                             self->e.replay_time, shared != Py_None ? view->buf : NULL);
         if (!k->epoch) {
-            PyErr_SetString(PyExc_ValueError, "epoch keys refused by OpenSSL");
+            PyErr_SetString(PyExc_ValueError, "epoch keys refused (OpenSSL, or the shared "
+                                              "slot's lock)");
             goto fail;
         }
-        if (view) { /* ledger.track_epochs: a replacement sends in the next epoch and
+        if (shared != Py_None) {
+            k->replay.last_rx = &((struct key_shared *)view->buf)->last_rx; /* peer_last_rx */
+        } else if (view) { /* ledger.track_epochs: a replacement sends in the next epoch and
                      * receives in the one its predecessor had followed the peer to */
             uint32_t *used = (uint32_t *)view->buf + index;
             if (*used && (epoch_advance_send(k->epoch, (*used & 0xFFFF) + 1) < 0
@@ -402,7 +401,7 @@ static PyObject *Engine_new_key(EngineObject *self, PyObject *args)
         goto fail;
     }
     if (epoch) {
-        /* its sender and windows are in k->epoch */
+        /* its sender and windows are in k->epoch (and the slot) */
     } else if (shared != Py_None) {
         if (key_shared_attach(&k->replay, &k->sender, view->buf, self->e.replay_window,
                               self->e.replay_time) < 0) {
@@ -1070,7 +1069,10 @@ PyMODINIT_FUNC PyInit__native(void)
         || PyModule_AddIntConstant(m, "AES_192_GCM", C_AES_192_GCM) < 0
         || PyModule_AddIntConstant(m, "AES_256_GCM", C_AES_256_GCM) < 0
         || PyModule_AddIntConstant(m, "CHACHA20_POLY1305", C_CHACHA20_POLY1305) < 0
-        || PyModule_AddStringConstant(m, "SOURCES_DIGEST", XO_SOURCES_DIGEST) < 0) {
+        || PyModule_AddStringConstant(m, "SOURCES_DIGEST", XO_SOURCES_DIGEST) < 0
+        /* a test hook: where an epoch key's send word (epoch << 48 | counter) is in its
+         * slot, to take a key near its counter's end without sending 2^48 packets */
+        || PyModule_AddIntConstant(m, "EPOCH_SEND_WORD", KEY_SHARED_HEAD) < 0) {
         Py_DECREF(m);
         return NULL;
     }

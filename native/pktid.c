@@ -1,6 +1,7 @@
 /* Packet-ids (proto/pktid.py, openvpn's packet_id.c): the receiver's replay window with its
  * one-second time marks, and the sender with the shared ledger (xdppath.LedgerSender) or,
- * for several workers, the key's shared slot (a live counter, the window under a lock). */
+ * for several workers, the key's shared slot (a live counter, the window under a lock; its
+ * set-up and window blocks serve epoch.c's part of a slot too). */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -10,7 +11,6 @@
 #include "engine.h"
 
 #define MARK_INTERVAL 1.0
-#define SLOT_ALIGN 64 /* a cache line: two keys' slots never share one */
 
 static uint32_t window_cap(uint32_t size)
 {
@@ -177,12 +177,27 @@ int replay_update(struct replay *r, uint64_t pid, double now)
 
 /* -- several workers: the window under the slot's lock ---------------------------------- */
 
-static void lock(struct replay *r)
+static void lock_robust(pthread_mutex_t *m)
 {
     /* Robust: a worker killed while holding it leaves it to the next one, which takes the
-     * window as it stands (at worst one id's bit or mark half written). */
-    if (pthread_mutex_lock(r->lock) == EOWNERDEAD)
-        pthread_mutex_consistent(r->lock);
+     * state as it stands (at worst one id's bit or mark half written). */
+    if (pthread_mutex_lock(m) == EOWNERDEAD)
+        pthread_mutex_consistent(m);
+}
+
+void key_shared_lock(struct key_shared *ks)
+{
+    lock_robust(&ks->lock);
+}
+
+void key_shared_unlock(struct key_shared *ks)
+{
+    pthread_mutex_unlock(&ks->lock);
+}
+
+static void lock(struct replay *r)
+{
+    lock_robust(r->lock);
 }
 
 int replay_admit(struct replay *r, uint64_t pid, double now)
@@ -211,63 +226,89 @@ int replay_commit(struct replay *r, uint64_t pid, double now)
     return ok;
 }
 
-struct key_shared {
-    uint32_t ready;      /* 0: fresh (zeroed), 1: being set up, 2: ready */
-    uint32_t m_cap;
-    uint64_t live;       /* the last packet-id handed out */
-    double last_rx;      /* the last packet any worker took with this key */
-    pthread_mutex_t lock;
-    struct replay_state st;
-    /* then struct mark marks[m_cap], uint64_t bits[cap / 64] */
-};
-
 static uint32_t shared_marks(double time_window)
 {
     /* a mark a second at most, those younger than the window plus the newest older one */
     return (uint32_t)ceil(time_window / MARK_INTERVAL) + 4;
 }
 
+/* A window block: struct replay_state, struct mark marks[m_cap], uint64_t bits[cap / 64]. */
+size_t replay_block_size(uint32_t size, double time_window)
+{
+    return ALIGN_UP(sizeof(struct replay_state) + shared_marks(time_window) * sizeof(struct mark)
+                    + window_cap(size) / 8);
+}
+
+void replay_reset(struct replay *r)
+{
+    state_init(r->st);
+    memset(r->bits, 0, (r->cap_mask + 1) / 8); /* the marks ring is empty: m_len 0 */
+}
+
+void replay_share(struct replay *r, struct key_shared *ks, void *block, uint32_t size,
+                  double time_window)
+{
+    memset(r, 0, sizeof(*r));
+    r->size = size;
+    r->time_window = time_window;
+    r->cap_mask = window_cap(size) - 1;
+    r->st = block;
+    r->m_cap = ks->m_cap;
+    r->marks = (struct mark *)(r->st + 1);
+    r->bits = (uint64_t *)(r->marks + ks->m_cap);
+    r->lock = &ks->lock;
+    r->last_rx = &ks->last_rx;
+}
+
 size_t key_shared_size(uint32_t size, double time_window)
 {
-    size_t n = sizeof(struct key_shared) + shared_marks(time_window) * sizeof(struct mark)
-               + window_cap(size) / 8;
-    return (n + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN;
+    size_t own = replay_block_size(size, time_window);
+    size_t epoch = epoch_shared_size(size, time_window);
+    return KEY_SHARED_HEAD + (own > epoch ? own : epoch);
+}
+
+int key_shared_open(struct key_shared *ks, double time_window)
+{
+    uint32_t fresh = 0;
+    pthread_mutexattr_t attr;
+    int err;
+    if (!__atomic_compare_exchange_n(&ks->ready, &fresh, 1, 0, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED)) {
+        while (__atomic_load_n(&ks->ready, __ATOMIC_ACQUIRE) != 2) /* set up by another */
+            sched_yield();
+        return 0;
+    }
+    err = pthread_mutexattr_init(&attr)
+          || pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)
+          || pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)
+          || pthread_mutex_init(&ks->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if (err) {
+        __atomic_store_n(&ks->ready, 0, __ATOMIC_RELEASE);
+        return -1;
+    }
+    ks->m_cap = shared_marks(time_window);
+    return 1;
+}
+
+void key_shared_ready(struct key_shared *ks)
+{
+    __atomic_store_n(&ks->ready, 2, __ATOMIC_RELEASE);
 }
 
 int key_shared_attach(struct replay *r, struct sender *s, void *slot, uint32_t size,
                       double time_window)
 {
     struct key_shared *ks = slot;
-    uint32_t fresh = 0, cap = window_cap(size);
-    if (__atomic_compare_exchange_n(&ks->ready, &fresh, 1, 0, __ATOMIC_ACQUIRE,
-                                    __ATOMIC_RELAXED)) {
-        pthread_mutexattr_t attr;
-        int err = pthread_mutexattr_init(&attr)
-                  || pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)
-                  || pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)
-                  || pthread_mutex_init(&ks->lock, &attr);
-        pthread_mutexattr_destroy(&attr);
-        if (err) {
-            __atomic_store_n(&ks->ready, 0, __ATOMIC_RELEASE);
-            return -1;
-        }
-        state_init(&ks->st);
-        ks->m_cap = shared_marks(time_window);
-        __atomic_store_n(&ks->ready, 2, __ATOMIC_RELEASE);
-    } else {
-        while (__atomic_load_n(&ks->ready, __ATOMIC_ACQUIRE) != 2) /* set up by another */
-            sched_yield();
+    void *block = (char *)slot + KEY_SHARED_HEAD;
+    int first = key_shared_open(ks, time_window);
+    if (first < 0)
+        return -1;
+    if (first) {
+        state_init(block); /* the bits are zero: the control plane zeroed the slot */
+        key_shared_ready(ks);
     }
-    memset(r, 0, sizeof(*r));
-    r->size = size;
-    r->time_window = time_window;
-    r->cap_mask = cap - 1;
-    r->st = &ks->st;
-    r->m_cap = ks->m_cap;
-    r->marks = (struct mark *)(ks + 1);
-    r->bits = (uint64_t *)(r->marks + ks->m_cap);
-    r->lock = &ks->lock;
-    r->last_rx = &ks->last_rx;
+    replay_share(r, ks, block, size, time_window);
     s->ledger = NULL;
     s->live = &ks->live;
     s->last = __atomic_load_n(&ks->live, __ATOMIC_RELAXED);

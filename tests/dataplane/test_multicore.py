@@ -18,7 +18,6 @@ a flow does when RSS is rebalanced or a client floats.
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import shutil
@@ -33,8 +32,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "control"))
+from tests.support import multicore as mc
 from tests.support.interop import underlay
-from xdp_ovpn.dataplane.api import LINK_LOCAL_SOURCE
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 
@@ -48,28 +47,6 @@ WINDOW = "replay-window 4096"
 SNAPLEN = 256  # the DATA_V2 header of every packet, a ping's packet whole
 
 
-def _xps(ns) -> None:
-    """On ns's veth0: a packet sent from CPU N leaves on TX queue N."""
-    for queue in (0, 1):
-        path = f"/sys/class/net/veth0/queues/tx-{queue}/xps_cpus"
-        ns.run(["sh", "-c", f"echo {1 << queue:x} > {path}"])
-
-
-def _pin(pid: int, cpu: int) -> None:
-    subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], check=True,
-                   capture_output=True)
-
-
-def _wander(pid: int, seconds: float) -> None:
-    """Move the process between CPU 0 and 1 every quarter second."""
-    end = time.monotonic() + seconds
-    cpu = 0
-    while time.monotonic() < end:
-        _pin(pid, cpu)
-        cpu ^= 1
-        time.sleep(0.25)
-
-
 def _setup(lab, tmp_path, extra=(), client_extra=()):
     if shutil.which("tcpdump") is None:
         pytest.skip("needs tcpdump")
@@ -81,7 +58,7 @@ def _setup(lab, tmp_path, extra=(), client_extra=()):
     base = server.command
     server.command = lambda: [*base(), "--data-path", "xdp", "--workers", "2"]
     client = OpenVPNClient(net.client_ns, server, remote=net.server_addr, extra=client_extra)
-    _xps(net.client_ns)
+    mc.xps(net.client_ns)
     pcap, errors = tmp_path / "underlay.pcap", tmp_path / "tcpdump.err"
     with open(errors, "w") as err:
         net.client_ns.popen(["tcpdump", "-i", "veth0", "-U", "--immediate-mode", "-n",
@@ -115,33 +92,6 @@ def _xdp_redirects(ns, queue: int) -> int:
     return int(re.search(rf"rx_queue_{queue}_xdp_redirect: (\d+)", stats).group(1))
 
 
-def _status(server) -> str:
-    mark = server.log_size()
-    server.proc.send_signal(signal.SIGUSR2)
-    return server.wait_for_log(r"STATUS (PeerStats\(.*\))", since=mark).group(1)
-
-
-def _drops(status: str) -> dict[str, int]:
-    drops = ast.literal_eval(re.search(r"drops=(\{.*?\})", status).group(1))
-    drops.pop(LINK_LOCAL_SOURCE, None)
-    return drops
-
-
-def _per_worker(status: str) -> tuple[int, ...]:
-    return ast.literal_eval(re.search(r"worker_link_rx_packets=(\(.*?\))", status).group(1))
-
-
-def _iperf3(net, server, seconds: int, streams: int = 4) -> subprocess.Popen:
-    net.server_ns.popen(["iperf3", "-s", "-1", "-B", server.tunnel_ipv4],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(50):
-        if "5201" in net.server_ns.run(["ss", "-ltn"]).stdout:
-            break
-        time.sleep(0.1)
-    return net.client_ns.popen(["iperf3", "-c", server.tunnel_ipv4, "-t", str(seconds),
-                                "-P", str(streams)], stdout=subprocess.PIPE, text=True)
-
-
 def _workers(server) -> list[int]:
     return [int(p) for p in server.wait_for_log(r"2 workers, pids (\d+) (\d+)").groups()]
 
@@ -150,17 +100,17 @@ def test_two_workers_share_one_peers_keys_without_reusing_or_replaying_ids(lab, 
     net, spec, server, client, pcap = _setup(lab, tmp_path)
     with started(server), started(client):
         assert len(_workers(server)) == 2
-        sender = _iperf3(net, server, 3)
-        _wander(client.proc.pid, 3)
+        sender = mc.iperf3_streams(net, server, 3)
+        mc.wander(client.proc.pid, 3)
         out, _ = sender.communicate(timeout=30)
         # both directions, both ways through the tunnel: a ping the other way too
         net.server_ns.run(["ping", "-c", "2", "-W", "2", str(client.tun_ipv4().ip)])
-        status = _status(server)
+        status = mc.status(server)
     assert re.search(r"SUM.*receiver", out), out
-    per_worker = _per_worker(status)
+    per_worker = mc.per_worker(status)
     print(f"DATA_V2 packets taken per worker: {per_worker}")
     assert len(per_worker) == 2 and all(n > 100 for n in per_worker), status
-    assert _drops(status) == {}, status  # no replay-window drops, nothing else either
+    assert mc.drops(status) == {}, status  # no replay-window drops, nothing else either
     sent = defaultdict(list)  # (peer-id, key-id) -> packet-ids the server sent
     for sport, _dport, payload in _data_packets(pcap, spec.port):
         if sport == spec.port:
@@ -175,9 +125,9 @@ def test_a_packet_replayed_onto_the_other_queue_is_rejected_and_counted(lab, tmp
     net, spec, server, client, pcap = _setup(lab, tmp_path)
     with started(server), started(client):
         _workers(server)
-        _pin(client.proc.pid, 0)  # its packets take RX queue 0, the primary worker's
+        mc.pin(client.proc.pid, 0)  # its packets take RX queue 0, the primary worker's
         net.client_ns.run(["ping", "-c", "4", "-i", "0.2", "-W", "2", server.tunnel_ipv4])
-        before = _status(server)
+        before = mc.status(server)
         queue1 = _xdp_redirects(net.server_ns, 1)
         up = [p for s, d, p in _data_packets(pcap, spec.port)
               if d == spec.port and len(p) < SNAPLEN - 42]  # whole: not cut by the capture
@@ -188,29 +138,29 @@ def test_a_packet_replayed_onto_the_other_queue_is_rejected_and_counted(lab, tmp
                   f"s.sendto(bytes.fromhex(sys.argv[1]), ('{net.server_addr}', {spec.port}))")
         net.client_ns.run(["taskset", "-c", "1", sys.executable, "-c", inject, packet.hex()])
         time.sleep(0.5)
-        after = _status(server)
+        after = mc.status(server)
         queue1 = _xdp_redirects(net.server_ns, 1) - queue1
         net.client_ns.run(["ping", "-c", "1", "-W", "2", server.tunnel_ipv4])  # still fine
     assert queue1 >= 1, "the replayed packet did not reach RX queue 1"
-    assert _drops(before).get("ReplayError", 0) == 0, before
-    assert _drops(after).get("ReplayError", 0) == 1, after
+    assert mc.drops(before).get("ReplayError", 0) == 0, before
+    assert mc.drops(after).get("ReplayError", 0) == 1, after
 
 
 def test_a_killed_worker_is_replaced_while_the_other_keeps_running(lab, tmp_path):
     net, _spec, server, client, _pcap = _setup(lab, tmp_path)
     with started(server), started(client):
         primary, second = _workers(server)
-        sender = _iperf3(net, server, 6)
-        _wander(client.proc.pid, 2)
+        sender = mc.iperf3_streams(net, server, 6)
+        mc.wander(client.proc.pid, 2)
         os.kill(second, signal.SIGKILL)
         killed = time.monotonic()
         restarted = server.wait_for_log(r"worker died: restarted as pid (\d+) with 1 peer"
                                         r"\(s\) \(worker 2 of 2\)")
         net.client_ns.run(["ping", "-c", "1", "-W", "5", server.tunnel_ipv4])
         print(f"tunnel answered again {time.monotonic() - killed:.2f} s after the SIGKILL")
-        _wander(client.proc.pid, 2)
+        mc.wander(client.proc.pid, 2)
         out, _ = sender.communicate(timeout=30)
-        status = _status(server)
+        status = mc.status(server)
         assert os.path.exists(f"/proc/{primary}")  # never stopped: same process
         assert _workers(server)[0] == primary
     assert int(restarted.group(1)) not in (primary, second)
@@ -218,20 +168,20 @@ def test_a_killed_worker_is_replaced_while_the_other_keeps_running(lab, tmp_path
     rates = [float(m) for m in re.findall(r"SUM\]\s+\S+-\S+\s+sec\s+\S+ \S+\s+(\S+) \S+/sec",
                                           out)]
     assert rates and all(rate > 0 for rate in rates[3:-2]), out
-    assert all(n > 0 for n in _per_worker(status)), status
+    assert all(n > 0 for n in mc.per_worker(status)), status
 
 
-def test_renegotiation_with_two_workers_costs_no_drops(lab, tmp_path):
+def test_renegotiation_with_two_workers_costs_nodrops(lab, tmp_path):
     net, _spec, server, client, _pcap = _setup(lab, tmp_path, extra=["reneg-sec 3"],
                                                 client_extra=["reneg-sec 3"])
     with started(server), started(client):
         _workers(server)
-        sender = _iperf3(net, server, 8)
-        _wander(client.proc.pid, 8)
+        sender = mc.iperf3_streams(net, server, 8)
+        mc.wander(client.proc.pid, 8)
         out, _ = sender.communicate(timeout=30)
-        status = _status(server)
+        status = mc.status(server)
         key_ids = set(re.findall(r"Data Channel: cipher .* key-id (\d+)", server.log()))
     assert {"0", "1", "2"} <= key_ids, key_ids
     assert re.search(r"SUM.*receiver", out), out
-    assert all(n > 0 for n in _per_worker(status)), status
-    assert _drops(status) == {}, status
+    assert all(n > 0 for n in mc.per_worker(status)), status
+    assert mc.drops(status) == {}, status

@@ -6,7 +6,9 @@ its predecessor may have sent: no nonce is ever used twice (the python engine). 
 in the epoch data format the slot holds its send and receive epochs instead (`track_epochs`).
 
 The native engine instead keeps, per key slot, a block the workers share: the live
-packet-id counter and the replay window (`Ledger.slot`; native/pktid.c key_shared).
+packet-id counter and the replay window (`Ledger.slot`; native/pktid.c key_shared), or for
+an epoch-format key its send epoch and counter, receive epochs and their windows
+(native/epoch.c).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ class NativeEngine:
     """engine.Engine over the C extension (see the module docstring)."""
 
     name = "native"
-    epoch_format = True  # one worker's: an epoch key takes the ledger, not a shared slot
+    epoch_format = True  # with a shared slot, whatever the number of workers (epoch.c)
 
     def __init__(self, sock: socket.socket, config: EngineConfig) -> None:
         self.config = config

@@ -24,12 +24,13 @@ black hole. What it owns beyond that:
   classifier never rate-limits a connected peer's control packets.
 - Workers (`workers`, default one per RX queue in use, at most the CPUs), each holding one
   AF_XDP socket per (interface, RX queue) of its share, pinned to its own CPU. The native
-  engine keeps each key's packet-id counter and replay window in the ledger's shared slots,
-  so whichever worker handles a packet, no nonce is used twice and no replay taken twice;
-  the python engine runs one worker. The primary (the first) also reads the UDP socket and
-  the TUN and keeps the BPF maps (`_XdpWorker`). The queues are those in use (rxqueues),
-  not those allocated; a queue that still cannot be bound is left to the socket and
-  reported, and only a data plane that binds none fails.
+  engine keeps each key's packet-id counter and replay window in the ledger's shared slots
+  (for a key in the epoch format: its send epoch and counter, its receive epochs and their
+  windows), so whichever worker handles a packet, no nonce is used twice and no replay
+  taken twice; the python engine runs one worker. The primary (the first) also reads the
+  UDP socket and the TUN and keeps the BPF maps (`_XdpWorker`). The queues are those in
+  use (rxqueues), not those allocated; a queue that still cannot be bound is left to the
+  socket and reported, and only a data plane that binds none fails.
 - Supervision: a thread in the control-plane process waits on the worker's pidfd. If the
   worker dies, the thread posts a sentinel on the notification socket; on that (or on a
   failed verb) the handle clears the BPF peers map, the remotes and the authority flag (the
@@ -37,10 +38,11 @@ black hole. What it owns beyond that:
   socket, where it waits), forks a new
   worker with every peer, key and the TUN re-installed, and the new worker mirrors the
   peers again as it takes them. Packet-ids survive the restart through shared memory
-  (ledger.py): the native engine keeps each key's live packet-id counter and its replay
-  window in a slot there, so the new worker goes on from the last id sent and still knows
-  the ids taken; the python engine reserves ids in blocks in the ledger before using them
-  and the new worker starts above the reservation. Either way no nonce is used twice.
+  (ledger.py): the native engine keeps each key's live packet-id counter (or epoch and
+  counter) and its replay windows in a slot there, so the new worker goes on from the last
+  id sent and still knows the ids taken; the python engine reserves ids in blocks in the
+  ledger before using them and the new worker starts above the reservation. Either way no
+  nonce is used twice.
 """
 
 from __future__ import annotations
@@ -385,9 +387,8 @@ class _XdpWorker(Worker):
                     en: bytes, dk: bytes, dn: bytes, epoch: bool, ledger_index: int) -> None:
         if self.engine.key_ids(peer_id)[slot] is not None:  # replaced: stop steering it first
             self._mirror(peer_id, self._key_ids(peer_id, without=slot))
-        shared = (self.ledger.slot(ledger_index) if self.engine.name == "native" and not epoch
-                  else None)
-        if shared is not None:  # the live packet-id counter and window the workers share
+        shared = self.ledger.slot(ledger_index) if self.engine.name == "native" else None
+        if shared is not None:  # what the workers share: packet-ids or epochs, windows
             self.engine.new_key(peer_id, slot, key_id, cipher, ek, en, dk, dn, shared=shared,
                                 epoch=epoch)
         else:
@@ -448,7 +449,7 @@ class XdpDataPlane(WorkerHandle):
         one with the python engine)."""
         super().__init__()
         self.engine = resolve(engine)  # the engine's name, for the log and reports
-        self.epoch_format = False  # set once the workers are planned
+        self.epoch_format = False  # set once the engine is known to start
         self._sock = sock
         self._control_limits = control_limits
         self._log = log or logging.getLogger(__name__)
@@ -475,9 +476,7 @@ class XdpDataPlane(WorkerHandle):
                                         gso=True, check_source=not single_peer,
                                         mss_epoch=mss_epoch)
             self._workers = self._plan_workers(workers)
-            # An epoch key's receive windows live in one worker (its ledger slot keeps only
-            # its epochs): the format needs the data plane on one.
-            self.epoch_format = epoch_format(self.engine) and len(self._workers) == 1
+            self.epoch_format = epoch_format(self.engine)
             for slot in self._workers:
                 self._spawn(slot)
             if len(self._workers) > 1 and not self.af_xdp_queues:
