@@ -304,3 +304,23 @@ def test_fast_path_cell_names_skipped_tests_with_their_reason() -> None:
         "skipped, needs openvpn 2.6: dataplane/test_xdppath.py (3), loader/test_steer.py (1); "
         "skipped, needs bcc: dataplane/test_io.py (1)")
     assert group_skips(lines[-1:]) == ""
+
+
+class _Item:
+    def __init__(self, *marks: pytest.MarkDecorator) -> None:
+        self.marks = {m.mark.name: m.mark for m in marks}
+
+    def get_closest_marker(self, name: str):
+        return self.marks.get(name)
+
+
+def test_realtime_tests_skip_with_their_reason_on_a_slow_cpu_only(monkeypatch) -> None:
+    from tests.conftest import pytest_runtest_setup
+
+    item = _Item(pytest.mark.realtime("a race decides it"))
+    monkeypatch.setenv(pace.ENV_SLOWDOWN, "1.00")
+    pytest_runtest_setup(item)  # runs on the host
+    monkeypatch.setenv(pace.ENV_SLOWDOWN, "16.00")
+    with pytest.raises(pytest.skip.Exception, match=r"^a race decides it; this CPU is 16x"):
+        pytest_runtest_setup(item)
+    pytest_runtest_setup(_Item())  # unmarked tests run anywhere
