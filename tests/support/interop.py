@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import signal
 import subprocess
@@ -137,6 +138,14 @@ print(open_attached(sys.argv[1]).verdict_counts()[Verdict[sys.argv[2]]])
 def redirected(ns, ifname: str = "veth0") -> int:
     """DATA_V2 packets the classifier on ifname sent to AF_XDP, read from its maps."""
     return int(ns.run([sys.executable, "-c", _VERDICT, ifname, "REDIRECT"]).stdout)
+
+
+def verdicts(ns, ifname: str = "veth0") -> dict[str, int]:
+    """Every verdict counter of the classifier on ifname, by name (for failure messages)."""
+    script = ("import sys\nfrom xdp_ovpn.loader.classifier import open_attached\n"
+              "print({v.name: n for v, n in open_attached(sys.argv[1]).verdict_counts()"
+              ".items() if n})")
+    return ast.literal_eval(ns.run([sys.executable, "-c", script, ifname]).stdout)
 
 
 def fragments_passed(ns, ifname: str = "veth0") -> int:
