@@ -24,12 +24,15 @@ except OSError:
     pass  # refused: the SYN went through, which is all we want
 """
 
-# (data path, the server's mssfix line, the MSS its TUN sees); the client's SYN says 1460.
+# (data path, the server's mssfix line, the MSS its TUN sees, the underlay's IP version);
+# the client's SYN says 1460.
 CASES = {
-    "xdp-default": ("xdp", None, 1492 - 28 - 24 - 40),
-    "xdp-payload": ("xdp", "mssfix 1300", 1300 - 24 - 40),
-    "socket-fixed": ("socket", "mssfix 1400 fixed", 1400 - 40),
-    "socket-off": ("socket", "mssfix 0", 1460),
+    "xdp-default": ("xdp", None, 1492 - 28 - 24 - 40, 4),
+    "xdp-default-udp6": ("xdp", None, 1492 - 48 - 24 - 40, 6),  # IPv6 + UDP headers: 48
+    "xdp-payload": ("xdp", "mssfix 1300", 1300 - 24 - 40, 4),
+    "socket-fixed": ("socket", "mssfix 1400 fixed", 1400 - 40, 4),
+    "socket-default-udp6": ("socket", None, 1492 - 48 - 24 - 40, 6),
+    "socket-off": ("socket", "mssfix 0", 1460, 4),
 }
 
 
@@ -48,8 +51,8 @@ def _syn_mss(server_ns, client_ns, address: str) -> int:
 
 @pytest.mark.parametrize("case", CASES)
 def test_server_clamps_syns_as_openvpn_mssfix_says(lab, case: str) -> None:
-    path, line, expected = CASES[case]
-    net = underlay(lab, 4)
+    path, line, expected, family = CASES[case]
+    net = underlay(lab, family)
     spec = TunnelSpec(PKI(), wrapping="tls-crypt", proto=net.proto)
     server = OpenVPNServer(net.server_ns, spec, program="xdp-ovpn",
                            extra=[line] if line else [])

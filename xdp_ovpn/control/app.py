@@ -79,6 +79,17 @@ def _bound_socket(cfg: Config) -> socket.socket:
         return open_client_socket(socket.AF_INET, cfg.local, port)
 
 
+def _ipv6_underlay(sock: socket.socket, cfg: Config) -> bool:
+    """Whether the tunnel's packets travel in IPv6 (40-byte headers for mssfix and the
+    control channel's packet size): a client's remote says it (its socket is dual-stack),
+    a server's IPv6-only socket (udp6) does; a dual-stack server keeps IPv4's figures."""
+    if sock.family != socket.AF_INET6:
+        return False
+    if cfg.role is Role.SERVER:
+        return bool(sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+    return any(":" in r.host for r in cfg.remotes)
+
+
 def run(cfg: Config, data_path: str = "auto", allow_ekm: bool = True,
         metrics: tuple[str, int] | None = None, reload: Reload | None = None,
         engine: str = "auto", workers: int | None = None) -> int:
@@ -111,9 +122,7 @@ def _run_instance(cfg: Config, data_path: str, allow_ekm: bool,
     sock = _open_socket(cfg)
     dataplane: DataPlane | None = None
     try:
-        ipv6_underlay = sock.family == socket.AF_INET6 and any(
-            ":" in r.host for r in cfg.remotes
-        )
+        ipv6_underlay = _ipv6_underlay(sock, cfg)
         scfg = session_config(cfg, allow_ekm=allow_ekm, ipv6_underlay=ipv6_underlay)
         dataplane = open_dataplane(
             data_path, sock, single_peer=cfg.role is not Role.SERVER,
