@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import pwd
@@ -33,9 +32,10 @@ from tests.support.interop import (
     underlay,
     verdicts,
 )
+from tests.support.interop import drops as _drops
+from tests.support.interop import status as _status
 from tests.support.nsfork import in_netns
 from xdp_ovpn.capabilities import CAP_BPF
-from xdp_ovpn.dataplane.api import LINK_LOCAL_SOURCE
 from xdp_ovpn.lab.openvpn import OpenVPNClient, OpenVPNServer, TunnelSpec, started
 from xdp_ovpn.lab.pki import PKI
 
@@ -77,21 +77,6 @@ def _finish(sender: subprocess.Popen) -> dict:
     out, _ = sender.communicate(timeout=60)
     sender.listener.wait(timeout=10)  # type: ignore[attr-defined]
     return json.loads(out)
-
-
-def _status(server) -> str:
-    """The server's data-plane counters for its one peer (SIGUSR2 STATUS line)."""
-    mark = server.log_size()
-    server.proc.send_signal(signal.SIGUSR2)
-    return server.wait_for_log(r"STATUS (PeerStats\(.*\))", since=mark).group(1)
-
-
-def _drops(status: str) -> dict[str, int]:
-    """The STATUS line's drops but those of the client kernel's own IPv6 link-local packets
-    (router solicitations), which a server drops as openvpn does."""
-    drops = ast.literal_eval(re.search(r"drops=(\{.*?\})", status).group(1))
-    drops.pop(LINK_LOCAL_SOURCE, None)
-    return drops
 
 
 def test_killed_worker_is_replaced_and_the_transfer_goes_on(lab) -> None:

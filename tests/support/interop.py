@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from xdp_ovpn.dataplane.api import LINK_LOCAL_SOURCE
 from xdp_ovpn.lab.netns import Namespace
 from xdp_ovpn.lab.openvpn import Endpoint, OpenVPNPeer, TunnelSpec
 from xdp_ovpn.lab.pki import PKI
@@ -127,27 +128,38 @@ def pids(ns: Namespace) -> list[str]:
     return out.stdout.split()
 
 
-_VERDICT = """
+_VERDICTS = """
 import sys
 from xdp_ovpn.loader.classifier import open_attached
-from xdp_ovpn.loader.maps import Verdict
-print(open_attached(sys.argv[1]).verdict_counts()[Verdict[sys.argv[2]]])
+print({v.name: n for v, n in open_attached(sys.argv[1]).verdict_counts().items() if n})
 """
+
+
+def verdicts(ns, ifname: str = "veth0") -> dict[str, int]:
+    """The classifier's verdict counters on ifname, by name (the non-zero ones)."""
+    return ast.literal_eval(ns.run([sys.executable, "-c", _VERDICTS, ifname]).stdout)
 
 
 def redirected(ns, ifname: str = "veth0") -> int:
     """DATA_V2 packets the classifier on ifname sent to AF_XDP, read from its maps."""
-    return int(ns.run([sys.executable, "-c", _VERDICT, ifname, "REDIRECT"]).stdout)
-
-
-def verdicts(ns, ifname: str = "veth0") -> dict[str, int]:
-    """Every verdict counter of the classifier on ifname, by name (for failure messages)."""
-    script = ("import sys\nfrom xdp_ovpn.loader.classifier import open_attached\n"
-              "print({v.name: n for v, n in open_attached(sys.argv[1]).verdict_counts()"
-              ".items() if n})")
-    return ast.literal_eval(ns.run([sys.executable, "-c", script, ifname]).stdout)
+    return verdicts(ns, ifname).get("REDIRECT", 0)
 
 
 def fragments_passed(ns, ifname: str = "veth0") -> int:
     """IP fragments the classifier on ifname passed to the socket (mssfix too large)."""
-    return int(ns.run([sys.executable, "-c", _VERDICT, ifname, "PASS_FRAGMENT"]).stdout)
+    return verdicts(ns, ifname).get("PASS_FRAGMENT", 0)
+
+
+def status(server) -> str:
+    """The server's data-plane counters for its peers (SIGUSR2 STATUS line)."""
+    mark = server.log_size()
+    server.proc.send_signal(signal.SIGUSR2)
+    return server.wait_for_log(r"STATUS (PeerStats\(.*\))", since=mark).group(1)
+
+
+def drops(status: str) -> dict[str, int]:
+    """The STATUS line's drops but those of the client kernel's own IPv6 link-local packets
+    (router solicitations), which a server drops as openvpn does."""
+    found = ast.literal_eval(re.search(r"drops=(\{.*?\})", status).group(1))
+    found.pop(LINK_LOCAL_SOURCE, None)
+    return found

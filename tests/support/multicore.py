@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import ast
 import re
-import signal
 import subprocess
 import time
 
-from xdp_ovpn.dataplane.api import LINK_LOCAL_SOURCE
+from tests.support.interop import drops, status  # noqa: F401  (used as mc.status, mc.drops)
 
 
 def xps(ns) -> None:
@@ -37,23 +36,9 @@ def wander(pid: int, seconds: float) -> None:
         time.sleep(0.25)
 
 
-def status(server) -> str:
-    """The server's peer status line (SIGUSR2)."""
-    mark = server.log_size()
-    server.proc.send_signal(signal.SIGUSR2)
-    return server.wait_for_log(r"STATUS (PeerStats\(.*\))", since=mark).group(1)
-
-
-def drops(status: str) -> dict[str, int]:
-    """Its drops but the link-local sources' (the kernel's own IPv6 chatter)."""
-    found = ast.literal_eval(re.search(r"drops=(\{.*?\})", status).group(1))
-    found.pop(LINK_LOCAL_SOURCE, None)
-    return found
-
-
-def per_worker(status: str) -> tuple[int, ...]:
-    """DATA_V2 packets each worker took."""
-    return ast.literal_eval(re.search(r"worker_link_rx_packets=(\(.*?\))", status).group(1))
+def per_worker(line: str) -> tuple[int, ...]:
+    """DATA_V2 packets each worker took, from a status line."""
+    return ast.literal_eval(re.search(r"worker_link_rx_packets=(\(.*?\))", line).group(1))
 
 
 def iperf3_streams(net, server, seconds: int, streams: int = 4) -> subprocess.Popen:
